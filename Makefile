@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` (the local stack, embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo up test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m services.stack demo
+
+up: $(STAMP)
+	$(PY) -m services.stack up
+
+# pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+bench: $(STAMP)
+	$(PY) bench/overhead.py
+	$(PY) bench/collector.py
+
+clean:
+	rm -rf $(VENV) .stack
