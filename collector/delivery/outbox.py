@@ -1,0 +1,427 @@
+"""The durable outbox: PostHog events waiting for delivery, in SQLite (WAL).
+
+Rows move pending -> in-flight (claimed) -> deleted (ack) / pending again with a later
+``next_attempt_at`` (nack) / the ``dead_letters`` table with a reason. Opening the outbox
+returns in-flight rows to pending, so a crash at any point loses nothing: a claimed batch
+that was delivered but not acked is delivered again, and PostHog de-duplicates it by uuid.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A commit appends to the WAL
+with a write(2) before ``put`` returns, so a killed process (kill -9, OOM) loses nothing;
+only an OS crash or power loss can lose the last transactions, because the WAL is fsynced
+at checkpoints rather than at every commit. ``synchronous="FULL"`` closes that window at
+the cost of one fsync per ``put``.
+
+One connection, guarded by a lock: the receiver's threads put while the delivery worker
+claims; SQLite serialises writers anyway, and a single connection keeps each call to one
+short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+__all__ = ["Outbox", "OutboxError", "OutboxFullError"]
+
+_PENDING = 0
+_IN_FLIGHT = 1
+# SQLite >= 3.32 allows 32766 host parameters per statement; stay far below.
+_MAX_PARAMS = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    uuid TEXT PRIMARY KEY,
+    payload TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    failed_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dead_letters_failed_at ON dead_letters (failed_at);
+"""
+
+
+class OutboxError(Exception):
+    """Storage trouble (disk full, database locked or corrupt): answer 503 with Retry-After."""
+
+
+class OutboxFullError(Exception):
+    """The outbox holds max_bytes already: backpressure (429 with Retry-After), never a drop."""
+
+
+def encode_event(event: dict) -> str:
+    """The compact JSON stored for an event; its UTF-8 length is the event's size."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def _chunks(items: Sequence, size: int = _MAX_PARAMS) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        max_bytes: int = 256 * 2**20,
+        clock: Callable[[], float] = time.time,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(_SCHEMA)
+            with self._transaction():
+                # Crash resume: whatever was claimed by a previous process goes back to pending.
+                self._db.execute("UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT))
+            self._depth, self._bytes = self._db.execute(
+                "SELECT count(*), coalesce(sum(size_bytes), 0) FROM outbox"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
+
+    # -- transactions ------------------------------------------------------------------
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+    def _recount(self) -> None:
+        self._depth, self._bytes = self._db.execute(
+            "SELECT count(*), coalesce(sum(size_bytes), 0) FROM outbox"
+        ).fetchone()
+
+    # -- ingest ------------------------------------------------------------------------
+
+    def put(self, events: Sequence[dict]) -> int:
+        """Store events durably (committed when this returns); idempotent by uuid.
+
+        Returns how many rows were newly inserted. Raises OutboxFullError when the events
+        would take the outbox over max_bytes (nothing is stored then), OutboxError on
+        storage trouble.
+        """
+        if not events:
+            return 0
+        now = self._clock()
+        rows = []
+        incoming_bytes = 0
+        for event in events:
+            payload = encode_event(event)
+            size = len(payload.encode())
+            incoming_bytes += size
+            try:
+                rows.append((event["uuid"], payload, size, now, now))
+            except KeyError:
+                raise ValueError(f"an outbox event needs a uuid: {payload[:200]}") from None
+        with self._lock:
+            if self._bytes + incoming_bytes > self.max_bytes:
+                raise OutboxFullError(
+                    f"outbox full: {self._bytes} + {incoming_bytes} bytes > max_bytes {self.max_bytes}"
+                )
+            try:
+                with self._transaction():
+                    cursor = self._db.executemany(
+                        "INSERT OR IGNORE INTO outbox"
+                        " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    inserted = cursor.rowcount
+                if inserted == len(rows):
+                    self._depth += inserted
+                    self._bytes += incoming_bytes
+                else:  # some uuids were already queued: count from SQL
+                    self._recount()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox write failed: {exc}") from exc
+        return inserted
+
+    # -- gauges ------------------------------------------------------------------------
+
+    def depth(self) -> int:
+        """Rows pending or in flight (dead letters excluded)."""
+        return self._depth
+
+    def size_bytes(self) -> int:
+        """Bytes of stored payloads pending or in flight: what max_bytes bounds."""
+        return self._bytes
+
+    def oldest_age_s(self) -> float | None:
+        with self._lock:
+            row = self._query("SELECT min(enqueued_at) FROM outbox").fetchone()
+        return None if row[0] is None else max(0.0, self._clock() - row[0])
+
+    def next_due_at(self) -> float | None:
+        """When the earliest pending row becomes due, or None when nothing is pending."""
+        with self._lock:
+            row = self._query(
+                "SELECT min(next_attempt_at) FROM outbox WHERE state=?", (_PENDING,)
+            ).fetchone()
+        return row[0]
+
+    # -- delivery ----------------------------------------------------------------------
+
+    def claim(self, *, max_events: int, max_bytes: int) -> list[dict]:
+        """Mark due pending rows in flight, oldest first, and return their events.
+
+        The batch holds at most max_events rows and max_bytes of payload, but always at
+        least one row when one is due (an oversized event must still come out, to be
+        dead-lettered by the worker).
+        """
+        now = self._clock()
+        with self._lock:
+            try:
+                with self._transaction():
+                    candidates = self._db.execute(
+                        "SELECT uuid, payload, size_bytes FROM outbox"
+                        " WHERE state=? AND next_attempt_at<=?"
+                        " ORDER BY next_attempt_at, seq LIMIT ?",
+                        (_PENDING, now, max_events),
+                    ).fetchall()
+                    batch_uuids: list[str] = []
+                    events: list[dict] = []
+                    batch_bytes = 0
+                    for uuid, payload, size in candidates:
+                        if events and batch_bytes + size > max_bytes:
+                            break
+                        batch_bytes += size
+                        batch_uuids.append(uuid)
+                        events.append(json.loads(payload))
+                    for chunk in _chunks(batch_uuids):
+                        self._db.execute(
+                            f"UPDATE outbox SET state=? WHERE uuid IN ({_placeholders(len(chunk))})",
+                            (_IN_FLIGHT, *chunk),
+                        )
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox claim failed: {exc}") from exc
+        return events
+
+    def ack(self, uuids: Iterable[str]) -> None:
+        """Delivered: delete the rows."""
+        uuids = list(uuids)
+        with self._lock:
+            sizes = []
+            try:
+                with self._transaction():
+                    for chunk in _chunks(uuids):
+                        sizes += self._db.execute(
+                            f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})"
+                            " RETURNING size_bytes",
+                            chunk,
+                        ).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox ack failed: {exc}") from exc
+            self._depth -= len(sizes)
+            self._bytes -= sum(size for (size,) in sizes)
+
+    def nack(self, uuids: Iterable[str], *, retry_at: float, error: str) -> None:
+        """Not delivered: back to pending, due again at retry_at (wall-clock seconds)."""
+        uuids = list(uuids)
+        with self._lock:
+            try:
+                with self._transaction():
+                    for chunk in _chunks(uuids):
+                        self._db.execute(
+                            "UPDATE outbox SET state=?, next_attempt_at=?, attempts=attempts+1,"
+                            f" last_error=? WHERE uuid IN ({_placeholders(len(chunk))})",
+                            (_PENDING, retry_at, error, *chunk),
+                        )
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox nack failed: {exc}") from exc
+
+    def release(self) -> None:
+        """Return every in-flight row to pending (what opening the outbox does after a crash)."""
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._db.execute(
+                        "UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT)
+                    )
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox release failed: {exc}") from exc
+
+    # -- dead letters ------------------------------------------------------------------
+
+    def dead_letter(self, events_or_uuids: Iterable[dict | str], *, reason: str) -> int:
+        """Move rows to dead_letters with the reason; returns how many were dead-lettered.
+
+        Accepts uuids of queued rows, or event dicts: an event not in the outbox (say, one
+        refused before queueing) is stored as a dead letter from the dict itself.
+        """
+        items = list(events_or_uuids)
+        now = self._clock()
+        count = 0
+        removed_bytes = removed_rows = 0
+        with self._lock:
+            try:
+                with self._transaction():
+                    for item in items:
+                        uuid = item if isinstance(item, str) else item["uuid"]
+                        moved = self._db.execute(
+                            "INSERT OR REPLACE INTO dead_letters"
+                            " (uuid, payload, size_bytes, reason, failed_at, attempts)"
+                            " SELECT uuid, payload, size_bytes, ?, ?, attempts FROM outbox"
+                            " WHERE uuid=?",
+                            (reason, now, uuid),
+                        ).rowcount
+                        if moved:
+                            (size,) = self._db.execute(
+                                "DELETE FROM outbox WHERE uuid=? RETURNING size_bytes", (uuid,)
+                            ).fetchone()
+                            removed_rows += 1
+                            removed_bytes += size
+                        elif isinstance(item, dict):
+                            payload = encode_event(item)
+                            self._db.execute(
+                                "INSERT OR REPLACE INTO dead_letters"
+                                " (uuid, payload, size_bytes, reason, failed_at)"
+                                " VALUES (?, ?, ?, ?, ?)",
+                                (uuid, payload, len(payload.encode()), reason, now),
+                            )
+                        else:
+                            continue
+                        count += 1
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox dead-letter failed: {exc}") from exc
+            self._depth -= removed_rows
+            self._bytes -= removed_bytes
+        return count
+
+    def dead_letter_expired(
+        self, uuids: Iterable[str], *, enqueued_before: float, reason: str
+    ) -> list[str]:
+        """Dead-letter those of uuids enqueued before the given time; returns their uuids."""
+        uuids = list(uuids)
+        with self._lock:
+            expired = []
+            try:
+                for chunk in _chunks(uuids):
+                    expired += [
+                        uuid
+                        for (uuid,) in self._db.execute(
+                            f"SELECT uuid FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})"
+                            " AND enqueued_at<?",
+                            (*chunk, enqueued_before),
+                        )
+                    ]
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox read failed: {exc}") from exc
+        if expired:
+            self.dead_letter(expired, reason=reason)
+        return expired
+
+    def dead_letters(self, limit: int = 100) -> list[dict]:
+        """The newest dead letters: uuid, event (its name), reason, failed_at, attempts, payload."""
+        with self._lock:
+            rows = self._query(
+                "SELECT uuid, payload, reason, failed_at, attempts FROM dead_letters"
+                " ORDER BY failed_at DESC, uuid LIMIT ?",
+                (limit,),
+            ).fetchall()
+        letters = []
+        for uuid, payload, reason, failed_at, attempts in rows:
+            event = json.loads(payload)
+            letters.append(
+                {
+                    "uuid": uuid,
+                    "event": event.get("event"),
+                    "reason": reason,
+                    "failed_at": failed_at,
+                    "attempts": attempts,
+                    "payload": event,
+                }
+            )
+        return letters
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return self._query("SELECT count(*) FROM dead_letters").fetchone()[0]
+
+    def replay_dead_letters(self, uuids: Sequence[str] | None = None) -> int:
+        """Move dead letters (all, or those uuids) back to the outbox, due now; returns the count."""
+        now = self._clock()
+        with self._lock:
+            try:
+                with self._transaction():
+                    if uuids is None:
+                        selected = [u for (u,) in self._db.execute("SELECT uuid FROM dead_letters")]
+                    else:
+                        selected = list(uuids)
+                    replayed = 0
+                    for chunk in _chunks(selected):
+                        marks = _placeholders(len(chunk))
+                        replayed += self._db.execute(
+                            "INSERT OR IGNORE INTO outbox"
+                            " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
+                            f" SELECT uuid, payload, size_bytes, ?, ? FROM dead_letters WHERE uuid IN ({marks})",
+                            (now, now, *chunk),
+                        ).rowcount
+                        self._db.execute(f"DELETE FROM dead_letters WHERE uuid IN ({marks})", chunk)
+                self._recount()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"dead-letter replay failed: {exc}") from exc
+        return replayed
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox close failed: {exc}") from exc
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox read failed: {exc}") from exc
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            self._db.execute("ROLLBACK")

@@ -1,0 +1,220 @@
+"""The outbox state machine: put (idempotent, bounded), claim, ack, nack, dead letters, crash resume."""
+
+import json
+import sqlite3
+import threading
+
+import pytest
+
+from collector.delivery.outbox import Outbox, OutboxError, OutboxFullError, encode_event
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def event(n: int, **extra) -> dict:
+    return {
+        "event": "render_started",
+        "distinct_id": f"user-{n}",
+        "properties": {"n": n, **extra},
+        "timestamp": "2026-11-28T04:00:00+00:00",
+        "uuid": f"00000000-0000-4000-8000-{n:012d}",
+    }
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def outbox(tmp_path, clock):
+    box = Outbox(tmp_path / "outbox.db", clock=clock)
+    yield box
+    box.close()
+
+
+def test_put_is_durable_and_idempotent_by_uuid(outbox, tmp_path):
+    assert outbox.put([event(1), event(2)]) == 2
+    assert outbox.put([event(2), event(3)]) == 1  # uuid 2 is already queued
+    assert outbox.depth() == 3
+    assert outbox.size_bytes() == sum(len(encode_event(event(n)).encode()) for n in (1, 2, 3))
+    # committed: another connection sees the rows while this one is still open
+    other = sqlite3.connect(tmp_path / "outbox.db")
+    try:
+        assert other.execute("SELECT count(*) FROM outbox").fetchone() == (3,)
+    finally:
+        other.close()
+
+
+def test_put_without_uuid_is_refused(outbox):
+    bad = event(1)
+    del bad["uuid"]
+    with pytest.raises(ValueError, match="uuid"):
+        outbox.put([bad])
+    assert outbox.depth() == 0
+
+
+def test_claim_ack_nack_cycle(outbox, clock):
+    outbox.put([event(n) for n in range(5)])
+    first = outbox.claim(max_events=3, max_bytes=2**20)
+    assert [e["uuid"] for e in first] == [event(n)["uuid"] for n in range(3)]
+    assert first[0] == event(0)  # the event comes back exactly as stored
+    second = outbox.claim(max_events=10, max_bytes=2**20)
+    assert [e["properties"]["n"] for e in second] == [3, 4]
+    assert outbox.claim(max_events=10, max_bytes=2**20) == []  # all in flight
+
+    outbox.ack(e["uuid"] for e in first)
+    assert outbox.depth() == 2
+    outbox.nack([e["uuid"] for e in second], retry_at=clock.now + 30, error="HTTP 503")
+    assert outbox.claim(max_events=10, max_bytes=2**20) == []  # not due yet
+    assert outbox.next_due_at() == clock.now + 30
+    clock.now += 30
+    assert [e["properties"]["n"] for e in outbox.claim(max_events=10, max_bytes=2**20)] == [3, 4]
+
+
+def test_claim_is_bounded_by_bytes_but_returns_at_least_one(outbox):
+    outbox.put([event(n) for n in range(4)])
+    size = len(encode_event(event(0)).encode())
+    assert len(outbox.claim(max_events=10, max_bytes=2 * size)) == 2
+    assert len(outbox.claim(max_events=10, max_bytes=1)) == 1
+
+
+def test_full_outbox_refuses_the_whole_put(tmp_path, clock):
+    size = len(encode_event(event(0)).encode())
+    box = Outbox(tmp_path / "o.db", max_bytes=3 * size, clock=clock)
+    try:
+        assert box.put([event(0), event(1)]) == 2
+        with pytest.raises(OutboxFullError):
+            box.put([event(2), event(3)])
+        assert box.depth() == 2  # nothing of the refused put was stored
+        box.ack([event(0)["uuid"]])
+        assert box.put([event(2), event(3)]) == 2
+    finally:
+        box.close()
+
+
+def test_restart_returns_in_flight_rows_to_pending(tmp_path, clock):
+    box = Outbox(tmp_path / "o.db", clock=clock)
+    box.put([event(n) for n in range(3)])
+    claimed = box.claim(max_events=2, max_bytes=2**20)
+    box.ack([claimed[0]["uuid"]])
+    box.close()  # claimed[1] was never acked: the process "crashed" with it in flight
+
+    reopened = Outbox(tmp_path / "o.db", clock=clock)
+    try:
+        assert reopened.depth() == 2
+        assert reopened.size_bytes() == 2 * len(encode_event(event(0)).encode())
+        again = reopened.claim(max_events=10, max_bytes=2**20)
+        assert sorted(e["properties"]["n"] for e in again) == [1, 2]
+    finally:
+        reopened.close()
+
+
+def test_release_returns_claimed_rows(outbox):
+    outbox.put([event(1)])
+    assert outbox.claim(max_events=10, max_bytes=2**20)
+    outbox.release()
+    assert [e["uuid"] for e in outbox.claim(max_events=10, max_bytes=2**20)] == [event(1)["uuid"]]
+
+
+def test_dead_letters_keep_the_reason_and_replay(outbox, clock):
+    outbox.put([event(n) for n in range(3)])
+    outbox.claim(max_events=10, max_bytes=2**20)
+    assert outbox.dead_letter([event(1)["uuid"]], reason="HTTP 400: invalid uuid") == 1
+    # an event that never reached the outbox is dead-lettered from the dict itself
+    assert outbox.dead_letter([event(9)], reason="event is 1000000 bytes") == 1
+    assert outbox.depth() == 2
+    letters = {d["uuid"]: d for d in outbox.dead_letters()}
+    assert letters[event(1)["uuid"]] == {
+        "uuid": event(1)["uuid"],
+        "event": "render_started",
+        "reason": "HTTP 400: invalid uuid",
+        "failed_at": clock.now,
+        "attempts": 0,
+        "payload": event(1),
+    }
+    assert letters[event(9)["uuid"]]["reason"] == "event is 1000000 bytes"
+    assert outbox.dead_letter_count() == 2
+
+    assert outbox.replay_dead_letters([event(1)["uuid"]]) == 1
+    assert outbox.dead_letter_count() == 1
+    assert outbox.depth() == 3
+    assert outbox.replay_dead_letters() == 1
+    assert outbox.dead_letters() == []
+    due = outbox.claim(max_events=10, max_bytes=2**20)
+    assert sorted(e["properties"]["n"] for e in due) == [1, 9]
+
+
+def test_dead_letter_expired_only_moves_old_rows(outbox, clock):
+    outbox.put([event(1)])
+    clock.now += 100
+    outbox.put([event(2)])
+    uuids = [event(1)["uuid"], event(2)["uuid"]]
+    assert outbox.dead_letter_expired(uuids, enqueued_before=clock.now - 50, reason="too old") == [uuids[0]]
+    assert [d["uuid"] for d in outbox.dead_letters()] == [uuids[0]]
+    assert outbox.depth() == 1
+
+
+def test_oldest_age(outbox, clock):
+    assert outbox.oldest_age_s() is None
+    outbox.put([event(1)])
+    clock.now += 12.5
+    outbox.put([event(2)])
+    assert outbox.oldest_age_s() == 12.5
+
+
+def test_storage_trouble_is_an_outbox_error(tmp_path):
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OutboxError):
+        Outbox(path)
+
+
+def test_locked_database_is_an_outbox_error(tmp_path, clock):
+    box = Outbox(tmp_path / "o.db", clock=clock)
+    box._db.execute("PRAGMA busy_timeout=0")
+    blocker = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OutboxError):
+            box.put([event(1)])
+        blocker.execute("ROLLBACK")
+        assert box.put([event(1)]) == 1
+    finally:
+        blocker.close()
+        box.close()
+
+
+def test_concurrent_put_and_claim_lose_nothing(outbox):
+    total = 2_000
+    delivered: list[str] = []
+
+    def producer(offset: int) -> None:
+        for start in range(offset, offset + total // 2, 50):
+            outbox.put([event(n) for n in range(start, start + 50)])
+
+    threads = [threading.Thread(target=producer, args=(k * total // 2,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for _ in range(10_000):  # bounded: the producers finish long before
+        batch = outbox.claim(max_events=100, max_bytes=2**20)
+        outbox.ack(e["uuid"] for e in batch)
+        delivered += [e["uuid"] for e in batch]
+        if len(delivered) == total and not any(t.is_alive() for t in threads):
+            break
+    for thread in threads:
+        thread.join()
+    assert sorted(delivered) == sorted(event(n)["uuid"] for n in range(total))
+    assert outbox.depth() == 0 and outbox.size_bytes() == 0
+
+
+def test_payload_is_compact_json(outbox, tmp_path):
+    outbox.put([event(1, note="é")])
+    (payload,) = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT payload FROM outbox").fetchone()
+    assert payload == json.dumps(event(1, note="é"), separators=(",", ":"), ensure_ascii=False)
