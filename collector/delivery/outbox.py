@@ -179,8 +179,9 @@ class Outbox:
 
     def oldest_age_s(self) -> float | None:
         with self._lock:
-            row = self._query("SELECT min(enqueued_at) FROM outbox").fetchone()
-        return None if row[0] is None else max(0.0, self._clock() - row[0])
+            # rows are numbered in enqueue order: the first one is the oldest (an index lookup)
+            row = self._query("SELECT enqueued_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else max(0.0, self._clock() - row[0])
 
     def next_due_at(self) -> float | None:
         """When the earliest pending row becomes due, or None when nothing is pending."""
