@@ -1,0 +1,172 @@
+"""Span and event-record processors that only enqueue on the caller's thread.
+
+The request thread does one bounded ``deque.append``; a worker thread takes batches off the queue
+and runs the exporter (scrubbing, encoding, HTTP) with instrumentation suppressed. A full queue
+drops the item and counts it. After ``fork`` the child gets an empty queue and a new worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from instrumentation._internal.config import QueueConfig
+from instrumentation._internal.stats import STATS
+
+_logger = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+_EMPTY_CONTEXT = Context()
+
+
+class ExportQueue(Generic[ItemT]):
+    """A bounded queue drained by one daemon worker thread, in batches, off the request path."""
+
+    def __init__(
+        self,
+        export: Callable[[Sequence[ItemT]], bool],
+        config: QueueConfig,
+        *,
+        signal: str,
+    ) -> None:
+        self._export = export
+        self._config = config
+        self._max_queue_size = config.max_queue_size
+        self._max_export_batch_size = config.max_export_batch_size
+        self._dropped_counter = f"{signal}_dropped"
+        self._failed_counter = f"{signal}_export_failures"
+        self._signal = signal
+        self._shutdown = False
+        self._start_worker()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: (method := ref()) and method())
+
+    def _start_worker(self) -> None:
+        self._queue: deque[ItemT] = deque()
+        self._wake = threading.Event()
+        self._export_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._run, name=f"phonoglyph-{self._signal}-export", daemon=True)
+        self._worker.start()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's items are the parent's to export; its worker thread does not exist here.
+        if not self._shutdown:
+            self._start_worker()
+
+    def put(self, item: ItemT) -> None:
+        """The hot path: one length check and one append; never blocks."""
+        queue = self._queue
+        if len(queue) >= self._max_queue_size:
+            STATS.increment(self._dropped_counter)
+            return
+        queue.append(item)
+        if len(queue) == self._max_export_batch_size:
+            self._wake.set()
+
+    def _run(self) -> None:
+        wake = self._wake
+        while not self._shutdown:
+            wake.wait(self._config.schedule_delay_s)
+            wake.clear()
+            if self._shutdown:
+                break
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._export_lock, suppress_instrumentation():
+            queue = self._queue
+            while queue:
+                batch = [queue.popleft() for _ in range(min(len(queue), self._max_export_batch_size))]
+                try:
+                    succeeded = self._export(batch)
+                except Exception:  # noqa: BLE001 - an exporter bug must not kill the worker
+                    _logger.exception("exporting %d %s failed", len(batch), self._signal)
+                    succeeded = False
+                if not succeeded:
+                    STATS.increment(self._failed_counter)
+                    STATS.increment(f"{self._signal}_lost", len(batch))
+
+    def force_flush(self) -> bool:
+        """Export everything queued so far, on the calling thread."""
+        self._drain()
+        return True
+
+    def shutdown(self, timeout_s: float) -> None:
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self._wake.set()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout_s)
+        self._drain()
+
+
+class QueueingSpanProcessor(SpanProcessor):
+    """Sampled spans go to the export queue when they end; nothing else happens on the request thread."""
+
+    def __init__(self, exporter: SpanExporter, config: QueueConfig) -> None:
+        self._exporter = exporter
+        self._queue: ExportQueue[ReadableSpan] = ExportQueue(self._export, config, signal="spans")
+        self._put = self._queue.put
+
+    def _export(self, spans: Sequence[ReadableSpan]) -> bool:
+        return self._exporter.export(spans) is SpanExportResult.SUCCESS
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context.trace_flags.sampled:
+            self._put(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._queue.force_flush()
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self._queue.shutdown(timeout_s)
+        self._exporter.shutdown()
+
+
+class QueueingLogRecordProcessor(LogRecordProcessor):
+    """Event records go to the export queue; they are never trace-sampled."""
+
+    def __init__(self, exporter: LogRecordExporter, config: QueueConfig) -> None:
+        self._exporter = exporter
+        self._queue: ExportQueue[ReadableLogRecord] = ExportQueue(self._export, config, signal="event_records")
+        self._put = self._queue.put
+
+    def _export(self, records: Sequence[ReadableLogRecord]) -> bool:
+        return self._exporter.export(records) is LogRecordExportResult.SUCCESS
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        record = log_record.log_record
+        record.context = _EMPTY_CONTEXT  # keep the trace/span ids, not the whole request context
+        self._put(
+            ReadableLogRecord(
+                log_record=record,
+                resource=log_record.resource,
+                instrumentation_scope=log_record.instrumentation_scope,
+                limits=log_record.limits,
+            )
+        )
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._queue.force_flush()
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self._queue.shutdown(timeout_s)
+        self._exporter.shutdown()
+

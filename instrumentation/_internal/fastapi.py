@@ -1,0 +1,215 @@
+"""instrument_fastapi(): one SERVER span per request from a lean pure-ASGI layer, outermost.
+
+The layer wraps the application's own ``__call__`` (an instance-level subclass), so the server span
+encloses everything the app does, sentry-sdk's Starlette/FastAPI capture included: errors it
+reports carry this request's trace id. FastAPI's native tracing is switched off for the app, so a
+request never gets a second server span.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from instrumentation._internal import pipeline
+from instrumentation._internal.guard import guarded, report
+from instrumentation._internal.identity import Identity, context_with_identity
+
+Scope = dict[str, Any]
+IdentifyRequest = Callable[[Mapping[str, Any]], Identity | None]
+
+_PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage", b"sentry-trace"})
+_SENTRY_TRACE = re.compile(r"^\s*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?\s*$")
+_SERVER_ERROR = Status(StatusCode.ERROR)
+
+
+def _compile_excluded(excluded_urls: str | None) -> Callable[[str], Any] | None:
+    """Comma-separated paths or regexes, matched against the whole request path."""
+    patterns = [p.strip() for p in (excluded_urls or "").split(",") if p.strip()]
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in patterns)).fullmatch
+
+
+def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context | None:
+    carrier: dict[str, str] | None = None
+    for key, value in headers:
+        if key in _PROPAGATION_HEADERS:
+            if carrier is None:
+                carrier = {}
+            name = key.decode("latin-1")
+            text = value.decode("latin-1")
+            carrier[name] = f"{carrier[name]},{text}" if name in carrier else text
+    if carrier is None:
+        return None
+    ctx = propagate.extract(carrier)
+    if "traceparent" not in carrier and "sentry-trace" in carrier:
+        match = _SENTRY_TRACE.match(carrier["sentry-trace"])
+        if match:
+            span_context = SpanContext(
+                trace_id=int(match.group(1), 16),
+                span_id=int(match.group(2), 16),
+                is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED if match.group(3) != "0" else TraceFlags.DEFAULT),
+            )
+            ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_context), ctx)
+    return ctx
+
+
+def _server_attributes(scope: Scope, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "http.request.method": scope["method"],
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+    }
+    query = scope.get("query_string")
+    if query:
+        attributes["url.query"] = query.decode("latin-1")
+    for key, value in headers:
+        if key == b"host":
+            host = value.decode("latin-1")
+            name, separator, port = host.rpartition(":")
+            if separator and port.isdigit():
+                attributes["server.address"] = name
+                attributes["server.port"] = int(port)
+            else:
+                attributes["server.address"] = host
+            break
+    return attributes
+
+
+class ServerSpanMiddleware:
+    """Pure ASGI: extract the caller's trace, start the SERVER span, record the response status."""
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        *,
+        excluded_urls: str | None,
+        identify_request: IdentifyRequest | None,
+    ) -> None:
+        self.app = app
+        self._is_excluded = _compile_excluded(excluded_urls)
+        self._identify_request = identify_request
+
+    async def __call__(self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http" or (self._is_excluded is not None and self._is_excluded(scope["path"])):
+            await self.app(scope, receive, send)
+            return
+        try:
+            span, token = self._start(scope)
+        except Exception as exc:  # noqa: BLE001 - the request continues without a span
+            report(exc)
+            await self.app(scope, receive, send)
+            return
+
+        status_code = 0
+
+        async def send_with_status(message: dict[str, Any]) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        except BaseException as exc:
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+                span.set_attribute("error.type", type(exc).__qualname__)
+            raise
+        finally:
+            try:
+                self._end(scope, span, status_code)
+            finally:
+                context.detach(token)
+
+    def _start(self, scope: Scope) -> tuple[trace.Span, object]:
+        headers = scope["headers"]
+        parent = _parent_context(headers)
+        if self._identify_request is not None:
+            identity = self._identify_request(scope)
+            if identity is not None:
+                parent = context_with_identity(identity, parent if parent is not None else context.get_current())
+        span = pipeline.current().tracer.start_span(
+            scope["method"],
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=_server_attributes(scope, headers),
+        )
+        ctx = trace.set_span_in_context(span, parent)
+        return span, context.attach(ctx)
+
+    def _end(self, scope: Scope, span: trace.Span, status_code: int) -> None:
+        if span.is_recording():
+            route = scope.get("route")
+            route_path = getattr(route, "path", None)
+            if route_path:
+                span.set_attribute("http.route", route_path)
+                span.update_name(f"{scope['method']} {route_path}")
+            if status_code:
+                span.set_attribute("http.response.status_code", status_code)
+                if status_code >= 500:
+                    span.set_status(_SERVER_ERROR)
+        span.end()
+
+
+_INSTRUMENTED_CLASSES: dict[type, type] = {}
+
+
+def _instrumented_class(cls: type) -> type:
+    """A subclass whose ``__call__`` runs the instance's server-span layer around the class's own."""
+    instrumented = _INSTRUMENTED_CLASSES.get(cls)
+    if instrumented is None:
+
+        async def __call__(self: Any, scope: Scope, receive: Any, send: Any) -> None:  # noqa: N807
+            await self.__phonoglyph_server_spans__(scope, receive, send)
+
+        instrumented = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
+        _INSTRUMENTED_CLASSES[cls] = instrumented
+    return instrumented
+
+
+def _disable_native_tracing(app: Any) -> None:
+    """FastAPI >= 0.142 traces natively once a TracerProvider is set; ours replaces it."""
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict):
+        config.update(tracing=False, metrics=False, logs=False)
+
+
+def instrument_fastapi(
+    app: Any,
+    *,
+    excluded_urls: str | None = "/health,/healthz",
+    identify_request: IdentifyRequest | None = None,
+) -> Any:
+    """Give every request of ``app`` one SERVER span named ``METHOD route``; returns ``app``.
+
+    ``excluded_urls``: comma-separated paths (or regexes) that get no span. ``identify_request``
+    receives the ASGI scope when the request starts and returns the caller's ``Identity`` (or None).
+    Idempotent: instrumenting an instrumented app changes nothing.
+    """
+    if getattr(app, "__phonoglyph_server_spans__", None) is not None:
+        return app
+    with guarded():
+        _instrument(app, excluded_urls, identify_request)
+    return app
+
+
+def _instrument(app: Any, excluded_urls: str | None, identify_request: IdentifyRequest | None) -> None:
+    instrumented_cls = _instrumented_class(type(app))
+
+    async def app_call(scope: Scope, receive: Any, send: Any) -> None:
+        await super(instrumented_cls, app).__call__(scope, receive, send)
+
+    app.__phonoglyph_server_spans__ = ServerSpanMiddleware(
+        app_call, excluded_urls=excluded_urls, identify_request=identify_request
+    )
+    _disable_native_tracing(app)
+    app.__class__ = instrumented_cls

@@ -1,0 +1,47 @@
+"""The objects the public helpers use: OTel API proxies until configure() installs the SDK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.metrics import Histogram
+
+SCOPE_NAME = "phonoglyph.instrumentation"
+OPERATION_DURATION = "phonoglyph.operation.duration"
+
+
+def _duration_histogram(meter: metrics.Meter) -> Histogram:
+    return meter.create_histogram(
+        OPERATION_DURATION, unit="s", description="Duration of Phonoglyph operations, by operation and outcome."
+    )
+
+
+@dataclass
+class Pipeline:
+    """What operation(), track() and instrument_fastapi() emit through."""
+
+    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer(SCOPE_NAME))
+    event_logger: _logs.Logger = field(default_factory=lambda: _logs.get_logger(SCOPE_NAME))
+    duration_histogram: Histogram = field(default_factory=lambda: _duration_histogram(metrics.get_meter(SCOPE_NAME)))
+
+    @classmethod
+    def from_providers(
+        cls,
+        tracer_provider: trace.TracerProvider,
+        logger_provider: _logs.LoggerProvider,
+        meter_provider: metrics.MeterProvider,
+    ) -> Pipeline:
+        return cls(
+            tracer=tracer_provider.get_tracer(SCOPE_NAME),
+            event_logger=logger_provider.get_logger(SCOPE_NAME),
+            duration_histogram=_duration_histogram(meter_provider.get_meter(SCOPE_NAME)),
+        )
+
+
+CURRENT = [Pipeline()]
+"""A one-item list so that configure() and the test reset swap it in place for every module."""
+
+
+def current() -> Pipeline:
+    return CURRENT[0]

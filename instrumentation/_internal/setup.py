@@ -1,0 +1,207 @@
+"""configure() and shutdown(): build the SDK providers, the export path and Sentry, once."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from opentelemetry import _logs, metrics, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import LogRecordExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from instrumentation import semconv
+from instrumentation._internal import pipeline
+from instrumentation._internal.batching import QueueingLogRecordProcessor, QueueingSpanProcessor
+from instrumentation._internal.config import Settings, resolve
+from instrumentation._internal.guard import guarded
+from instrumentation._internal.identity import IdentitySpanProcessor
+from instrumentation._internal.scrubbing import (
+    Scrubber,
+    ScrubbingConfig,
+    ScrubbingLogExporter,
+    ScrubbingSpanExporter,
+)
+
+_logger = logging.getLogger("instrumentation")
+
+
+@dataclass
+class Exporters:
+    """Where the three signals go; OTLP/HTTP unless a test passes in-memory ones."""
+
+    spans: SpanExporter
+    event_records: LogRecordExporter
+    metric_reader: MetricReader
+
+
+@dataclass
+class Installed:
+    settings: Settings
+    tracer_provider: TracerProvider
+    logger_provider: LoggerProvider
+    meter_provider: MeterProvider
+    scrubber: Scrubber
+    sentry_enabled: bool
+    span_processor: QueueingSpanProcessor
+    event_processor: QueueingLogRecordProcessor
+    is_shut_down: bool = field(default=False)
+
+
+_LOCK = threading.Lock()
+INSTALLED: list[Installed] = []
+"""Empty until configure() has run; reset only by instrumentation.testing.reset_otel_globals()."""
+
+
+def _signal_endpoint(settings: Settings, signal: str) -> str:
+    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    return specific or f"{settings.otlp_endpoint}/v1/{signal}"
+
+
+def otlp_exporters(settings: Settings) -> Exporters:
+    timeout_s = settings.span_queue.export_timeout_s
+    return Exporters(
+        spans=OTLPSpanExporter(endpoint=_signal_endpoint(settings, "traces"), timeout=timeout_s),
+        event_records=OTLPLogExporter(endpoint=_signal_endpoint(settings, "logs"), timeout=timeout_s),
+        metric_reader=PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=_signal_endpoint(settings, "metrics"), timeout=timeout_s)
+        ),
+    )
+
+
+def _resource(settings: Settings) -> Resource:
+    attributes = {semconv.SERVICE_NAME: settings.service_name}
+    if settings.service_version:
+        attributes[semconv.SERVICE_VERSION] = settings.service_version
+    if settings.environment:
+        attributes[semconv.DEPLOYMENT_ENVIRONMENT] = settings.environment
+    return Resource.create(attributes)
+
+
+def _setup_sentry(settings: Settings, tracer_provider: TracerProvider, scrubber: Scrubber) -> bool:
+    if not settings.sentry_dsn:
+        return False
+    try:
+        from instrumentation._internal.sentry import setup_sentry
+    except ImportError:  # until instrumentation/_internal/sentry.py exists
+        _logger.warning("SENTRY_DSN is set but Sentry support is not available; Sentry is off")
+        return False
+    return setup_sentry(
+        dsn=settings.sentry_dsn,
+        environment=settings.environment,
+        release=settings.sentry_release,
+        tracer_provider=tracer_provider,
+        scrubber=scrubber,
+    )
+
+
+def _shutdown_sentry(timeout_s: float) -> None:
+    try:
+        from instrumentation._internal.sentry import shutdown_sentry
+    except ImportError:
+        return
+    shutdown_sentry(timeout_s)
+
+
+def install(settings: Settings, scrubbing: ScrubbingConfig | None, exporters: Exporters) -> Installed | None:
+    """Build and set the global providers (once per process); returns None when already done."""
+    with _LOCK:
+        if INSTALLED:
+            return None
+        scrubber = Scrubber(scrubbing or ScrubbingConfig.from_env())
+        resource = _resource(settings)
+
+        span_processor = QueueingSpanProcessor(ScrubbingSpanExporter(exporters.spans, scrubber), settings.span_queue)
+        tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        tracer_provider.add_span_processor(IdentitySpanProcessor())
+        tracer_provider.add_span_processor(span_processor)
+
+        event_processor = QueueingLogRecordProcessor(
+            ScrubbingLogExporter(exporters.event_records, scrubber), settings.event_queue
+        )
+        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        logger_provider.add_log_record_processor(event_processor)
+
+        meter_provider = MeterProvider(
+            resource=resource, metric_readers=[exporters.metric_reader], shutdown_on_exit=False
+        )
+
+        propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
+        trace.set_tracer_provider(tracer_provider)
+        _logs.set_logger_provider(logger_provider)
+        metrics.set_meter_provider(meter_provider)
+        sentry_enabled = _setup_sentry(settings, tracer_provider, scrubber)
+
+        pipeline.CURRENT[0] = pipeline.Pipeline.from_providers(tracer_provider, logger_provider, meter_provider)
+        installed = Installed(
+            settings=settings,
+            tracer_provider=tracer_provider,
+            logger_provider=logger_provider,
+            meter_provider=meter_provider,
+            scrubber=scrubber,
+            sentry_enabled=sentry_enabled,
+            span_processor=span_processor,
+            event_processor=event_processor,
+        )
+        INSTALLED.append(installed)
+        return installed
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    service_version: str | None = None,
+    environment: str | None = None,
+    otlp_endpoint: str | None = None,
+    sentry_dsn: str | None = None,
+    scrubbing: ScrubbingConfig | None = None,
+) -> None:
+    """Set up tracing, event records, metrics and Sentry for this process; later calls do nothing."""
+    with guarded():
+        if INSTALLED:
+            return
+        settings = resolve(
+            service_name=service_name,
+            service_version=service_version,
+            environment=environment,
+            otlp_endpoint=otlp_endpoint,
+            sentry_dsn=sentry_dsn,
+        )
+        if install(settings, scrubbing, otlp_exporters(settings)) is not None:
+            atexit.register(shutdown)
+
+
+def force_flush() -> None:
+    """Export everything queued so far (spans, event records, metrics)."""
+    with guarded():
+        for installed in INSTALLED:
+            installed.span_processor.force_flush()
+            installed.event_processor.force_flush()
+            installed.meter_provider.force_flush()
+
+
+def shutdown(timeout_s: float = 5.0) -> None:
+    """Flush and stop every provider, then Sentry. Safe to call more than once."""
+    with guarded():
+        for installed in INSTALLED:
+            if installed.is_shut_down:
+                continue
+            installed.is_shut_down = True
+            installed.tracer_provider.shutdown()
+            installed.logger_provider.shutdown()
+            installed.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+            if installed.sentry_enabled:
+                _shutdown_sentry(timeout_s)
