@@ -1,0 +1,1 @@
+"""Processors: pure span/event-record → PostHog event mapping, then scrubbing of properties."""

@@ -1,0 +1,347 @@
+"""Span and event record → PostHog event: pure functions over OTLP protobuf messages.
+
+A PostHog event is a plain dict in the ``/batch/`` wire format::
+
+    {"event": str, "distinct_id": str, "properties": dict, "timestamp": ISO-8601 str, "uuid": str}
+
+Every key is fixed here and never recomputed downstream. The defaults follow DESIGN.md
+"PostHog mapping"; ``MappingRules`` (from ``COLLECTOR_CONFIG``) rename events, drop or allow
+properties and opt extra spans in. Choices made once, documented in README:
+
+- attribute keys become property keys unchanged, dots kept (``audio.duration_s``), so a
+  PostHog property reads exactly like the OTel attribute and the Sentry span data;
+- ``user.id`` → ``distinct_id``; a guest (``phonoglyph.user.guest: true``) keeps its guest id
+  as ``distinct_id`` and gets the property ``is_guest: true`` (PostHog reserves ``$`` names);
+- no ``user.id``: a person-less event (``$process_person_profile: false``) whose ``distinct_id``
+  is ``session:<session.id>``, else ``trace:<trace_id>``, else ``event:<uuid>``;
+- ``uuid`` is derived from the event name *before* renaming, so a rename rule never changes it.
+
+Untagged spans cost next to nothing: the scan reads attribute keys only, builds no dict, and a
+protobuf body without the tag's bytes is not scanned at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from instrumentation import semconv
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+UUID_NAMESPACE = uuid.UUID("5f1c2b0e-7d3a-5c8e-9b4f-0a6d1e2c3b4a")
+"""uuid5 namespace of span-derived events: ``uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event}")``."""
+
+OPERATION_TAG = semconv.OPERATION.encode()
+HTTP_ROUTE = "http.route"
+EVENT_NAME_ATTRIBUTE = "event.name"
+DEPLOYMENT_ENVIRONMENT_NAME = "deployment.environment.name"
+UNKNOWN_ERROR_TYPE = "_OTHER"
+"""OTel's fallback value of ``error.type`` when a failure carries none."""
+
+_CONSUMED_KEYS = frozenset(
+    {
+        semconv.OPERATION,
+        semconv.OUTCOME,
+        semconv.ERROR_TYPE,
+        semconv.DURATION_MS,
+        semconv.EVENT_ID,
+        semconv.USER_ID,
+        semconv.SESSION_ID,
+        semconv.USER_GUEST,
+        EVENT_NAME_ATTRIBUTE,
+    }
+)
+_OUTCOMES = (semconv.OUTCOME_COMPLETED, semconv.OUTCOME_FAILED)
+_MAX_REASONS = 3
+
+
+@dataclass(frozen=True)
+class MappingRules:
+    """Configurable part of the mapping (YAML ``mapping:``); the defaults are DESIGN.md's."""
+
+    rename_events: Mapping[str, str] = field(default_factory=dict)
+    drop_properties: frozenset[str] = frozenset()
+    allow_properties: frozenset[str] | None = None
+    """When set, only these attribute-derived properties pass (fixed properties always do)."""
+    span_names: Mapping[str, str] = field(default_factory=dict)
+    """Opt-in: span name → operation, mapped as if tagged ``phonoglyph.operation=<operation>``."""
+    http_routes: Mapping[str, str] = field(default_factory=dict)
+    """Opt-in: ``http.route`` attribute value → operation."""
+
+
+DEFAULT_RULES = MappingRules()
+
+
+@dataclass
+class MappingResult:
+    events: list[dict] = field(default_factory=list)
+    received: int = 0
+    """Spans, log records or metric data points in the request."""
+    rejected: int = 0
+    """Items that should have become events but could not (reported as ``partial_success``)."""
+    ignored: int = 0
+    """Items that are not analytics by design: untagged spans, log records without an event name."""
+    reasons: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < _MAX_REASONS and reason not in self.reasons:
+            self.reasons.append(reason)
+
+    @property
+    def error_message(self) -> str:
+        return "; ".join(self.reasons)
+
+
+class _Rejected(Exception):
+    """An item that cannot be mapped; its message becomes part of partial_success."""
+
+
+# -- values -----------------------------------------------------------------------------------
+
+
+def any_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind)
+
+
+def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in attributes}
+
+
+def iso_timestamp(time_unix_nano: int) -> str:
+    """Nanoseconds since the epoch → ``2026-11-28T04:36:12.123456Z`` (microseconds, UTC)."""
+    seconds, micros = divmod(time_unix_nano // 1000, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=micros)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def span_event_uuid(trace_id: str, span_id: str, event_name: str) -> str:
+    return str(uuid.uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event_name}"))
+
+
+def _ids(trace_id: bytes, span_id: bytes, *, required: bool) -> tuple[str | None, str | None]:
+    if len(trace_id) == 16 and len(span_id) == 8 and any(trace_id) and any(span_id):
+        return trace_id.hex(), span_id.hex()
+    if required or trace_id or span_id:
+        raise _Rejected("invalid trace_id or span_id")
+    return None, None
+
+
+def _resource_properties(attributes: Iterable[KeyValue]) -> dict[str, Any]:
+    resource: dict[str, Any] = {}
+    for kv in attributes:
+        if kv.key == semconv.SERVICE_NAME:
+            resource[semconv.SERVICE_NAME] = any_value(kv.value)
+        elif kv.key == semconv.DEPLOYMENT_ENVIRONMENT or (
+            kv.key == DEPLOYMENT_ENVIRONMENT_NAME and semconv.DEPLOYMENT_ENVIRONMENT not in resource
+        ):
+            resource[semconv.DEPLOYMENT_ENVIRONMENT] = any_value(kv.value)
+    return resource
+
+
+# -- one event ----------------------------------------------------------------------------------
+
+
+def _event(
+    name: str,
+    event_uuid: str,
+    time_unix_nano: int,
+    attributes: dict[str, Any],
+    resource: dict[str, Any],
+    trace_id: str | None,
+    span_id: str | None,
+    extra: dict[str, Any],
+    rules: MappingRules,
+) -> dict:
+    allow, drop = rules.allow_properties, rules.drop_properties
+    properties = {
+        key: value
+        for key, value in attributes.items()
+        if key not in _CONSUMED_KEYS and key not in drop and (allow is None or key in allow)
+    }
+    properties.update(extra)
+    if trace_id is not None:
+        properties["trace_id"] = trace_id
+        properties["span_id"] = span_id
+    properties.update(resource)
+    properties["$ignore_sent_at"] = True
+
+    user_id = attributes.get(semconv.USER_ID)
+    session_id = attributes.get(semconv.SESSION_ID)
+    if session_id not in (None, ""):
+        properties["$session_id"] = str(session_id)
+    if user_id not in (None, ""):
+        distinct_id = str(user_id)
+        if attributes.get(semconv.USER_GUEST) is True:
+            properties["is_guest"] = True
+    else:
+        properties["$process_person_profile"] = False
+        if session_id not in (None, ""):
+            distinct_id = f"session:{session_id}"
+        elif trace_id is not None:
+            distinct_id = f"trace:{trace_id}"
+        else:
+            distinct_id = f"event:{event_uuid}"
+    return {
+        "event": rules.rename_events.get(name, name),
+        "distinct_id": distinct_id,
+        "properties": properties,
+        "timestamp": iso_timestamp(time_unix_nano),
+        "uuid": event_uuid,
+    }
+
+
+def _outcome_extra(outcome_failed: bool, duration_ms: float, attributes: dict[str, Any]) -> dict:
+    extra: dict[str, Any] = {"processing_time_ms": duration_ms}
+    if outcome_failed:
+        error_type = attributes.get(semconv.ERROR_TYPE)
+        extra["error_type"] = str(error_type) if error_type not in (None, "") else UNKNOWN_ERROR_TYPE
+    return extra
+
+
+def map_span(span, operation: str, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES) -> dict:
+    """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``."""
+    if not operation:
+        raise _Rejected("empty phonoglyph.operation")
+    trace_id, span_id = _ids(span.trace_id, span.span_id, required=True)
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if end == 0 or end < start:
+        raise _Rejected("span end time missing or before its start")
+    attributes = attributes_dict(span.attributes)
+    outcome = attributes.get(semconv.OUTCOME)
+    if outcome not in _OUTCOMES:
+        outcome = semconv.OUTCOME_FAILED if span.status.code == Status.STATUS_CODE_ERROR else semconv.OUTCOME_COMPLETED
+    failed = outcome == semconv.OUTCOME_FAILED
+    name = operation + (semconv.FAILED_SUFFIX if failed else semconv.COMPLETED_SUFFIX)
+    extra = _outcome_extra(failed, (end - start) / 1e6, attributes)
+    return _event(name, span_event_uuid(trace_id, span_id, name), end, attributes, resource, trace_id, span_id, extra, rules)
+
+
+def map_log_record(record, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES) -> dict | None:
+    """An event record → a PostHog event; ``None`` for a plain log record (no event name)."""
+    attributes = attributes_dict(record.attributes)
+    name = record.event_name or attributes.get(EVENT_NAME_ATTRIBUTE)
+    if not name:
+        return None
+    if not isinstance(name, str):
+        raise _Rejected("event name is not a string")
+    time_unix_nano = record.time_unix_nano or record.observed_time_unix_nano
+    if not time_unix_nano:
+        raise _Rejected("event record without a time")
+    operation = attributes.get(semconv.OPERATION)
+    if operation and name in (operation + semconv.COMPLETED_SUFFIX, operation + semconv.FAILED_SUFFIX):
+        # The outcome of an unsampled operation: the same event its span would have given.
+        trace_id, span_id = _ids(record.trace_id, record.span_id, required=True)
+        duration_ms = attributes.get(semconv.DURATION_MS)
+        if isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)):
+            raise _Rejected(f"outcome event record without a numeric {semconv.DURATION_MS}")
+        extra = _outcome_extra(name.endswith(semconv.FAILED_SUFFIX), float(duration_ms), attributes)
+        event_uuid = span_event_uuid(trace_id, span_id, name)
+        return _event(name, event_uuid, time_unix_nano, attributes, resource, trace_id, span_id, extra, rules)
+    trace_id, span_id = _ids(record.trace_id, record.span_id, required=False)
+    event_id = attributes.get(semconv.EVENT_ID)
+    if event_id is None:
+        # Deterministic all the same, so that a retried OTLP request maps to the same uuid.
+        event_uuid = str(uuid.uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{name}:{time_unix_nano}"))
+    else:
+        try:
+            event_uuid = str(uuid.UUID(str(event_id)))
+        except ValueError:
+            raise _Rejected(f"{semconv.EVENT_ID} is not a UUID") from None
+    return _event(name, event_uuid, time_unix_nano, attributes, resource, trace_id, span_id, {}, rules)
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def _tagged_operation(span, rules: MappingRules) -> str | None:
+    """The span's operation, reading attribute keys only (the fast path for untagged spans)."""
+    routes = rules.http_routes
+    for kv in span.attributes:
+        key = kv.key
+        if key == semconv.OPERATION:
+            return kv.value.string_value
+        if routes and key == HTTP_ROUTE:
+            operation = routes.get(kv.value.string_value)
+            if operation is not None:
+                return operation
+    if rules.span_names:
+        return rules.span_names.get(span.name)
+    return None
+
+
+def map_traces(
+    request: ExportTraceServiceRequest, rules: MappingRules = DEFAULT_RULES, *, raw_body: bytes | None = None
+) -> MappingResult:
+    """Tagged spans → events. ``raw_body`` (the protobuf bytes) lets a request with no tagged span skip the scan."""
+    result = MappingResult()
+    scan = raw_body is None or OPERATION_TAG in raw_body or bool(rules.span_names or rules.http_routes)
+    for resource_spans in request.resource_spans:
+        resource = None
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            result.received += len(spans)
+            if not scan:
+                continue
+            for span in spans:
+                operation = _tagged_operation(span, rules)
+                if operation is None:
+                    continue
+                if resource is None:
+                    resource = _resource_properties(resource_spans.resource.attributes)
+                try:
+                    result.events.append(map_span(span, operation, resource, rules))
+                except _Rejected as exc:
+                    result.reject(str(exc))
+    result.ignored = result.received - len(result.events) - result.rejected
+    return result
+
+
+def map_logs(request: ExportLogsServiceRequest, rules: MappingRules = DEFAULT_RULES) -> MappingResult:
+    """Event records (log records with an event name) → events; plain log records are ignored."""
+    result = MappingResult()
+    for resource_logs in request.resource_logs:
+        resource = _resource_properties(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                result.received += 1
+                try:
+                    event = map_log_record(record, resource, rules)
+                except _Rejected as exc:
+                    result.reject(str(exc))
+                    continue
+                if event is None:
+                    result.ignored += 1
+                else:
+                    result.events.append(event)
+    return result
+
+
+def count_metric_points(request: ExportMetricsServiceRequest) -> MappingResult:
+    """Metrics are accepted and counted, never turned into events."""
+    result = MappingResult()
+    for resource_metrics in request.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is not None:
+                    result.received += len(getattr(metric, kind).data_points)
+    result.ignored = result.received
+    return result

@@ -1,0 +1,1 @@
+"""Receivers: OTLP/HTTP in."""
