@@ -1,0 +1,302 @@
+"""What can be checked of the Docker deployment without a Docker engine.
+
+docker-compose.yml against the Compose Specification schema (the copy check-jsonschema ships), the
+OpenTelemetry Collector configs' wiring (every pipeline component declared, every declared component used),
+and consistency with the code: ports, module names, and environment variables the code really reads.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import json
+import re
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+import instrumentation.semconv as semconv
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE_PACKAGES = ("instrumentation", "collector", "services")
+COLLECTOR_CONFIGS = ("otel-collector.yaml", "otel-collector-gateway.yaml", "otel-collector-replica.yaml")
+PYTHON_SERVICES = ("api", "worker", "collector")
+OTLP_HTTP_PORT = 4318
+ENV_REFERENCE = re.compile(r"\$\{env:([A-Z0-9_]+)\}")
+
+
+def load_yaml(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_yaml("docker-compose.yml")
+
+
+@pytest.fixture(scope="module")
+def sources_text() -> str:
+    return "\n".join(
+        path.read_text() for package in SOURCE_PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
+    )
+
+
+def port_of(address: str) -> int:
+    """The port of ``host:port`` or of a URL."""
+    if "://" in address:
+        return urlsplit(address).port
+    return int(address.rsplit(":", 1)[1])
+
+
+def command_port(command: list[str]) -> int:
+    return int(command[command.index("--port") + 1])
+
+
+# -- docker-compose.yml ---------------------------------------------------------------------
+
+
+def test_compose_file_follows_the_compose_specification(compose):
+    schema_file = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    errors = sorted(validator_class(schema).iter_errors(compose), key=lambda error: list(error.path))
+    assert [f"{list(error.path)}: {error.message}" for error in errors] == []
+
+
+def test_compose_schema_check_rejects_a_broken_file(compose):
+    """The schema check can fail: a misspelt key is an error."""
+    schema_file = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["api"]["healthchek"] = broken["services"]["api"].pop("healthcheck")
+    assert list(jsonschema.validators.validator_for(schema)(schema).iter_errors(broken))
+
+
+def test_compose_runs_every_part_and_pins_the_collector_image(compose):
+    services = compose["services"]
+    assert set(PYTHON_SERVICES) | {"otel-collector"} <= set(services)
+    image = services["otel-collector"]["image"]
+    assert re.fullmatch(r"otel/opentelemetry-collector-contrib:\d+\.\d+\.\d+", image), image
+    for name in PYTHON_SERVICES:
+        assert "healthcheck" in services[name], name
+
+
+def test_collector_outbox_and_sidecar_queue_live_on_volumes(compose):
+    services = compose["services"]
+    data_dir = services["collector"]["environment"]["COLLECTOR_DATA_DIR"]
+    mounts = dict(volume.rsplit(":", 1)[::-1] for volume in services["collector"]["volumes"])
+    assert mounts[data_dir] in compose["volumes"]
+    storage = load_yaml("otel-collector.yaml")["extensions"]["file_storage"]["directory"]
+    sidecar_mounts = [volume.split(":") for volume in services["otel-collector"]["volumes"]]
+    assert any(
+        source in compose["volumes"] and storage.startswith(target) for source, target, *_ in sidecar_mounts
+    )
+
+
+def test_every_compose_command_names_a_real_module_or_script(compose):
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name in PYTHON_SERVICES:
+        command = compose["services"][name]["command"]
+        assert command[0] == "python" and command[1] == "-m", command
+        assert_runnable_module(command[2])
+    assert scripts["phonoglyph-collector"].split(":")[0] == "collector.cli"
+
+
+def test_dockerfile_cmd_names_a_real_module_and_runs_unprivileged():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    assert re.search(r"^USER (?!root)\w+$", dockerfile, re.M)
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    assert cmd[:2] == ["python", "-m"]
+    assert_runnable_module(cmd[2])
+    exposed = {int(port) for port in re.search(r"^EXPOSE (.+)$", dockerfile, re.M).group(1).split()}
+    assert command_port(cmd) in exposed and OTLP_HTTP_PORT in exposed
+
+
+def assert_runnable_module(module: str) -> None:
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, f"no module {module}"
+    if spec.submodule_search_locations is not None:  # a package runs through its __main__
+        assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{module} has no __main__"
+
+
+def test_api_port_is_the_same_everywhere(compose):
+    api = compose["services"]["api"]
+    port = command_port(api["command"])
+    assert f"{port}:{port}" in api["ports"]
+    assert f"127.0.0.1:{port}/health" in " ".join(api["healthcheck"]["test"])
+
+
+def test_otlp_endpoints_agree_with_the_code_defaults(compose):
+    from instrumentation._internal.config import DEFAULT_OTLP_ENDPOINT
+
+    sidecar = load_yaml("otel-collector.yaml")
+    receiver_port = port_of(sidecar["receivers"]["otlp"]["protocols"]["http"]["endpoint"])
+    assert receiver_port == OTLP_HTTP_PORT == port_of(DEFAULT_OTLP_ENDPOINT)
+    for name in ("api", "worker"):
+        endpoint = compose["services"][name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert urlsplit(endpoint).hostname == "otel-collector" and port_of(endpoint) == receiver_port
+
+
+def test_collector_endpoint_agrees_with_its_default_and_the_sidecar(compose):
+    from collector.config import DEFAULT_ENDPOINT
+
+    collector = compose["services"]["collector"]
+    listen_port = port_of(collector["environment"]["COLLECTOR_ENDPOINT"])
+    assert listen_port == port_of(DEFAULT_ENDPOINT) == OTLP_HTTP_PORT
+    assert f"127.0.0.1:{listen_port}/readyz" in " ".join(collector["healthcheck"]["test"])
+    url = compose["services"]["otel-collector"]["environment"]["PHONOGLYPH_COLLECTOR_URL"]
+    assert urlsplit(url).hostname == "collector" and port_of(url) == listen_port
+    replica = load_yaml("otel-collector-replica.yaml")["exporters"]["otlp_http/phonoglyph"]["endpoint"]
+    assert urlsplit(replica).hostname == DEFAULT_ENDPOINT.rsplit(":", 1)[0]
+    assert port_of(replica) == port_of(DEFAULT_ENDPOINT)
+
+
+def standard_otel_variables() -> set[str]:
+    import opentelemetry.sdk.environment_variables as sdk_variables
+
+    names = {value for value in vars(sdk_variables).values() if isinstance(value, str)}
+    return {name for name in names if name.startswith("OTEL_")}
+
+
+def test_every_variable_compose_gives_the_python_services_is_read_by_the_code(compose, sources_text):
+    standard = standard_otel_variables()
+    for name in PYTHON_SERVICES:
+        for variable in compose["services"][name]["environment"]:
+            if variable in standard:
+                continue
+            assert f'"{variable}"' in sources_text, f"{name}: no code reads {variable}"
+
+
+def test_the_variable_check_can_fail(sources_text):
+    assert '"PHONOGLYPH_NO_SUCH_VARIABLE"' not in sources_text
+    assert "OTEL_NO_SUCH_VARIABLE" not in standard_otel_variables()
+
+
+def test_sidecar_variables_match_its_config(compose):
+    referenced = set(ENV_REFERENCE.findall((ROOT / "otel-collector.yaml").read_text()))
+    assert set(compose["services"]["otel-collector"]["environment"]) == referenced
+
+
+def test_every_compose_variable_is_documented(compose):
+    header = (ROOT / "docker-compose.yml").read_text()
+    interpolated = set(re.findall(r"\$\{([A-Z0-9_]+)[:?}-]", header))
+    documented = set(re.findall(r"^#   ([A-Z0-9_]+) ", header, re.M))
+    assert interpolated <= documented, interpolated - documented
+    deployment_doc = (ROOT / "docs" / "deployment.md").read_text()
+    for service in compose["services"].values():
+        for variable in service.get("environment", {}):
+            assert f"`{variable}`" in deployment_doc, variable
+
+
+# -- OpenTelemetry Collector configs --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", COLLECTOR_CONFIGS)
+def test_collector_pipelines_use_declared_components_and_declare_only_used_ones(name):
+    config = load_yaml(name)
+    service = config["service"]
+    used = {"receivers": set(), "processors": set(), "exporters": set()}
+    for pipeline_id, pipeline in service["pipelines"].items():
+        assert pipeline_id.split("/")[0] in {"traces", "metrics", "logs"}, pipeline_id
+        assert pipeline["receivers"] and pipeline["exporters"], pipeline_id
+        for kind in used:
+            for component in pipeline.get(kind, []):
+                assert component in config[kind], f"{pipeline_id} uses undeclared {kind[:-1]} {component}"
+                used[kind].add(component)
+    for kind, components in used.items():
+        assert set(config.get(kind, {})) == components, f"declared but unused {kind}"
+    assert set(service.get("extensions", [])) == set(config.get("extensions", {}))
+
+
+@pytest.mark.parametrize("name", COLLECTOR_CONFIGS)
+def test_memory_limiter_comes_first(name):
+    for pipeline_id, pipeline in load_yaml(name)["service"]["pipelines"].items():
+        assert pipeline["processors"][0] == "memory_limiter", pipeline_id
+
+
+def test_sidecar_routes_each_signal_where_the_design_says():
+    config = load_yaml("otel-collector.yaml")
+    pipelines = config["service"]["pipelines"]
+    exporters = {pipeline_id: pipeline["exporters"] for pipeline_id, pipeline in pipelines.items()}
+    assert exporters == {
+        "traces/sentry": ["otlp_http/sentry"],
+        "traces/analytics": ["otlp_http/phonoglyph"],
+        "logs/analytics": ["otlp_http/phonoglyph"],
+        "metrics": ["prometheus"],
+    }
+    for pipeline_id in ("traces/analytics", "logs/analytics"):
+        assert "filter/analytics" in pipelines[pipeline_id]["processors"]
+    for pipeline_id in ("traces/sentry", "traces/analytics", "logs/analytics"):
+        assert "redaction" in pipelines[pipeline_id]["processors"]
+    sentry = config["exporters"]["otlp_http/sentry"]
+    assert sentry["headers"]["x-sentry-auth"] == "${env:SENTRY_OTLP_AUTH}"
+    phonoglyph = config["exporters"]["otlp_http/phonoglyph"]
+    assert phonoglyph["headers"]["authorization"] == "Bearer ${env:COLLECTOR_AUTH_TOKEN}"
+    for exporter in (sentry, phonoglyph):
+        assert exporter["sending_queue"]["storage"] == "file_storage"
+        assert exporter["sending_queue"]["enabled"] is True
+
+
+def test_analytics_filter_keeps_only_tagged_spans_and_named_events():
+    analytics = load_yaml("otel-collector.yaml")["processors"]["filter/analytics"]
+    assert analytics["traces"]["span"] == [f'attributes["{semconv.OPERATION}"] == nil']
+    (log_condition,) = analytics["logs"]["log_record"]
+    assert log_condition.startswith('event_name == ""')
+
+
+def test_gateway_routes_by_trace_id_to_replicas_that_each_keep_their_own_outbox():
+    gateway = load_yaml("otel-collector-gateway.yaml")["exporters"]["loadbalancing"]
+    assert gateway["routing_key"] == "traceID"
+    replica = load_yaml("otel-collector-replica.yaml")
+    assert port_of(replica["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]) == int(
+        gateway["resolver"]["dns"]["port"]
+    )
+    assert replica["exporters"]["otlp_http/phonoglyph"]["sending_queue"] == {"enabled": False}
+
+
+# -- the redaction processor's patterns (RE2 syntax that Python's re also reads) -------------
+
+SECRETS = {
+    "bearer": "Authorization: Bearer s3cr3t-T0ken.value_123",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+    "card": "paid with 4111 1111 1111 1111 today",
+    "email": "contact: jane.doe@example.com",
+    "query": "/api/files?token=abc123secret&x=1",
+}
+HARMLESS = {
+    "uuid": "0b8f5c3e-4c1a-4e0e-9d3a-2f1b7c6d5e4f",
+    "route": "/api/projects/{project_id}/renders",
+    "timestamp": "2026-11-28T04:36:12.123456Z",
+    "duration": "1834.5",
+}
+
+
+@pytest.fixture(scope="module")
+def redaction() -> dict:
+    return load_yaml("otel-collector.yaml")["processors"]["redaction"]
+
+
+@pytest.mark.parametrize("kind", sorted(SECRETS))
+def test_redaction_masks_seeded_secrets(redaction, kind):
+    assert any(re.search(pattern, SECRETS[kind]) for pattern in redaction["blocked_values"]), kind
+
+
+@pytest.mark.parametrize("kind", sorted(HARMLESS))
+def test_redaction_leaves_ordinary_values(redaction, kind):
+    assert not any(re.search(pattern, HARMLESS[kind]) for pattern in redaction["blocked_values"]), kind
+
+
+def test_redaction_masks_secret_keys_and_keeps_the_analytics_keys(redaction):
+    assert redaction["allow_all_keys"] is True
+    (key_pattern,) = redaction["blocked_key_patterns"]
+    for key in ("http.request.header.authorization", "api_key", "user.password", "session_token"):
+        assert re.fullmatch(key_pattern, key), key
+    keys = [semconv.OPERATION, semconv.OUTCOME, semconv.USER_ID, semconv.SESSION_ID, semconv.EVENT_ID]
+    for key in keys + list(semconv.AUDIO_ATTRIBUTES):
+        assert not re.fullmatch(key_pattern, key), key
