@@ -1,0 +1,166 @@
+"""services.stack: the summary (pure), Prometheus parsing, and process handling with real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from services.stack import (
+    FunnelStep,
+    ManagedProcess,
+    Stack,
+    StackError,
+    funnel,
+    parse_prometheus,
+    percentile,
+    render_summary,
+    summarize,
+)
+
+
+def event(name, user, timestamp, **properties):
+    return {"event": name, "distinct_id": user, "timestamp": timestamp, "properties": properties, "uuid": f"{name}-{user}-{timestamp}"}
+
+
+EVENTS = [
+    event("user_signed_up", "u1", "2026-11-28T10:00:00Z"),
+    event("user_signed_up", "u2", "2026-11-28T10:00:01Z"),
+    event("user_signed_up", "u3", "2026-11-28T10:00:02Z"),
+    event("file_uploaded", "u1", "2026-11-28T10:01:00Z"),
+    event("file_uploaded", "u2", "2026-11-28T10:01:00Z"),
+    event("file_uploaded", "u4", "2026-11-28T10:01:00Z"),  # never signed up: not in the funnel
+    event("stem_separation_completed", "u1", "2026-11-28T10:02:00Z", processing_time_ms=100.0, trace_id="t1"),
+    event("stem_separation_completed", "u2", "2026-11-28T09:00:00Z", processing_time_ms=300.0, trace_id="t2"),
+    event("stem_separation_failed", "u3", "2026-11-28T10:02:00Z", processing_time_ms=50.0, error_type="DecodeError", trace_id="t3"),
+    event("render_started", "u1", "2026-11-28T10:03:00Z"),
+    event("credits_purchased", "u1", "2026-11-28T10:04:00Z"),
+]
+
+
+def test_funnel_counts_users_in_order():
+    steps = funnel(EVENTS, ["user_signed_up", "file_uploaded", "stem_separation_completed", "credits_purchased"])
+    # u2's stems completed before it uploaded (clock order), so it stops at file_uploaded.
+    assert steps == [
+        FunnelStep("user_signed_up", 3, 1.0),
+        FunnelStep("file_uploaded", 2, 2 / 3),
+        FunnelStep("stem_separation_completed", 1, 1 / 3),
+        FunnelStep("credits_purchased", 1, 1 / 3),
+    ]
+
+
+def test_funnel_of_no_events_is_all_zero():
+    assert funnel([], ["user_signed_up", "file_uploaded"]) == [
+        FunnelStep("user_signed_up", 0, 0.0),
+        FunnelStep("file_uploaded", 0, 0.0),
+    ]
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile([5.0], 0.95) == 5.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.0
+    assert percentile(list(map(float, range(1, 101))), 0.95) == 95.0
+
+
+def test_summary_counts_events_failures_and_durations():
+    summary = summarize(EVENTS)
+    assert summary.events_per_name["file_uploaded"] == 3
+    assert [step.name for step in summary.funnel] == [
+        "user_signed_up",
+        "file_uploaded",
+        "stem_separation_completed",
+        "render_started",  # no render_completed arrived: the funnel uses the start
+        "credits_purchased",
+    ]
+    assert [step.users for step in summary.funnel] == [3, 2, 1, 1, 1]
+    assert [(f.event, f.error_type, f.trace_id) for f in summary.failures] == [
+        ("stem_separation_failed", "DecodeError", "t3")
+    ]
+    assert summary.durations_ms == {"stem_separation": (3, 100.0, 300.0)}
+
+
+def test_rendered_summary_names_failures_and_inspection_commands(tmp_path):
+    text = render_summary(summarize(EVENTS), Stack(root=tmp_path))
+    assert "DecodeError" in text and "trace t3" in text
+    assert f"COLLECTOR_DATA_DIR={tmp_path / 'collector'}" in text
+    assert "phonoglyph-collector funnel user_signed_up file_uploaded" in text
+
+
+def test_parse_prometheus_sums_series_and_skips_comments():
+    text = "\n".join(
+        [
+            "# HELP phonoglyph_collector_outbox_depth Events waiting in the outbox.",
+            "# TYPE phonoglyph_collector_outbox_depth gauge",
+            "phonoglyph_collector_outbox_depth 3",
+            'phonoglyph_collector_dead_lettered_events_total{reason="bad"} 2',
+            'phonoglyph_collector_dead_lettered_events_total{reason="big"} 1.5',
+        ]
+    )
+    assert parse_prometheus(text) == {
+        "phonoglyph_collector_outbox_depth": 3.0,
+        "phonoglyph_collector_dead_lettered_events_total": 3.5,
+    }
+
+
+def test_service_environment_points_at_the_collector_and_never_at_posthog(tmp_path):
+    stack = Stack(root=tmp_path, environ={"POSTHOG_API_KEY": "phc_real", "SENTRY_DSN": "https://k@sentry.test/1"})
+    env = stack.service_process_env("phonoglyph-api")
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == stack.collector_url
+    assert env["SENTRY_DSN"] == "https://k@sentry.test/1"
+    assert "POSTHOG_API_KEY" not in env and "POSTHOG_API_KEY" not in stack.collector_process_env()
+    assert stack.collector_process_env()["COLLECTOR_ENDPOINT"] == f"127.0.0.1:{stack.collector_port}"
+
+
+def test_collector_env_can_point_at_a_posthog(tmp_path):
+    stack = Stack(root=tmp_path, environ={}, collector_env={"POSTHOG_API_KEY": "phc_test", "POSTHOG_HOST": "http://127.0.0.1:9"})
+    assert stack.collector_process_env()["POSTHOG_API_KEY"] == "phc_test"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_stop_ends_a_process_and_its_children(tmp_path):
+    # The child starts a grandchild that ignores nothing; both must be gone after stop().
+    script = "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print(p.pid, flush=True); time.sleep(60)"
+    process = ManagedProcess("sleeper", [sys.executable, "-c", script], dict(os.environ), tmp_path / "sleeper.log")
+    process.start()
+    deadline = time.monotonic() + 10
+    while not process.log_path.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(process.log_path.read_text().split()[0])
+    assert process.stop(timeout_s=5) == -signal.SIGTERM
+    deadline = time.monotonic() + 5
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(grandchild)
+    assert not process.killed
+
+
+def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
+    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    process = ManagedProcess("stubborn", [sys.executable, "-c", script], dict(os.environ), tmp_path / "stubborn.log")
+    process.start()
+    deadline = time.monotonic() + 10
+    while "ready" not in process.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.stop(timeout_s=0.5) == -signal.SIGKILL
+    assert process.killed
+
+
+def test_a_process_that_exits_early_fails_the_start_with_its_log(tmp_path):
+    stack = Stack(root=tmp_path, ready_timeout_s=10)
+    stack.processes["collector"] = ManagedProcess(
+        "collector", [sys.executable, "-c", "print('boom: bad config'); raise SystemExit(2)"], dict(os.environ), tmp_path / "c.log"
+    )
+    stack.processes["collector"].start()
+    with pytest.raises(StackError, match="boom: bad config"):
+        stack.wait_http_ok("collector", f"{stack.collector_url}/readyz")
+    assert stack.shutdown() == {"collector": 2}
