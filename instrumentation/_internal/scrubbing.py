@@ -27,7 +27,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import Link
+from opentelemetry.trace import Link, Status
 
 from instrumentation import semconv
 
@@ -77,11 +77,13 @@ SAFE_KEYS: Final = frozenset(
 """Identity and correlation keys: never scrubbed, neither by key nor by value."""
 _SAFE_KEY_PATTERN: Final = re.compile(r"^phonoglyph\.[a-z0-9_.]*id$")
 
-_QUERY_PARAMETER_NAMES: Final = (
-    r"[^=&#\s?;,]*(?:passw(?:or)?d|passwd|pwd|secret|token)[^=&#\s?;,]*"
-    r"|[^=&#\s?;,]*(?:key|auth|signature|sig|sessionid|session_key|code)"
+_NAME_CHAR: Final = r"[^=&#\s?;,:\"'{}()\[\]]"
+_PARAMETER_NAMES: Final = (
+    rf"{_NAME_CHAR}*(?:passw(?:or)?d|passwd|pwd|secret|token){_NAME_CHAR}*"
+    rf"|{_NAME_CHAR}*(?:key|auth|authorization|signature|sig|sessionid|session_key|code)"
 )
-"""Parameter names whose value is scrubbed inside URLs, query strings and form bodies."""
+"""Names whose value is scrubbed in ``name=value`` / ``name: value`` text: query strings, form
+bodies, URLs, log lines, JSON or source code quoted into a message."""
 _DEFAULT_VALUE_RULES: Final = (
     # (pattern, regex flags, replacement)
     # bearer/basic credentials in a header value or a message: keep the scheme
@@ -90,8 +92,13 @@ _DEFAULT_VALUE_RULES: Final = (
     (r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", 0, SCRUBBED),
     # credentials in a URL: scheme://user:password@host
     (r"(?<=://)[^/\s:@]+:[^/\s@]+@", 0, SCRUBBED + "@"),
-    # sensitive query/form parameters: keep the name
-    (r"(?:(?<=[?&;,\s])|^)(" + _QUERY_PARAMETER_NAMES + r")=[^&;#\s]+", re.IGNORECASE, r"\1=" + SCRUBBED),
+    # sensitive parameters and assignments (?token=..., password: ..., "secret": "..."): keep the name
+    (
+        r"(?:(?<=[?&;,\s{(\"'])|^)(" + _PARAMETER_NAMES + r")([\"']?\s*[:=]\s*)"
+        r"(?:(?:bearer|basic|token)\s+)?(?:\"[^\"]+\"|'[^']+'|[^&;,#\s\"'}]+)",
+        re.IGNORECASE,
+        r"\1\2" + SCRUBBED,
+    ),
     # e-mail addresses
     (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", 0, SCRUBBED),
 )
@@ -266,6 +273,12 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
     name = scrubber.scrub_string(span.name)
     if name is not span.name:
         paths.append("name")
+    status = span.status
+    if status.description:
+        description = scrubber.scrub_string(status.description)
+        if description is not status.description:
+            paths.append("status.description")
+            status = Status(status.status_code, description)
     attributes = scrubber._scrub(span.attributes, "attributes", paths) if span.attributes else span.attributes
 
     events: Sequence[Event] = span.events
@@ -310,7 +323,7 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
         events=events,
         links=links,
         kind=span.kind,
-        status=span.status,
+        status=status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,

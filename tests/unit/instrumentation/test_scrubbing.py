@@ -12,7 +12,7 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link
+from opentelemetry.trace import Link, Status, StatusCode
 
 from instrumentation import semconv
 from instrumentation._internal.scrubbing import (
@@ -103,7 +103,11 @@ def test_session_id_survives_the_session_rules() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Authorization: Bearer abcdefghijkl.mnop", f"Authorization: Bearer {SCRUBBED}"),
+        ("sent Bearer abcdefghijkl.mnop", f"sent Bearer {SCRUBBED}"),
+        ("Authorization: Bearer abcdefghijkl.mnop", f"Authorization: {SCRUBBED}"),
+        ('body {"password": "pw 1", "name": "x"}', f'body {{"password": {SCRUBBED}, "name": "x"}}'),
+        ("    secret = 'abc'  # source line", f"    secret = {SCRUBBED}  # source line"),
+        ("error: password: hunter2 rejected", f"error: password: {SCRUBBED} rejected"),
         ("basic dXNlcjpwYXNzd29yZA==", f"basic {SCRUBBED}"),
         (f"token {JWT}", f"token {SCRUBBED}"),
         (f"jwt={JWT}&x=1", f"jwt={SCRUBBED}&x=1"),
@@ -277,6 +281,7 @@ def test_span_exporter_scrubs_attributes_events_links_and_name() -> None:
             raise ValueError("no account for seed@example.com")
         except ValueError as error:
             span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"ValueError: {error}"))
     inner = _RecordingSpanExporter()
     originals = recorded.get_finished_spans()
     assert ScrubbingSpanExporter(inner, SCRUBBER).export(originals) is SpanExportResult.SUCCESS
@@ -293,8 +298,11 @@ def test_span_exporter_scrubs_attributes_events_links_and_name() -> None:
     assert scrubbed.context == span.get_span_context()
     assert scrubbed.parent == span.parent
     assert (scrubbed.start_time, scrubbed.end_time) == (span.start_time, span.end_time)
+    assert scrubbed.status.status_code is StatusCode.ERROR
+    assert scrubbed.status.description == f"ValueError: no account for {SCRUBBED}"
     assert scrubbed.attributes[SCRUBBED_ATTRIBUTE] == (
         "name",
+        "status.description",
         "attributes.url.full",
         "events[0].attributes.email",
         "events[1].attributes.exception.message",
