@@ -1,0 +1,70 @@
+"""API errors: one JSON shape, ``{"error": {"code": "...", "message": "..."}}``, for every 4xx.
+
+Each error code has its own exception class, named by the code: an ``ApiError`` raised inside
+``operation(...)`` then fails the operation with ``error.type`` = the code (the instrumentation
+reports the exception's class name), which is what analytics and alerts group by.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "file_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    """An expected failure answered with ``status_code`` and a machine-readable ``code``."""
+
+    status_code: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+@cache
+def _error_class(status_code: int, code: str) -> type[ApiError]:
+    return type(code, (ApiError,), {"status_code": status_code, "code": code, "__qualname__": code})
+
+
+def api_error(status_code: int, code: str, message: str) -> ApiError:
+    """The ApiError for ``code`` (its class is named ``code``), ready to raise."""
+    return _error_class(status_code, code)(message)
+
+
+def error_response(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status_code, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = ", ".join(".".join(str(part) for part in error["loc"]) for error in exc.errors())
+        return error_response(422, "invalid_request", f"invalid or missing: {fields}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))

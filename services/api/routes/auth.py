@@ -1,0 +1,71 @@
+"""Sign-up, guest sessions and API tokens.
+
+A guest who signs up keeps the guest's user id and session id (the user row is upgraded in place),
+so analytics sees one person before and after sign-up.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from instrumentation import identify, semconv, track
+from services.api.dependencies import DbDep, OptionalPrincipalDep, PrincipalDep, SettingsDep
+from services.api.errors import api_error
+from services.store import accounts
+from services.store.database import new_id
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class SignUp(BaseModel):
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+    name: Annotated[str | None, Field(max_length=200)] = None
+
+
+@router.post("/guest", status_code=201)
+def start_guest_session(db: DbDep, settings: SettingsDep) -> dict[str, object]:
+    session_id = new_id("s")
+    with db.transaction() as conn:
+        user_id = accounts.create_user(conn, email=None, name=None, guest=True, credits=settings.guest_credits)
+        token = accounts.issue_credential(conn, user_id=user_id, session_id=session_id, kind="guest_session")
+    identify(user_id=user_id, session_id=session_id, guest=True)
+    return {"user_id": user_id, "session_id": session_id, "guest_token": token, "credits": settings.guest_credits}
+
+
+@router.post("/signup", status_code=201)
+def sign_up(body: SignUp, db: DbDep, settings: SettingsDep, principal: OptionalPrincipalDep) -> dict[str, object]:
+    if principal is not None and not principal.guest:
+        raise api_error(409, "already_signed_up", "this credential already belongs to a signed-up user")
+    try:
+        with db.transaction() as conn:
+            if principal is not None:  # the guest becomes a member: same user id, same session
+                user_id, session_id = principal.user_id, principal.session_id
+                accounts.upgrade_guest(conn, user_id, email=body.email, name=body.name, credits=settings.signup_credits)
+            else:
+                user_id, session_id = None, new_id("s")
+                user_id = accounts.create_user(
+                    conn, email=body.email, name=body.name, guest=False, credits=settings.signup_credits
+                )
+            token = accounts.issue_credential(conn, user_id=user_id, session_id=session_id, kind="api_token")
+            credits = int(accounts.get_user(conn, user_id)["credits"])
+    except accounts.EmailTakenError:
+        raise api_error(409, "email_taken", "an account with this e-mail address exists") from None
+    identify(user_id=user_id, session_id=session_id, guest=False)
+    track("user_signed_up", {"from_guest": principal is not None, semconv.USER_GUEST: False})
+    return {"user_id": user_id, "session_id": session_id, "token": token, "credits": credits}
+
+
+@router.post("/tokens", status_code=201)
+def create_api_token(principal: PrincipalDep, db: DbDep) -> dict[str, str]:
+    if principal.guest:
+        raise api_error(403, "guest_not_allowed", "sign up to create API tokens")
+    with db.transaction() as conn:
+        token = accounts.issue_credential(
+            conn, user_id=principal.user_id, session_id=new_id("s"), kind="api_token"
+        )
+    return {"token": token}
+
+

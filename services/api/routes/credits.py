@@ -1,0 +1,93 @@
+"""Credits: the balance, and purchases reported by the billing provider's signed webhook.
+
+The webhook body is signed with HMAC-SHA256 over the raw bytes with ``PHONOGLYPH_BILLING_SECRET``,
+sent as ``X-Phonoglyph-Signature: sha256=<hex>``. Each billing event id credits once: a replay
+answers 200 ``{"status": "duplicate"}`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, ValidationError
+
+from instrumentation import identify, semconv, track
+from services.api.dependencies import DbDep, PrincipalDep, SettingsDep
+from services.api.errors import api_error
+from services.store import accounts
+from services.store.database import NotFoundError
+
+router = APIRouter(tags=["credits"])
+
+SIGNATURE_HEADER = "x-phonoglyph-signature"
+SIGNATURE_PREFIX = "sha256="
+MAX_WEBHOOK_BYTES = 64 * 1024
+# event properties of credits_purchased (semconv has no keys for money)
+CREDITS = "phonoglyph.credits"
+AMOUNT = "amount"
+CURRENCY = "currency"
+
+
+class Purchase(BaseModel):
+    user_id: str
+    session_id: str | None = None
+    credits: Annotated[int, Field(gt=0, le=1_000_000)]
+    amount_cents: Annotated[int, Field(ge=0)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class BillingEvent(BaseModel):
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    type: str
+    data: Purchase
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The signature header value for ``body``; the billing provider (and the journeys) sign this way."""
+    return SIGNATURE_PREFIX + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@router.get("/credits")
+def balance(principal: PrincipalDep, db: DbDep) -> dict[str, int]:
+    return {"balance": int(accounts.get_user(db.read(), principal.user_id)["credits"])}
+
+
+@router.post("/billing/webhook")
+async def billing_webhook(request: Request, db: DbDep, settings: SettingsDep) -> dict[str, object]:
+    if not settings.billing_secret:
+        raise api_error(503, "billing_not_configured", "PHONOGLYPH_BILLING_SECRET is not set")
+    body = await request.body()
+    if len(body) > MAX_WEBHOOK_BYTES:
+        raise api_error(413, "payload_too_large", f"the limit is {MAX_WEBHOOK_BYTES} bytes")
+    expected = sign(body, settings.billing_secret)
+    if not hmac.compare_digest(expected, request.headers.get(SIGNATURE_HEADER, "")):
+        raise api_error(401, "invalid_signature", "the signature does not match the body")
+    try:
+        event = BillingEvent.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        raise api_error(400, "invalid_payload", "the body is not a billing event") from None
+    if event.type != "credits.purchased":
+        return {"status": "ignored", "event_id": event.id}
+    purchase = event.data
+    try:
+        with db.transaction() as conn:
+            credited = accounts.record_purchase(
+                conn, event_id=event.id, user_id=purchase.user_id, credits=purchase.credits,
+                amount_cents=purchase.amount_cents, currency=purchase.currency,
+            )
+            user = accounts.get_user(conn, purchase.user_id)
+    except NotFoundError:
+        raise api_error(404, "user_not_found", "the purchase names no known user") from None
+    if not credited:
+        return {"status": "duplicate", "event_id": event.id}
+    with identify(user_id=purchase.user_id, session_id=purchase.session_id, guest=bool(user["guest"])):
+        track("credits_purchased", {
+            CREDITS: purchase.credits,
+            AMOUNT: purchase.amount_cents / 100,
+            CURRENCY: purchase.currency,
+        })
+    return {"status": "credited", "event_id": event.id, "balance": int(user["credits"])}

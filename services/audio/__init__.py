@@ -1,0 +1,1 @@
+"""Audio processing for Phonoglyph: WAV decoding and encoding, analysis, stem separation, rendering."""

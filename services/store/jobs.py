@@ -1,0 +1,168 @@
+"""The job queue the api fills and the worker drains, in the shared database.
+
+A claim is one ``UPDATE ... WHERE status = 'queued'`` (or a running job whose lease has expired:
+its worker crashed) inside an immediate transaction; each job row carries the W3C trace context
+(``carrier``) of the request that created it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from services.store.database import NotFoundError, new_id, now_s
+
+JOB_KINDS = ("stem_separation", "audio_analysis", "render")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str
+    file_id: str
+    user_id: str
+    status: str
+    carrier: dict[str, str]
+    attempts: int
+    result: dict[str, Any] | None
+    error_code: str | None
+    error_message: str | None
+    credits_spent: int
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            file_id=row["file_id"],
+            user_id=row["user_id"],
+            status=row["status"],
+            carrier=json.loads(row["carrier"]),
+            attempts=row["attempts"],
+            result=json.loads(row["result"]) if row["result"] else None,
+            error_code=row["error_code"],
+            error_message=row["error_message"],
+            credits_spent=row["credits_spent"],
+        )
+
+    def public(self) -> dict[str, Any]:
+        """What the api shows of a job."""
+        body: dict[str, Any] = {"job_id": self.id, "kind": self.kind, "file_id": self.file_id, "status": self.status}
+        if self.result is not None:
+            body["result"] = _without_paths(self.result)
+        if self.error_code:
+            body["error"] = {"code": self.error_code, "message": self.error_message}
+        return body
+
+
+def _without_paths(value: Any) -> Any:
+    """A result as the api shows it: server-side file paths (keys ending in ``path``) left out."""
+    if isinstance(value, dict):
+        return {key: _without_paths(item) for key, item in value.items() if not key.endswith("path")}
+    return value
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    *,
+    kind: str,
+    file_id: str,
+    user_id: str,
+    carrier: dict[str, str],
+    credits_spent: int = 0,
+) -> Job:
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    job_id = new_id("r" if kind == "render" else "j")
+    now = now_s()
+    conn.execute(
+        "INSERT INTO jobs (id, kind, file_id, user_id, status, carrier, credits_spent, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+        (job_id, kind, file_id, user_id, json.dumps(carrier), credits_spent, now, now),
+    )
+    return get_job(conn, job_id)
+
+
+def claim(conn: sqlite3.Connection, *, lease_s: float, max_attempts: int) -> Job | None:
+    """Take the oldest queued job, or a running one whose lease expired, inside the caller's transaction.
+
+    A job that has already been claimed ``max_attempts`` times fails with ``attempts_exhausted``
+    instead of crashing workers forever.
+    """
+    now = now_s()
+    while True:
+        row = conn.execute(
+            "SELECT id, attempts FROM jobs WHERE status = 'queued' "
+            "OR (status = 'running' AND lease_expires_at < ?) ORDER BY created_at LIMIT 1",
+            (now,),
+        ).fetchone()
+        if row is None:
+            return None
+        if row["attempts"] >= max_attempts:
+            _finish(conn, row["id"], "failed", error=("attempts_exhausted", f"gave up after {max_attempts} attempts"))
+            continue
+        claimed = conn.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_expires_at = ?, updated_at = ? "
+            "WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_expires_at < ?))",
+            (now + lease_s, now, row["id"], now),
+        ).rowcount
+        if claimed:
+            return get_job(conn, row["id"])
+
+
+def complete(conn: sqlite3.Connection, job_id: str, result: dict[str, Any]) -> None:
+    _finish(conn, job_id, "completed", result=result)
+
+
+def fail(conn: sqlite3.Connection, job_id: str, *, code: str, message: str) -> None:
+    _finish(conn, job_id, "failed", error=(code, message))
+
+
+def _finish(
+    conn: sqlite3.Connection,
+    job_id: str,
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: tuple[str, str] | None = None,
+) -> None:
+    code, message = error or (None, None)
+    conn.execute(
+        "UPDATE jobs SET status = ?, result = ?, error_code = ?, error_message = ?, lease_expires_at = NULL, "
+        "updated_at = ? WHERE id = ?",
+        (status, json.dumps(result) if result is not None else None, code, message, now_s(), job_id),
+    )
+    if status == "failed":  # a failed render gives its credits back
+        conn.execute(
+            "UPDATE users SET credits = credits + (SELECT credits_spent FROM jobs WHERE id = ?) "
+            "WHERE id = (SELECT user_id FROM jobs WHERE id = ?)",
+            (job_id, job_id),
+        )
+
+
+def get_job(conn: sqlite3.Connection, job_id: str, *, user_id: str | None = None, kind: str | None = None) -> Job:
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None or (user_id is not None and row["user_id"] != user_id) or (kind and row["kind"] != kind):
+        raise NotFoundError(job_id)
+    return Job.from_row(row)
+
+
+def list_jobs(conn: sqlite3.Connection, *, file_id: str, kind: str) -> list[Job]:
+    rows = conn.execute(
+        "SELECT * FROM jobs WHERE file_id = ? AND kind = ? ORDER BY created_at", (file_id, kind)
+    ).fetchall()
+    return [Job.from_row(row) for row in rows]
+
+
+def cached_analysis(conn: sqlite3.Connection, file_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT result FROM analyses WHERE file_id = ?", (file_id,)).fetchone()
+    return json.loads(row["result"]) if row else None
+
+
+def cache_analysis(conn: sqlite3.Connection, file_id: str, result: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO analyses (file_id, result, created_at) VALUES (?, ?, ?)",
+        (file_id, json.dumps(result), now_s()),
+    )

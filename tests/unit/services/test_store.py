@@ -1,0 +1,112 @@
+from pathlib import Path
+
+import pytest
+
+from services.store import accounts, catalog, jobs
+from services.store.database import Database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return Database(tmp_path / "db.sqlite")
+
+
+@pytest.fixture
+def file_id(db: Database) -> str:
+    with db.transaction() as conn:
+        user_id = accounts.create_user(conn, email="a@example.test", name=None, guest=False, credits=10)
+        project_id = catalog.create_project(conn, user_id=user_id, name="p")
+        record = catalog.FileRecord(
+            id=catalog.new_file_id(), project_id=project_id, user_id=user_id, filename="a.wav", path="/x",
+            size_bytes=1, duration_s=1.0, sample_rate_hz=8000, channels=1,
+        )
+        catalog.insert_file(conn, record)
+    return record.id
+
+
+def _user_of(db: Database, file_id: str) -> str:
+    return catalog.get_file(db.read(), file_id).user_id
+
+
+def _enqueue(db: Database, file_id: str, kind: str = "audio_analysis", credits_spent: int = 0) -> jobs.Job:
+    with db.transaction() as conn:
+        return jobs.enqueue(
+            conn, kind=kind, file_id=file_id, user_id=_user_of(db, file_id),
+            carrier={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}, credits_spent=credits_spent,
+        )
+
+
+def _claim(db: Database, lease_s: float = 60.0, max_attempts: int = 3) -> jobs.Job | None:
+    with db.transaction() as conn:
+        return jobs.claim(conn, lease_s=lease_s, max_attempts=max_attempts)
+
+
+def test_claim_takes_queued_jobs_oldest_first_once(db: Database, file_id: str) -> None:
+    first, second = _enqueue(db, file_id), _enqueue(db, file_id)
+    claimed = [_claim(db), _claim(db), _claim(db)]
+    assert [job.id if job else None for job in claimed] == [first.id, second.id, None]
+    assert claimed[0].status == "running" and claimed[0].attempts == 1
+    assert claimed[0].carrier == first.carrier
+
+
+def test_a_job_whose_lease_expired_is_claimed_again(db: Database, file_id: str) -> None:
+    job = _enqueue(db, file_id)
+    assert _claim(db, lease_s=-1.0).id == job.id  # the worker "crashes": its lease is already over
+    again = _claim(db)
+    assert (again.id, again.attempts) == (job.id, 2)
+    assert _claim(db) is None  # a live lease is not taken
+
+
+def test_a_job_claimed_too_often_fails_instead_of_looping(db: Database, file_id: str) -> None:
+    job = _enqueue(db, file_id)
+    assert _claim(db, lease_s=-1.0, max_attempts=1).id == job.id
+    assert _claim(db, max_attempts=1) is None
+    failed = jobs.get_job(db.read(), job.id)
+    assert (failed.status, failed.error_code) == ("failed", "attempts_exhausted")
+
+
+def test_complete_and_fail_record_the_outcome(db: Database, file_id: str) -> None:
+    done, broken = _enqueue(db, file_id), _enqueue(db, file_id)
+    with db.transaction() as conn:
+        jobs.complete(conn, done.id, {"image_path": "/secret/x.png", "stems": {"a": {"path": "/p", "n": 1}}})
+        jobs.fail(conn, broken.id, code="corrupt_audio", message="bad")
+    assert jobs.get_job(db.read(), done.id).public()["result"] == {"stems": {"a": {"n": 1}}}
+    assert jobs.get_job(db.read(), broken.id).public()["error"] == {"code": "corrupt_audio", "message": "bad"}
+
+
+def test_a_failed_render_gives_its_credits_back(db: Database, file_id: str) -> None:
+    user_id = _user_of(db, file_id)
+    with db.transaction() as conn:
+        accounts.spend_credits(conn, user_id, 5)
+    render = _enqueue(db, file_id, kind="render", credits_spent=5)
+    assert accounts.get_user(db.read(), user_id)["credits"] == 5
+    with db.transaction() as conn:
+        jobs.fail(conn, render.id, code="processing_error", message="boom")
+    assert accounts.get_user(db.read(), user_id)["credits"] == 10
+
+
+def test_spending_more_than_the_balance_changes_nothing(db: Database, file_id: str) -> None:
+    user_id = _user_of(db, file_id)
+    with pytest.raises(accounts.InsufficientCreditsError), db.transaction() as conn:
+        accounts.spend_credits(conn, user_id, 11)
+    assert accounts.get_user(db.read(), user_id)["credits"] == 10
+
+
+def test_a_billing_event_credits_once(db: Database, file_id: str) -> None:
+    user_id = _user_of(db, file_id)
+    purchase = dict(event_id="evt_1", user_id=user_id, credits=20, amount_cents=999, currency="EUR")
+    with db.transaction() as conn:
+        assert accounts.record_purchase(conn, **purchase) is True
+    with db.transaction() as conn:
+        assert accounts.record_purchase(conn, **purchase) is False
+    assert accounts.get_user(db.read(), user_id)["credits"] == 30
+
+
+def test_credentials_resolve_by_kind_and_store_only_a_hash(db: Database, file_id: str) -> None:
+    user_id = _user_of(db, file_id)
+    with db.transaction() as conn:
+        token = accounts.issue_credential(conn, user_id=user_id, session_id="s_1", kind="api_token")
+    assert accounts.resolve_credential(db.read(), token, kind="api_token") == accounts.Principal(user_id, "s_1", False)
+    assert accounts.resolve_credential(db.read(), token, kind="guest_session") is None
+    stored = [row[0] for row in db.read().execute("SELECT token_sha256 FROM credentials")]
+    assert token not in stored and len(stored) == 1
