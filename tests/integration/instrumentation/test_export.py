@@ -1,0 +1,70 @@
+"""OTLP/HTTP export of spans, event records and metrics to a real server, and behaviour under trouble."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from instrumentation import configure, operation, semconv, shutdown, track
+from instrumentation.testing import pipeline_stats
+from tests.fakes.otlp import OtlpCapture
+
+pytestmark = pytest.mark.integration
+
+
+def test_all_three_signals_reach_the_collector_with_the_resource(
+    otlp: tuple[str, OtlpCapture], fresh_otel: None
+) -> None:
+    endpoint, capture = otlp
+    configure(service_name="api", service_version="1.4.0", environment="test", otlp_endpoint=endpoint)
+    configure(service_name="ignored: configure is idempotent", otlp_endpoint="http://127.0.0.1:9")
+    with operation("render", {semconv.RENDER_ID: "r_1"}):
+        track("project_created", {semconv.PROJECT_ID: "p_1"})
+    shutdown()
+    shutdown()  # a second shutdown is harmless
+
+    data = capture.snapshot()
+    assert data["errors"] == []
+    [span] = data["spans"]
+    assert span["resource"][semconv.SERVICE_NAME] == "api"
+    assert span["resource"][semconv.SERVICE_VERSION] == "1.4.0"
+    assert span["resource"][semconv.DEPLOYMENT_ENVIRONMENT] == "test"
+    assert span["attributes"][semconv.OUTCOME] == "completed"
+    assert sorted(r["event_name"] for r in data["log_records"]) == ["project_created", "render_started"]
+    durations = [p for p in data["metric_points"] if p["name"] == "phonoglyph.operation.duration"]
+    assert [(p["unit"], p["count"], p["attributes"]) for p in durations] == [
+        ("s", 1, {semconv.OPERATION: "render", semconv.OUTCOME: "completed"})
+    ]
+    assert {r["content_type"] for r in data["requests"]} == {"application/x-protobuf"}
+
+
+def test_a_503_with_retry_after_is_retried_and_nothing_is_lost(
+    otlp: tuple[str, OtlpCapture], fresh_otel: None
+) -> None:
+    endpoint, capture = otlp
+    capture.answer_unavailable(times=2, retry_after_s=0)
+    configure(service_name="api", otlp_endpoint=endpoint)
+    for index in range(5):
+        track("project_created", {semconv.PROJECT_ID: f"p_{index}"})
+    shutdown()
+    data = capture.snapshot()
+    assert sorted(r["attributes"][semconv.PROJECT_ID] for r in data["log_records"]) == [f"p_{i}" for i in range(5)]
+    assert pipeline_stats() == {}
+
+
+def test_an_unreachable_collector_changes_nothing_for_the_app_but_counters(
+    fresh_otel: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("OTEL_BSP_EXPORT_TIMEOUT", "300")
+    monkeypatch.setenv("OTEL_BLRP_EXPORT_TIMEOUT", "300")
+    configure(service_name="api", otlp_endpoint=f"http://127.0.0.1:{closed_port}")
+    with operation("render"):
+        track("project_created")
+    shutdown()
+    stats = pipeline_stats()
+    assert stats["spans_export_failures"] >= 1 and stats["spans_lost"] == 1
+    assert stats["event_records_export_failures"] >= 1 and stats["event_records_lost"] == 2
