@@ -1,0 +1,254 @@
+"""The Sentry glue without a network: propagator, before_send/before_breadcrumb, no-DSN behaviour."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sentry_sdk
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from instrumentation import semconv
+from instrumentation._internal import sentry
+from instrumentation._internal.scrubbing import SCRUBBED, SCRUBBED_ATTRIBUTE, Scrubber
+from instrumentation._internal.stats import STATS
+
+SCRUBBER = Scrubber()
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN_ID = "00f067aa0ba902b7"
+
+
+@pytest.fixture
+def restore_propagator() -> Iterator[None]:
+    previous = propagate.get_global_textmap()
+    try:
+        yield
+    finally:
+        propagate.set_global_textmap(previous)
+
+
+@pytest.mark.parametrize("dsn", [None, ""])
+def test_without_dsn_nothing_happens_and_nothing_logs(
+    dsn: str | None, caplog: pytest.LogCaptureFixture, restore_propagator: None
+) -> None:
+    provider = TracerProvider()
+    propagator = propagate.get_global_textmap()
+    with caplog.at_level(logging.DEBUG):
+        assert (
+            sentry.setup_sentry(
+                dsn=dsn, environment="test", release="1", tracer_provider=provider, scrubber=SCRUBBER
+            )
+            is False
+        )
+    assert caplog.records == []
+    assert not sentry_sdk.get_client().is_active()
+    assert propagate.get_global_textmap() is propagator
+    assert provider._active_span_processor._span_processors == ()  # noqa: SLF001
+
+
+def _remote_context(carrier: dict[str, str]) -> SpanContext:
+    return trace.get_current_span(sentry.global_propagator().extract(carrier)).get_span_context()
+
+
+def test_propagator_extracts_w3c_traceparent_and_baggage() -> None:
+    ctx = sentry.global_propagator().extract(
+        {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01", "baggage": "user.id=u_1,session.id=s_1"}
+    )
+    span_context = trace.get_current_span(ctx).get_span_context()
+    assert (span_context.trace_id, span_context.span_id) == (int(TRACE_ID, 16), int(SPAN_ID, 16))
+    assert span_context.is_remote and span_context.trace_flags.sampled
+    assert baggage.get_all(ctx) == {"user.id": "u_1", "session.id": "s_1"}
+
+
+def test_propagator_extracts_sentry_trace() -> None:
+    span_context = _remote_context({"sentry-trace": f"{TRACE_ID}-{SPAN_ID}-1"})
+    assert (span_context.trace_id, span_context.span_id) == (int(TRACE_ID, 16), int(SPAN_ID, 16))
+
+
+def test_traceparent_wins_over_sentry_trace() -> None:
+    other_trace = "a" * 32
+    span_context = _remote_context(
+        {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01", "sentry-trace": f"{other_trace}-{'b' * 16}-1"}
+    )
+    assert span_context.trace_id == int(TRACE_ID, 16)
+
+
+def test_propagator_injects_w3c_headers_and_sentry_trace() -> None:
+    span = NonRecordingSpan(
+        SpanContext(int(TRACE_ID, 16), int(SPAN_ID, 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    )
+    ctx = baggage.set_baggage(semconv.USER_ID, "u_1", trace.set_span_in_context(span))
+    carrier: dict[str, str] = {}
+    sentry.global_propagator().inject(carrier, ctx)
+    assert carrier == {
+        "traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01",
+        "sentry-trace": f"{TRACE_ID}-{SPAN_ID}-1",
+        "baggage": "user.id=u_1",
+    }
+    assert sentry.global_propagator().fields == {"traceparent", "tracestate", "baggage", "sentry-trace"}
+
+
+def test_propagator_injects_nothing_without_a_span() -> None:
+    carrier: dict[str, str] = {}
+    sentry.global_propagator().inject(carrier, context.Context())
+    assert carrier == {}
+
+
+def _hint_for(exception: BaseException) -> dict[str, Any]:
+    return {"exc_info": (type(exception), exception, exception.__traceback__)}
+
+
+def _event(message: str = "boom") -> dict[str, Any]:
+    return {
+        "event_id": "a" * 32,
+        "contexts": {"trace": {"trace_id": "f" * 32, "span_id": "e" * 16, "parent_span_id": None}},
+        "exception": {"values": [{"type": "ValueError", "value": message}]},
+        "request": {
+            "url": "http://api/v1/files",
+            "query_string": "page=1&token=tok_SEED",
+            "headers": {"Authorization": "Bearer bearer_SEED_123", "Cookie": "sessionid=ck_SEED"},
+            "data": {"password": "pw_SEED", "title": "song"},
+        },
+    }
+
+
+def test_before_send_adds_the_operation_context_and_scrubs() -> None:
+    error = ValueError("cannot decode file of bob@example.com")
+    error.__phonoglyph_context__ = {  # type: ignore[attr-defined]
+        "operation": "stem_separation",
+        "trace_id": TRACE_ID,
+        "span_id": SPAN_ID,
+        semconv.USER_ID: "u_1",
+        semconv.SESSION_ID: None,
+        semconv.FILE_ID: "f_1",
+        semconv.AUDIO_DURATION_S: 12.5,
+        semconv.AUDIO_SAMPLE_RATE_HZ: 44100,
+    }
+    event = sentry._before_send(SCRUBBER, _event(str(error)), _hint_for(error))
+    assert event is not None
+    assert event["contexts"]["trace"] == {"trace_id": TRACE_ID, "span_id": SPAN_ID}
+    assert event["tags"] == {"operation": "stem_separation"}
+    assert event["contexts"]["audio_processing"] == {
+        "operation": "stem_separation",
+        semconv.FILE_ID: "f_1",
+        semconv.AUDIO_DURATION_S: 12.5,
+        semconv.AUDIO_SAMPLE_RATE_HZ: 44100,
+    }
+    assert event["user"] == {"id": "u_1"}
+    assert event["exception"]["values"][0]["value"] == f"cannot decode file of {SCRUBBED}"
+    assert event["request"]["query_string"] == f"page=1&token={SCRUBBED}"
+    assert event["request"]["headers"] == {"Authorization": SCRUBBED, "Cookie": SCRUBBED}
+    assert event["request"]["data"] == {"password": SCRUBBED, "title": "song"}
+    assert event["extra"][SCRUBBED_ATTRIBUTE] == [
+        "exception.values[0].value",
+        "request.query_string",
+        "request.headers.Authorization",
+        "request.headers.Cookie",
+        "request.data.password",
+    ]
+    assert "SEED" not in repr(event) and "bob@" not in repr(event)
+
+
+def test_before_send_finds_the_context_on_the_cause() -> None:
+    cause = RuntimeError("inner")
+    cause.__phonoglyph_context__ = {"operation": "render", "trace_id": TRACE_ID, "span_id": SPAN_ID}  # type: ignore[attr-defined]
+    try:
+        try:
+            raise cause
+        except RuntimeError as inner:
+            raise ValueError("outer") from inner
+    except ValueError as outer:
+        event = sentry._before_send(SCRUBBER, _event(), _hint_for(outer))
+    assert event is not None
+    assert event["tags"] == {"operation": "render"}
+    assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
+
+
+def test_before_send_uses_the_span_stamp_when_no_operation_was_left() -> None:
+    provider = TracerProvider()
+    sentry._stamp_exceptions_with_their_span()
+    tracer = provider.get_tracer("test")
+    error = ValueError("route failed")
+    with tracer.start_as_current_span("GET /files") as span:
+        span.set_attribute(semconv.USER_ID, "u_9")
+        span.record_exception(error)
+    # captured after the server span ended, outside it (as Sentry's ASGI middleware does)
+    event = sentry._before_send(SCRUBBER, _event(), _hint_for(error))
+    assert event is not None
+    span_context = span.get_span_context()
+    assert event["contexts"]["trace"] == {
+        "trace_id": trace.format_trace_id(span_context.trace_id),
+        "span_id": trace.format_span_id(span_context.span_id),
+    }
+    assert event["user"] == {"id": "u_9"}
+    assert "tags" not in event
+
+
+def test_the_innermost_span_stamps_an_exception() -> None:
+    provider = TracerProvider()
+    sentry._stamp_exceptions_with_their_span()
+    tracer = provider.get_tracer("test")
+    with pytest.raises(ValueError) as raised:
+        with tracer.start_as_current_span("outer"):
+            with tracer.start_as_current_span("inner") as inner:
+                raise ValueError("x")
+    assert raised.value.__phonoglyph_span__["span_id"] == trace.format_span_id(  # type: ignore[attr-defined]
+        inner.get_span_context().span_id
+    )
+
+
+def test_before_send_without_exception_takes_the_current_span_and_baggage() -> None:
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+    token = context.attach(baggage.set_baggage(semconv.USER_ID, "u_2"))
+    try:
+        with tracer.start_as_current_span("work") as span:
+            event = sentry._before_send(SCRUBBER, {"message": "hello", "user": {"ip_address": None}}, {})
+    finally:
+        context.detach(token)
+    assert event is not None
+    assert event["contexts"]["trace"]["trace_id"] == trace.format_trace_id(span.get_span_context().trace_id)
+    assert event["user"] == {"ip_address": None, "id": "u_2"}
+    assert "extra" not in event  # nothing was scrubbed
+
+
+def test_before_send_leaves_a_matching_trace_context_alone() -> None:
+    event = _event()
+    event["contexts"]["trace"] = {"trace_id": TRACE_ID, "span_id": SPAN_ID, "op": "http.server"}
+    error = ValueError("x")
+    error.__phonoglyph_span__ = {"trace_id": TRACE_ID, "span_id": "1" * 16}  # type: ignore[attr-defined]
+    result = sentry._before_send(SCRUBBER, event, _hint_for(error))
+    assert result is not None
+    assert result["contexts"]["trace"] == {"trace_id": TRACE_ID, "span_id": SPAN_ID, "op": "http.server"}
+
+
+class _BrokenScrubber(Scrubber):
+    def scrub(self, value: Any, path: str = "") -> tuple[Any, list[str]]:
+        raise RuntimeError("scrubber bug")
+
+
+def test_an_event_that_cannot_be_scrubbed_is_dropped_and_counted() -> None:
+    before = STATS.snapshot().get("sentry_events_dropped_unscrubbed", 0)
+    assert sentry._before_send(_BrokenScrubber(), _event(), {}) is None
+    assert STATS.snapshot()["sentry_events_dropped_unscrubbed"] == before + 1
+    assert sentry._before_breadcrumb(_BrokenScrubber(), {"message": "x"}, {}) is None
+
+
+def test_before_breadcrumb_scrubs() -> None:
+    crumb = {
+        "category": "httplib",
+        "data": {"url": "https://pay.example/charge?api_key=key_SEED", "method": "POST"},
+        "message": "login as bob@example.com",
+    }
+    scrubbed = sentry._before_breadcrumb(SCRUBBER, crumb, {})
+    assert scrubbed == {
+        "category": "httplib",
+        "data": {"url": f"https://pay.example/charge?api_key={SCRUBBED}", "method": "POST"},
+        "message": f"login as {SCRUBBED}",
+    }
+    clean = {"category": "query", "message": "SELECT 1"}
+    assert sentry._before_breadcrumb(SCRUBBER, clean, {}) is clean
