@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from opentelemetry import trace
+
+from instrumentation import Identity, identify, instrument_fastapi, semconv, track
+from instrumentation.testing import Captured
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_SPAN_ID = "b7ad6b7169203331"
+
+
+class Boom(Exception):
+    pass
+
+
+def _identity_from_header(scope: Mapping[str, Any]) -> Identity | None:
+    for key, value in scope["headers"]:
+        if key == b"x-user":
+            return Identity(user_id=value.decode(), session_id="s_hdr")
+    return None
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def get_item(item_id: str) -> dict[str, str]:
+        track("project_created", {semconv.PROJECT_ID: item_id})
+        return {"id": item_id}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.get("/fail")
+    async def fail() -> None:
+        raise Boom("no")
+
+    @app.get("/unavailable")
+    async def unavailable() -> Any:
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"error": "later"}, status_code=503)
+
+    @app.get("/login")
+    async def login() -> dict[str, str]:
+        identify(user_id="u_login", session_id="s_login")
+        track("user_signed_up")
+        return {}
+
+    return app
+
+
+@pytest.fixture
+def client(captured: Captured) -> httpx.AsyncClient:
+    app = instrument_fastapi(make_app(), identify_request=_identity_from_header)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://testserver")
+
+
+async def test_one_server_span_per_request_named_by_route(client: httpx.AsyncClient, captured: Captured) -> None:
+    response = await client.get("/items/42?secret_token=abc")
+    assert response.status_code == 200
+    spans = captured.spans()
+    assert len(spans) == 1, [s["name"] for s in spans]
+    [span] = spans
+    assert span["name"] == "GET /items/{item_id}"
+    assert span["kind"] == "SERVER"
+    attributes = span["attributes"]
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["http.route"] == "/items/{item_id}"
+    assert attributes["url.path"] == "/items/42"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["server.address"] == "testserver"
+    assert "abc" not in attributes["url.query"]
+    [event] = captured.events()
+    assert (event["trace_id"], event["span_id"]) == (span["trace_id"], span["span_id"])
+
+
+async def test_w3c_traceparent_and_baggage_are_honoured(client: httpx.AsyncClient, captured: Captured) -> None:
+    await client.get(
+        "/items/1",
+        headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01", "baggage": "user.id=u_up,session.id=s_up"},
+    )
+    [span] = captured.spans()
+    assert span["trace_id"] == TRACE_ID
+    assert span["parent_span_id"] == PARENT_SPAN_ID
+    assert span["attributes"][semconv.USER_ID] == "u_up"
+
+
+async def test_sentry_trace_is_honoured_without_traceparent(client: httpx.AsyncClient, captured: Captured) -> None:
+    await client.get("/items/1", headers={"sentry-trace": f"{TRACE_ID}-{PARENT_SPAN_ID}-1"})
+    [span] = captured.spans()
+    assert (span["trace_id"], span["parent_span_id"]) == (TRACE_ID, PARENT_SPAN_ID)
+
+
+async def test_excluded_urls_get_no_span(client: httpx.AsyncClient, captured: Captured) -> None:
+    assert (await client.get("/healthz")).status_code == 200
+    assert captured.spans() == []
+
+
+async def test_identify_request_hook_sets_identity_on_span_and_events(
+    client: httpx.AsyncClient, captured: Captured
+) -> None:
+    await client.get("/items/7", headers={"x-user": "u_hdr"})
+    [span] = captured.spans()
+    assert span["attributes"][semconv.USER_ID] == "u_hdr"
+    assert span["attributes"][semconv.SESSION_ID] == "s_hdr"
+    [event] = captured.events()
+    assert event["attributes"][semconv.USER_ID] == "u_hdr"
+
+
+async def test_identify_inside_a_handler_tags_the_server_span(client: httpx.AsyncClient, captured: Captured) -> None:
+    await client.get("/login")
+    [span] = captured.spans()
+    assert span["attributes"][semconv.USER_ID] == "u_login"
+    [event] = captured.events()
+    assert event["attributes"][semconv.SESSION_ID] == "s_login"
+
+
+async def test_5xx_and_exceptions_set_status_error(client: httpx.AsyncClient, captured: Captured) -> None:
+    assert (await client.get("/unavailable")).status_code == 503
+    assert (await client.get("/fail")).status_code == 500
+    spans = {span["name"]: span for span in captured.spans()}
+    assert spans["GET /unavailable"]["status"] == "ERROR"
+    assert spans["GET /unavailable"]["attributes"]["http.response.status_code"] == 503
+    failed = spans["GET /fail"]
+    assert failed["status"] == "ERROR"
+    assert failed["attributes"][semconv.ERROR_TYPE] == "Boom"
+    assert failed["attributes"]["http.response.status_code"] == 500
+    assert [event["name"] for event in failed["events"]] == ["exception"]
+
+
+async def test_instrumenting_twice_still_gives_one_span(captured: Captured) -> None:
+    app = instrument_fastapi(instrument_fastapi(make_app()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await client.get("/items/1")
+    assert len(captured.spans()) == 1
+
+
+async def test_unknown_route_is_named_by_method_only(client: httpx.AsyncClient, captured: Captured) -> None:
+    assert (await client.get("/nope")).status_code == 404
+    [span] = captured.spans()
+    assert span["name"] == "GET"
+    assert "http.route" not in span["attributes"]
+
+
+def test_the_instrumented_app_is_still_a_fastapi_app(captured: Captured) -> None:
+    app = instrument_fastapi(make_app())
+    assert isinstance(app, FastAPI)
+    assert type(app).__name__ == "FastAPI"
+    assert trace.get_tracer_provider() is not None
