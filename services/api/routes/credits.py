@@ -7,8 +7,6 @@ answers 200 ``{"status": "duplicate"}`` and changes nothing.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from typing import Annotated
 
@@ -18,13 +16,12 @@ from pydantic import BaseModel, Field, ValidationError
 from instrumentation import identify, semconv, track
 from services.api.dependencies import DbDep, PrincipalDep, SettingsDep
 from services.api.errors import api_error
+from services.billing import SIGNATURE_HEADER, verify
 from services.store import accounts
 from services.store.database import NotFoundError
 
 router = APIRouter(tags=["credits"])
 
-SIGNATURE_HEADER = "x-phonoglyph-signature"
-SIGNATURE_PREFIX = "sha256="
 MAX_WEBHOOK_BYTES = 64 * 1024
 # event properties of credits_purchased (semconv has no keys for money)
 CREDITS = "phonoglyph.credits"
@@ -46,11 +43,6 @@ class BillingEvent(BaseModel):
     data: Purchase
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The signature header value for ``body``; the billing provider (and the journeys) sign this way."""
-    return SIGNATURE_PREFIX + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 @router.get("/credits")
 def balance(principal: PrincipalDep, db: DbDep) -> dict[str, int]:
     return {"balance": int(accounts.get_user(db.read(), principal.user_id)["credits"])}
@@ -63,8 +55,7 @@ async def billing_webhook(request: Request, db: DbDep, settings: SettingsDep) ->
     body = await request.body()
     if len(body) > MAX_WEBHOOK_BYTES:
         raise api_error(413, "payload_too_large", f"the limit is {MAX_WEBHOOK_BYTES} bytes")
-    expected = sign(body, settings.billing_secret)
-    if not hmac.compare_digest(expected, request.headers.get(SIGNATURE_HEADER, "")):
+    if not verify(body, settings.billing_secret, request.headers.get(SIGNATURE_HEADER)):
         raise api_error(401, "invalid_signature", "the signature does not match the body")
     try:
         event = BillingEvent.model_validate(json.loads(body))
