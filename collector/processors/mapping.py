@@ -16,8 +16,9 @@ properties and opt extra spans in. Choices made once, documented in README:
   is ``session:<session.id>``, else ``trace:<trace_id>``, else ``event:<uuid>``;
 - ``uuid`` is derived from the event name *before* renaming, so a rename rule never changes it.
 
-Untagged spans cost next to nothing: the scan reads attribute keys only, builds no dict, and a
-protobuf body without the tag's bytes is not scanned at all.
+Untagged spans cost next to nothing: for protobuf bodies only the framing is walked and a span is
+touched as a message only when its bytes contain the tag key; the full scan (OTLP/JSON, or rules
+that opt spans in by name or route) reads attribute keys only and builds no dict for them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from hashlib import sha1
 from typing import Any
 
 from instrumentation import semconv
@@ -125,15 +127,30 @@ def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in attributes}
 
 
+_seconds_text: dict[int, str] = {}
+
+
 def iso_timestamp(time_unix_nano: int) -> str:
     """Nanoseconds since the epoch → ``2026-11-28T04:36:12.123456Z`` (microseconds, UTC)."""
     seconds, micros = divmod(time_unix_nano // 1000, 1_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=micros)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = _seconds_text.get(seconds)
+    if text is None:
+        if len(_seconds_text) > 4096:  # a small memo: events of one request share their seconds
+            _seconds_text.clear()
+        text = _seconds_text[seconds] = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{micros:06d}Z"
+
+
+_NAMESPACE_BYTES = UUID_NAMESPACE.bytes
 
 
 def span_event_uuid(trace_id: str, span_id: str, event_name: str) -> str:
-    return str(uuid.uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event_name}"))
+    """``str(uuid.uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event_name}"))``, without the objects."""
+    digest = bytearray(sha1(_NAMESPACE_BYTES + f"{trace_id}:{span_id}:{event_name}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _ids(trace_id: bytes, span_id: bytes, *, required: bool) -> tuple[str | None, str | None]:
@@ -216,15 +233,19 @@ def _outcome_extra(outcome_failed: bool, duration_ms: float, attributes: dict[st
     return extra
 
 
-def map_span(span, operation: str, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES) -> dict:
+def map_span(
+    span, operation: str, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES,
+    attributes: dict[str, Any] | None = None,
+) -> dict:
     """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``."""
-    if not operation:
+    if not operation or not isinstance(operation, str):
         raise _Rejected("empty phonoglyph.operation")
     trace_id, span_id = _ids(span.trace_id, span.span_id, required=True)
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if end == 0 or end < start:
         raise _Rejected("span end time missing or before its start")
-    attributes = attributes_dict(span.attributes)
+    if attributes is None:
+        attributes = attributes_dict(span.attributes)
     outcome = attributes.get(semconv.OUTCOME)
     if outcome not in _OUTCOMES:
         outcome = semconv.OUTCOME_FAILED if span.status.code == Status.STATUS_CODE_ERROR else semconv.OUTCOME_COMPLETED
@@ -287,29 +308,114 @@ def _tagged_operation(span, rules: MappingRules) -> str | None:
     return None
 
 
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _messages(buf: bytes, start: int, end: int, field_number: int):
+    """(start, end) of every length-delimited occurrence of ``field_number`` in buf[start:end]."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        wire_type = key & 7
+        if wire_type == 2:
+            length, pos = _varint(buf, pos)
+            if key >> 3 == field_number:
+                yield pos, pos + length
+            pos += length
+        elif wire_type == 0:
+            _, pos = _varint(buf, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        else:  # groups: never in OTLP
+            raise ValueError("unexpected wire type")
+    if pos != end:
+        raise ValueError("truncated field")
+
+
+def _tag_candidates(raw_body: bytes) -> tuple[int, list[tuple[int, int, int]]]:
+    """Walk the protobuf framing only (request → resource_spans → scope_spans → spans) and return the
+    span count and the (resource, scope, span) indexes of spans whose bytes contain the tag key."""
+    received = 0
+    candidates = []
+    find = raw_body.find
+    for r, (r_start, r_end) in enumerate(_messages(raw_body, 0, len(raw_body), 1)):
+        if find(OPERATION_TAG, r_start, r_end) < 0:
+            for s_start, s_end in _messages(raw_body, r_start, r_end, 2):
+                received += sum(1 for _ in _messages(raw_body, s_start, s_end, 2))
+            continue
+        for s, (s_start, s_end) in enumerate(_messages(raw_body, r_start, r_end, 2)):
+            for k, (start, end) in enumerate(_messages(raw_body, s_start, s_end, 2)):
+                received += 1
+                if find(OPERATION_TAG, start, end) >= 0:
+                    candidates.append((r, s, k))
+    return received, candidates
+
+
 def map_traces(
     request: ExportTraceServiceRequest, rules: MappingRules = DEFAULT_RULES, *, raw_body: bytes | None = None
 ) -> MappingResult:
-    """Tagged spans → events. ``raw_body`` (the protobuf bytes) lets a request with no tagged span skip the scan."""
+    """Tagged spans → events.
+
+    ``raw_body`` (the protobuf bytes ``request`` was parsed from) enables the fast path: the framing is
+    walked and only spans whose bytes contain the tag key are touched as messages, because building
+    protobuf objects for the untagged spans would cost more than everything else together.
+    """
+    if raw_body is not None and not (rules.span_names or rules.http_routes):
+        try:
+            received, candidates = _tag_candidates(raw_body)
+        except (ValueError, IndexError):
+            candidates = None  # not the framing we expect: take the full scan
+        if candidates is not None:
+            result = MappingResult(received=received)
+            resources: dict[int, dict[str, Any]] = {}
+            for r, s, k in candidates:
+                resource_spans = request.resource_spans[r]
+                span = resource_spans.scope_spans[s].spans[k]
+                attributes = attributes_dict(span.attributes)
+                if semconv.OPERATION not in attributes:
+                    continue  # the tag's bytes were a value, not the key
+                if r not in resources:
+                    resources[r] = _resource_properties(resource_spans.resource.attributes)
+                _map_one_span(result, span, attributes[semconv.OPERATION], resources[r], rules, attributes)
+            result.ignored = result.received - len(result.events) - result.rejected
+            return result
+    return _scan_traces(request, rules)
+
+
+def _map_one_span(
+    result: MappingResult, span, operation, resource: dict[str, Any], rules: MappingRules,
+    attributes: dict[str, Any] | None = None,
+) -> None:
+    try:
+        result.events.append(map_span(span, operation, resource, rules, attributes))
+    except _Rejected as exc:
+        result.reject(str(exc))
+
+
+def _scan_traces(request: ExportTraceServiceRequest, rules: MappingRules) -> MappingResult:
     result = MappingResult()
-    scan = raw_body is None or OPERATION_TAG in raw_body or bool(rules.span_names or rules.http_routes)
     for resource_spans in request.resource_spans:
         resource = None
         for scope_spans in resource_spans.scope_spans:
             spans = scope_spans.spans
             result.received += len(spans)
-            if not scan:
-                continue
             for span in spans:
                 operation = _tagged_operation(span, rules)
                 if operation is None:
                     continue
                 if resource is None:
                     resource = _resource_properties(resource_spans.resource.attributes)
-                try:
-                    result.events.append(map_span(span, operation, resource, rules))
-                except _Rejected as exc:
-                    result.reject(str(exc))
+                _map_one_span(result, span, operation, resource, rules)
     result.ignored = result.received - len(result.events) - result.rejected
     return result
 
