@@ -230,7 +230,9 @@ class FakeSentry:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> FakeSentry:
         self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-sentry", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-sentry", daemon=True
+        )
         self._thread.start()
         return self
 
