@@ -1,0 +1,67 @@
+"""Fixtures for the services' integration tests: settings in a temp dir, the app served by a real
+uvicorn on 127.0.0.1:<free port> in a thread, and WAV bodies."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from services.audio.wav import encode
+from services.settings import ServiceSettings
+
+BILLING_SECRET = "test-billing-secret-0123"
+SAMPLE_RATE_HZ = 22050
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServiceSettings:
+    return ServiceSettings(
+        db_path=tmp_path / "db" / "phonoglyph.db",
+        data_dir=tmp_path / "data",
+        billing_secret=BILLING_SECRET,
+        max_upload_bytes=400_000,
+        max_duration_s=5.0,
+    )
+
+
+def wav_body(duration_s: float = 2.0, *, sample_rate_hz: int = SAMPLE_RATE_HZ, bits_per_sample: int = 16) -> bytes:
+    t_s = np.arange(int(duration_s * sample_rate_hz)) / sample_rate_hz
+    samples = 0.3 * np.sin(2 * np.pi * 440 * t_s)
+    for beat_s in np.arange(0.0, duration_s, 0.5):
+        start = int(beat_s * sample_rate_hz)
+        samples[start : start + 64] += 0.5 * np.exp(-np.arange(64) / 12.0)[: samples.size - start]
+    return encode(samples, sample_rate_hz, bits_per_sample=bits_per_sample)
+
+
+@contextmanager
+def serve(app: FastAPI, startup_timeout_s: float = 10.0) -> Iterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1:<free port> in a thread; yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline_s = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if time.monotonic() > deadline_s or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
+def api_client(app: FastAPI) -> Iterator[httpx.Client]:
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=10.0) as client:
+        yield client
