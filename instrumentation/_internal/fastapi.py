@@ -26,6 +26,7 @@ IdentifyRequest = Callable[[Mapping[str, Any]], Identity | None]
 _PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage", b"sentry-trace"})
 _SENTRY_TRACE = re.compile(r"^\s*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?\s*$")
 _SERVER_ERROR = Status(StatusCode.ERROR)
+DEFAULT_EXCLUDED_URLS = "/health,/healthz"
 
 
 def _compile_excluded(excluded_urls: str | None) -> Callable[[str], Any] | None:
@@ -186,7 +187,7 @@ def _disable_native_tracing(app: Any) -> None:
 def instrument_fastapi(
     app: Any,
     *,
-    excluded_urls: str | None = "/health,/healthz",
+    excluded_urls: str | None = DEFAULT_EXCLUDED_URLS,
     identify_request: IdentifyRequest | None = None,
 ) -> Any:
     """Give every request of ``app`` one SERVER span named ``METHOD route``; returns ``app``.
@@ -213,3 +214,19 @@ def _instrument(app: Any, excluded_urls: str | None, identify_request: IdentifyR
     )
     _disable_native_tracing(app)
     app.__class__ = instrumented_cls
+
+
+def instrument_every_fastapi_app(*, excluded_urls: str | None) -> None:
+    """Instrument each FastAPI app when it is created (for opentelemetry-instrument; idempotent)."""
+    from fastapi import FastAPI
+
+    original_init = FastAPI.__init__
+    if getattr(original_init, "__phonoglyph_instruments__", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        original_init(self, *args, **kwargs)
+        instrument_fastapi(self, excluded_urls=excluded_urls)
+
+    __init__.__phonoglyph_instruments__ = True  # type: ignore[attr-defined]
+    FastAPI.__init__ = __init__  # type: ignore[method-assign]
