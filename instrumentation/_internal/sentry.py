@@ -131,7 +131,6 @@ def setup_sentry(
         dsn=dsn,
         environment=environment,
         release=release,
-        send_default_pii=False,
         integrations=[OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)],
         before_send=functools.partial(_before_send, scrubber),
         before_breadcrumb=functools.partial(_before_breadcrumb, scrubber),
@@ -148,7 +147,7 @@ def setup_sentry(
 
 
 def shutdown_sentry(timeout_s: float) -> None:
-    """Export the spans still queued for Sentry, then flush and close the Sentry client."""
+    """Export the spans still queued for Sentry, then flush, close and unset the Sentry client."""
     import sentry_sdk
 
     for processor in _active_span_processor:
@@ -157,6 +156,7 @@ def shutdown_sentry(timeout_s: float) -> None:
     client = sentry_sdk.get_client()
     if client.is_active():
         client.close(timeout=timeout_s)
+        sentry_sdk.get_global_scope().set_client(None)  # Sentry is off until setup_sentry runs again
 
 
 # -- linking an exception to its span ----------------------------------------------------------

@@ -1,0 +1,276 @@
+"""Real sentry-sdk → the fake Sentry over HTTP, real OTLP exporters → the OTLP capture server.
+
+A FastAPI app served by uvicorn on 127.0.0.1 gets requests seeded with secrets in every place the
+policy covers (bearer token, JWT, card number, e-mail, ``?token=``, a password form field, a cookie,
+a stack-frame local named ``password``, a breadcrumb, an exception message). None of them may
+appear in any byte the fake Sentry received (envelopes and OTLP) nor in what the OTLP capture
+server decoded, while the error event still carries the request's trace id, tag ``operation``,
+context ``audio_processing`` and the user id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+import pytest
+import sentry_sdk
+import uvicorn
+from fastapi import FastAPI, Request
+from opentelemetry import propagate
+
+from instrumentation import Identity, configure, instrument_fastapi, operation, semconv, shutdown, track
+from tests.fakes.otlp import OtlpCapture
+from tests.fakes.sentry import FakeSentry
+
+pytestmark = pytest.mark.integration
+
+TRACE_ID = "5f0c0ffee0ddba11c0ffee0ddba11c0f"
+PARENT_SPAN_ID = "b7ad6b7169203331"
+BEARER = "brr_SEED_8c1f2a9d7e"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJTRUVEIn0.c2VlZC1zaWduYXR1cmUtU0VFRA"
+CARD = "4111 1111 1111 1111"
+EMAIL = "seed.user@example.com"
+QUERY_TOKEN = "tok_SEED_77aa31"
+PASSWORD = "pw_SEED_hunter2"
+COOKIE = "ck_SEED_c00k1e"
+BREADCRUMB_TOKEN = "bc_SEED_51f0"
+SEEDS = (BEARER, JWT, CARD, CARD.replace(" ", ""), EMAIL, QUERY_TOKEN, PASSWORD, COOKIE, BREADCRUMB_TOKEN, "SEED")
+
+_app_logger = logging.getLogger("tests.phonoglyph_app")
+
+
+class AccountError(ValueError):
+    pass
+
+
+def _check_account(password: str, payload: Mapping[str, Any]) -> None:
+    # ``password`` is a stack-frame local Sentry would report
+    if password:
+        raise AccountError(f"no account for {payload['email']}")
+
+
+def _identify(scope: Mapping[str, Any]) -> Identity | None:
+    headers = dict(scope["headers"])
+    user_id = headers.get(b"x-user-id")
+    if user_id is None:
+        return None
+    return Identity(user_id=user_id.decode(), session_id=headers.get(b"x-session-id", b"").decode() or None)
+
+
+def _make_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/files/{file_id}/separate")
+    async def separate(file_id: str, request: Request) -> dict[str, str]:
+        payload = await request.json()
+        password = payload["password"]
+        token = request.query_params["token"]
+        _app_logger.warning("fetching stems with token=%s", BREADCRUMB_TOKEN)  # a breadcrumb
+        with operation(
+            "stem_separation",
+            {semconv.FILE_ID: file_id, "source.url": f"https://cdn.example/{file_id}.wav?token={token}"},
+        ) as span:
+            span.set_attribute(semconv.AUDIO_DURATION_S, 12.5)
+            span.set_attribute(semconv.AUDIO_SAMPLE_RATE_HZ, 44100)
+            track("file_uploaded", {semconv.FILE_ID: file_id, "uploader": payload["email"]})
+            _check_account(password, payload)
+        return {"status": "separated"}
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("plain failure in a route")
+
+    @app.get("/v1/carrier")
+    async def carrier() -> dict[str, str]:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        return headers
+
+    return app
+
+
+class _Uvicorn:
+    """uvicorn serving ``app`` on 127.0.0.1:<free port> in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.server.started, "uvicorn did not start"
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def fake_sentry() -> Iterator[FakeSentry]:
+    with FakeSentry() as server:
+        yield server
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def served(
+    fresh_otel: None, clean_env: None, otlp: tuple[str, OtlpCapture], fake_sentry: FakeSentry
+) -> Iterator[str]:
+    endpoint, _ = otlp
+    configure(service_name="api", environment="test", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
+    app = instrument_fastapi(_make_app(), identify_request=_identify)
+    with _Uvicorn(app) as base_url:
+        yield base_url
+
+
+def _seeded_request(base_url: str, headers: Mapping[str, str]) -> httpx.Response:
+    return httpx.post(
+        f"{base_url}/v1/files/f_1/separate",
+        params={"token": QUERY_TOKEN, "page": "1"},
+        json={"password": PASSWORD, "email": EMAIL, "comment": JWT, "memo": f"card {CARD}"},
+        headers={
+            "Authorization": f"Bearer {BEARER}",
+            "Cookie": f"sessionid={COOKIE}; theme=dark",
+            "X-User-Id": "u_42",
+            "X-Session-Id": "s_42",
+            **headers,
+        },
+        timeout=10,
+    )
+
+
+def _finish(capture: OtlpCapture, fake_sentry: FakeSentry | None, exception_type: str | None) -> None:
+    """The client has its 500 before the server side ends (the server span, Sentry's capture): wait
+    for both, then shut down (flushes the queues and Sentry)."""
+    assert capture.wait_for(lambda c: any(span["kind"] == "SERVER" for span in c.spans))
+    if fake_sentry is not None and exception_type is not None:
+        assert fake_sentry.wait_for(lambda s: bool(_error_events(s, exception_type)))
+    shutdown()
+
+
+def _error_events(fake_sentry: FakeSentry, exception_type: str) -> list[dict[str, Any]]:
+    return [
+        event
+        for event in fake_sentry.events
+        if any(value.get("type") == exception_type for value in event.get("exception", {}).get("values", []))
+    ]
+
+
+def _assert_no_seed_left(fake_sentry: FakeSentry, capture: OtlpCapture) -> None:
+    sentry_bytes = fake_sentry.received_bytes()
+    collector_text = repr(capture.snapshot())
+    leaks = [seed for seed in SEEDS if seed.encode() in sentry_bytes or seed in collector_text]
+    assert leaks == []
+
+
+def test_seeded_secrets_never_leave_and_the_error_keeps_its_context(
+    served: str, fake_sentry: FakeSentry, otlp: tuple[str, OtlpCapture]
+) -> None:
+    _, capture = otlp
+    response = _seeded_request(served, {"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"})
+    assert response.status_code == 500
+    _finish(capture, fake_sentry, "AccountError")
+
+    (event,) = _error_events(fake_sentry, "AccountError")
+    assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
+    assert event["tags"]["operation"] == "stem_separation"
+    audio = event["contexts"]["audio_processing"]
+    assert audio["operation"] == "stem_separation"
+    assert audio[semconv.FILE_ID] == "f_1"
+    assert audio[semconv.AUDIO_DURATION_S] == 12.5
+    assert audio[semconv.AUDIO_SAMPLE_RATE_HZ] == 44100
+    assert event["user"]["id"] == "u_42"
+    assert event["exception"]["values"][-1]["value"] == "no account for [Scrubbed]"
+    frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
+    assert frames[-1]["function"] == "_check_account"
+    assert frames[-1]["vars"]["password"] in ("[Scrubbed]", "[Filtered]")
+    assert event["extra"]["phonoglyph.scrubbed"]  # paths only
+    assert any("fetching stems with token=" in (crumb.get("message") or "") for crumb in event["breadcrumbs"]["values"])
+
+    # spans reached Sentry's OTLP endpoint, scrubbed, in the request's trace
+    sentry_spans = {span["name"]: span for span in fake_sentry.spans}
+    assert sentry_spans["stem_separation"]["trace_id"] == TRACE_ID
+    assert sentry_spans["POST /v1/files/{file_id}/separate"]["parent_span_id"] == PARENT_SPAN_ID
+    assert sentry_spans["stem_separation"]["attributes"]["source.url"] == "https://cdn.example/f_1.wav?token=[Scrubbed]"
+    assert "attributes.source.url" in sentry_spans["stem_separation"]["attributes"]["phonoglyph.scrubbed"]
+
+    # the same scrubbed spans and event records reached the collector
+    assert capture.wait_for(lambda c: any(r["event_name"] == "file_uploaded" for r in c.log_records))
+    snapshot = capture.snapshot()
+    assert {span["name"] for span in snapshot["spans"]} >= set(sentry_spans)
+    (uploaded,) = [r for r in snapshot["log_records"] if r["event_name"] == "file_uploaded"]
+    assert uploaded["attributes"]["uploader"] == "[Scrubbed]"
+    assert uploaded["attributes"][semconv.USER_ID] == "u_42"
+
+    assert fake_sentry.errors == [] and snapshot["errors"] == []
+    _assert_no_seed_left(fake_sentry, capture)
+
+
+def test_a_route_error_outside_any_operation_carries_the_server_spans_trace(
+    served: str, fake_sentry: FakeSentry, otlp: tuple[str, OtlpCapture]
+) -> None:
+    _, capture = otlp
+    response = httpx.get(f"{served}/v1/boom", headers={"X-User-Id": "u_7"}, timeout=10)
+    assert response.status_code == 500
+    _finish(capture, fake_sentry, "RuntimeError")
+    (event,) = _error_events(fake_sentry, "RuntimeError")
+    (server_span,) = [span for span in capture.snapshot()["spans"] if span["kind"] == "SERVER"]
+    assert event["contexts"]["trace"]["trace_id"] == server_span["trace_id"]
+    assert event["user"]["id"] == "u_7"
+    assert "operation" not in event.get("tags", {})
+
+
+def test_incoming_sentry_trace_is_honoured_and_outgoing_calls_carry_w3c_headers(
+    served: str, fake_sentry: FakeSentry, otlp: tuple[str, OtlpCapture]
+) -> None:
+    response = httpx.get(
+        f"{served}/v1/carrier",
+        headers={"sentry-trace": f"{TRACE_ID}-{PARENT_SPAN_ID}-1", "X-User-Id": "u_3"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    injected = response.json()
+    assert injected["traceparent"].startswith(f"00-{TRACE_ID}-")
+    assert injected["sentry-trace"].startswith(f"{TRACE_ID}-")
+    assert "user.id=u_3" in injected["baggage"]
+    _finish(otlp[1], None, None)
+    (server_span,) = [span for span in fake_sentry.spans if span["name"] == "GET /v1/carrier"]
+    assert (server_span["trace_id"], server_span["parent_span_id"]) == (TRACE_ID, PARENT_SPAN_ID)
+
+
+def test_without_a_dsn_nothing_is_sent_and_nothing_logs(
+    fresh_otel: None,
+    clean_env: None,
+    otlp: tuple[str, OtlpCapture],
+    fake_sentry: FakeSentry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    endpoint, capture = otlp
+    with caplog.at_level(logging.DEBUG):
+        configure(service_name="api", otlp_endpoint=endpoint)
+        app = instrument_fastapi(_make_app(), identify_request=_identify)
+        with _Uvicorn(app) as base_url:
+            assert _seeded_request(base_url, {}).status_code == 500
+            _finish(capture, None, None)
+    assert not sentry_sdk.get_client().is_active()
+    assert fake_sentry.events == [] and fake_sentry.spans == [] and fake_sentry.errors == []
+    ours = [r for r in caplog.records if r.name.startswith(("instrumentation", "sentry_sdk"))]
+    assert ours == []
+    assert any(span["name"] == "stem_separation" for span in capture.snapshot()["spans"])
+    _assert_no_seed_left(fake_sentry, capture)
