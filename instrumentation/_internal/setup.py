@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -29,15 +28,13 @@ from instrumentation._internal.batching import QueueingLogRecordProcessor, Queue
 from instrumentation._internal.config import Settings, resolve
 from instrumentation._internal.guard import guarded
 from instrumentation._internal.identity import IdentitySpanProcessor
+from instrumentation._internal.sentry import setup_sentry, shutdown_sentry
 from instrumentation._internal.scrubbing import (
     Scrubber,
     ScrubbingConfig,
     ScrubbingLogExporter,
     ScrubbingSpanExporter,
 )
-
-_logger = logging.getLogger("instrumentation")
-
 
 @dataclass
 class Exporters:
@@ -91,31 +88,6 @@ def _resource(settings: Settings) -> Resource:
     return Resource.create(attributes)
 
 
-def _setup_sentry(settings: Settings, tracer_provider: TracerProvider, scrubber: Scrubber) -> bool:
-    if not settings.sentry_dsn:
-        return False
-    try:
-        from instrumentation._internal.sentry import setup_sentry
-    except ImportError:  # until instrumentation/_internal/sentry.py exists
-        _logger.warning("SENTRY_DSN is set but Sentry support is not available; Sentry is off")
-        return False
-    return setup_sentry(
-        dsn=settings.sentry_dsn,
-        environment=settings.environment,
-        release=settings.sentry_release,
-        tracer_provider=tracer_provider,
-        scrubber=scrubber,
-    )
-
-
-def _shutdown_sentry(timeout_s: float) -> None:
-    try:
-        from instrumentation._internal.sentry import shutdown_sentry
-    except ImportError:
-        return
-    shutdown_sentry(timeout_s)
-
-
 def install(settings: Settings, scrubbing: ScrubbingConfig | None, exporters: Exporters) -> Installed | None:
     """Build and set the global providers (once per process); returns None when already done."""
     with _LOCK:
@@ -143,7 +115,14 @@ def install(settings: Settings, scrubbing: ScrubbingConfig | None, exporters: Ex
         trace.set_tracer_provider(tracer_provider)
         _logs.set_logger_provider(logger_provider)
         metrics.set_meter_provider(meter_provider)
-        sentry_enabled = _setup_sentry(settings, tracer_provider, scrubber)
+        # after the global TracerProvider is set, before anything else touches Sentry
+        sentry_enabled = setup_sentry(
+            dsn=settings.sentry_dsn,
+            environment=settings.environment,
+            release=settings.sentry_release,
+            tracer_provider=tracer_provider,
+            scrubber=scrubber,
+        )
 
         pipeline.CURRENT[0] = pipeline.Pipeline.from_providers(tracer_provider, logger_provider, meter_provider)
         installed = Installed(
@@ -204,4 +183,4 @@ def shutdown(timeout_s: float = 5.0) -> None:
             installed.logger_provider.shutdown()
             installed.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
             if installed.sentry_enabled:
-                _shutdown_sentry(timeout_s)
+                shutdown_sentry(timeout_s)
