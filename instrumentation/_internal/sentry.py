@@ -242,7 +242,7 @@ def _annotate(event: dict[str, Any], details: Mapping[str, Any]) -> None:
         event.setdefault("tags", {})[OPERATION_TAG] = operation
         audio = {"operation": operation}
         for key, value in details.items():
-            if key.startswith("phonoglyph.") or key in semconv.AUDIO_ATTRIBUTES:
+            if key in semconv.AUDIO_ATTRIBUTES or (key.startswith("phonoglyph.") and key.endswith(".id")):
                 audio[key] = value
         contexts[AUDIO_CONTEXT] = audio
     user_id = details.get(semconv.USER_ID)
@@ -254,7 +254,10 @@ def _annotate(event: dict[str, Any], details: Mapping[str, Any]) -> None:
 
 def _before_send(scrubber: Scrubber, event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
     try:
+        meta = event.pop("_meta", None)  # Sentry's annotations: lengths and remarks, never values
         scrubbed, paths = scrubber.scrub(event)
+        if meta is not None:
+            scrubbed["_meta"] = meta
         if paths:
             scrubbed.setdefault("extra", {})[SCRUBBED_ATTRIBUTE] = paths
         _annotate(scrubbed, {**_current_details(), **_exception_details(hint)})

@@ -190,17 +190,20 @@ def test_seeded_secrets_never_leave_and_the_error_keeps_its_context(
     (event,) = _error_events(fake_sentry, "AccountError")
     assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
     assert event["tags"]["operation"] == "stem_separation"
-    audio = event["contexts"]["audio_processing"]
-    assert audio["operation"] == "stem_separation"
-    assert audio[semconv.FILE_ID] == "f_1"
-    assert audio[semconv.AUDIO_DURATION_S] == 12.5
-    assert audio[semconv.AUDIO_SAMPLE_RATE_HZ] == 44100
+    assert event["contexts"]["audio_processing"] == {
+        "operation": "stem_separation",
+        semconv.FILE_ID: "f_1",
+        semconv.AUDIO_DURATION_S: 12.5,
+        semconv.AUDIO_SAMPLE_RATE_HZ: 44100,
+    }
     assert event["user"]["id"] == "u_42"
     assert event["exception"]["values"][-1]["value"] == "no account for [Scrubbed]"
     frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
     assert frames[-1]["function"] == "_check_account"
     assert frames[-1]["vars"]["password"] in ("[Scrubbed]", "[Filtered]")
-    assert event["extra"]["phonoglyph.scrubbed"]  # paths only
+    scrubbed_paths = event["extra"]["phonoglyph.scrubbed"]  # paths, never values
+    assert {"request.query_string", "request.headers.authorization", "request.data.password"} <= set(scrubbed_paths)
+    assert not any(path.startswith("_meta") for path in scrubbed_paths)
     assert any("fetching stems with token=" in (crumb.get("message") or "") for crumb in event["breadcrumbs"]["values"])
 
     # spans reached Sentry's OTLP endpoint, scrubbed, in the request's trace

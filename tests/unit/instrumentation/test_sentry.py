@@ -127,8 +127,11 @@ def test_before_send_adds_the_operation_context_and_scrubs() -> None:
         semconv.FILE_ID: "f_1",
         semconv.AUDIO_DURATION_S: 12.5,
         semconv.AUDIO_SAMPLE_RATE_HZ: 44100,
+        semconv.OUTCOME: "failed",
+        semconv.USER_GUEST: False,
     }
-    event = sentry._before_send(SCRUBBER, _event(str(error)), _hint_for(error))
+    meta = {"request": {"headers": {"Authorization": {"": {"rem": [["!config", "s"]]}}}}}
+    event = sentry._before_send(SCRUBBER, {**_event(str(error)), "_meta": meta}, _hint_for(error))
     assert event is not None
     assert event["contexts"]["trace"] == {"trace_id": TRACE_ID, "span_id": SPAN_ID}
     assert event["tags"] == {"operation": "stem_separation"}
@@ -150,6 +153,7 @@ def test_before_send_adds_the_operation_context_and_scrubs() -> None:
         "request.headers.Cookie",
         "request.data.password",
     ]
+    assert event["_meta"] == meta  # Sentry's annotations are kept as they are
     assert "SEED" not in repr(event) and "bob@" not in repr(event)
 
 
