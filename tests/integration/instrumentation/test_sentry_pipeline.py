@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from opentelemetry import propagate
 
 from instrumentation import Identity, configure, instrument_fastapi, operation, semconv, shutdown, track
+from instrumentation.testing import pipeline_stats
 from tests.fakes.otlp import OtlpCapture
 from tests.fakes.sentry import FakeSentry
 
@@ -277,3 +278,20 @@ def test_without_a_dsn_nothing_is_sent_and_nothing_logs(
     assert ours == []
     assert any(span["name"] == "stem_separation" for span in capture.snapshot()["spans"])
     _assert_no_seed_left(fake_sentry, capture)
+
+
+def test_an_unreachable_sentry_changes_nothing_for_the_app_but_counters(
+    fresh_otel: None, clean_env: None, otlp: tuple[str, OtlpCapture]
+) -> None:
+    endpoint, capture = otlp
+    with FakeSentry() as stopped:
+        dsn = stopped.dsn  # nothing listens there any more once the block ends
+    configure(service_name="worker", otlp_endpoint=endpoint, sentry_dsn=dsn)
+    for _ in range(3):
+        with pytest.raises(AccountError):
+            with operation("render", {semconv.RENDER_ID: "r_1"}):
+                raise AccountError("render failed")
+    assert capture.wait_for(lambda c: len([s for s in c.spans if s["name"] == "render"]) == 3)
+    shutdown()
+    assert pipeline_stats().get("spans_export_failures", 0) >= 1  # the Sentry OTLP path, counted
+    assert capture.snapshot()["errors"] == []
