@@ -23,6 +23,7 @@ that opt spans in by name or route) reads attribute keys only and builds no dict
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -120,6 +121,9 @@ def any_value(value: AnyValue) -> Any:
         return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
     if kind == "bytes_value":
         return value.bytes_value.hex()
+    if kind == "double_value":
+        number = value.double_value
+        return number if math.isfinite(number) else str(number)  # JSON has no NaN or Infinity
     return getattr(value, kind)
 
 
@@ -267,7 +271,11 @@ def map_log_record(record, resource: dict[str, Any], rules: MappingRules = DEFAU
     if not time_unix_nano:
         raise _Rejected("event record without a time")
     operation = attributes.get(semconv.OPERATION)
-    if operation and name in (operation + semconv.COMPLETED_SUFFIX, operation + semconv.FAILED_SUFFIX):
+    if (
+        isinstance(operation, str)
+        and operation
+        and name in (operation + semconv.COMPLETED_SUFFIX, operation + semconv.FAILED_SUFFIX)
+    ):
         # The outcome of an unsampled operation: the same event its span would have given.
         trace_id, span_id = _ids(record.trace_id, record.span_id, required=True)
         duration_ms = attributes.get(semconv.DURATION_MS)

@@ -246,3 +246,13 @@ def test_iso_timestamp_is_exact_to_the_microsecond():
     assert mapping.iso_timestamp(0) == "1970-01-01T00:00:00.000000Z"
     assert mapping.iso_timestamp(T0 + 999) == "2025-11-28T03:20:00.000000Z"
     assert mapping.iso_timestamp(T0 + 1_000) == "2025-11-28T03:20:00.000001Z"
+
+
+def test_non_string_operation_on_a_record_is_an_ordinary_event():
+    result = map_logs(logs(record("x_completed", {"phonoglyph.operation": 3, "phonoglyph.event.id": EVENT_ID})))
+    assert [event["event"] for event in result.events] == ["x_completed"]
+
+
+def test_non_finite_doubles_become_strings():
+    event = map_traces(traces(span({"phonoglyph.operation": "render", "a": float("nan"), "b": float("inf")}))).events[0]
+    assert (event["properties"]["a"], event["properties"]["b"]) == ("nan", "inf")
