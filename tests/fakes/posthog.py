@@ -13,6 +13,8 @@ It rejects what PostHog's capture service rejects, with PostHog's status codes:
 ``require_uuid`` (default on) also refuses an event without ``uuid``: PostHog would make one up,
 but our delivery is idempotent only through the uuid fixed at mapping, so a missing one is a bug.
 
+``hold()`` keeps requests in flight until ``release()`` (what a kill during delivery needs).
+
 Scriptable: ``script(*answers)`` queues answers consumed one per request before validation:
 an int status, ``Answer(status, headers, detail)``, ``"drop"`` (read the request, close the
 connection without answering) or ``"partial"`` (validate and store, then answer 503, as PostHog
@@ -22,6 +24,7 @@ may after a partial write). With the queue empty, requests are validated and ans
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import uuid as uuid_module
 import zlib
@@ -58,6 +61,15 @@ class _Rejection(Exception):
         self.detail = detail
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # a client that dies mid-connection (the crash test kills it) is expected, not an error
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class FakePostHog:
     def __init__(
         self,
@@ -66,11 +78,16 @@ class FakePostHog:
         max_request_bytes: int = MAX_REQUEST_BYTES,
         max_event_bytes: int = MAX_EVENT_BYTES,
         require_uuid: bool = True,
+        latency_s: float = 0.0,
     ) -> None:
         self.api_keys = frozenset(api_keys)
         self.max_request_bytes = max_request_bytes
         self.max_event_bytes = max_event_bytes
         self.require_uuid = require_uuid
+        self.latency_s = latency_s  # each answer waits this long: keeps requests in flight
+        self._in_flight = 0
+        self._open = threading.Event()  # cleared by hold(): requests wait until release()
+        self._open.set()
         self._lock = threading.Lock()
         self._answers: list[int | Answer | str] = []
         self._events: list[dict] = []
@@ -81,8 +98,7 @@ class FakePostHog:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> FakePostHog:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-posthog", daemon=True
         )
@@ -116,6 +132,18 @@ class FakePostHog:
                 raise ValueError(f"unknown scripted answer {answer!r}")
         with self._lock:
             self._answers.extend(answers)
+
+    def hold(self) -> None:
+        """Keep answers back (requests stay in flight) until release(), at most 60 s."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def in_flight(self) -> int:
+        """Requests received whose answer is not written yet."""
+        with self._lock:
+            return self._in_flight
 
     def pending_answers(self) -> int:
         with self._lock:
@@ -240,7 +268,18 @@ def _handler_for(fake: FakePostHog) -> type[BaseHTTPRequestHandler]:
                 self._answer(413, {"detail": "request over the size limit"})
                 return
             body = self.rfile.read(length)
+            with fake._lock:
+                fake._in_flight += 1
+            try:
+                if fake.latency_s:
+                    threading.Event().wait(fake.latency_s)
+                fake._open.wait(timeout=60)
+                self._handle_batch(headers, body)
+            finally:
+                with fake._lock:
+                    fake._in_flight -= 1
 
+        def _handle_batch(self, headers: dict[str, str], body: bytes) -> None:
             scripted = fake._next_answer()
             if scripted == "drop":
                 fake._record(RecordedRequest(self.path, headers, body, None, None))
@@ -290,7 +329,10 @@ def _handler_for(fake: FakePostHog) -> type[BaseHTTPRequestHandler]:
             if close:
                 self.send_header("Connection", "close")
                 self.close_connection = True
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client died waiting (a crash test)
+                self.close_connection = True
 
     return Handler
