@@ -498,6 +498,7 @@ def demo(args: argparse.Namespace) -> int:
         _say("Waiting for the worker's jobs and the collector's outbox ...")
         progress = _Progress()
         ok &= stack.wait_until_drained(args.timeout, on_wait=progress.update)
+        progress.done()
         _say("Stopping api and worker (they flush their telemetry) ...")
         ok &= stack.clean_exit(stack.stop_services())
         drained = stack.wait_until_drained(args.timeout, on_wait=progress.update)
@@ -527,19 +528,28 @@ def demo(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """One self-rewriting status line while waiting for delivery."""
+    """While waiting for delivery: one self-rewriting line on a terminal, a line every few seconds elsewhere."""
 
-    def __init__(self) -> None:
-        self.shown = False
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.tty = sys.stdout.isatty()
+        self.every_s = every_s
+        self.last_line_at = 0.0
+        self.open_line = False
 
     def update(self, depth: float, queued: float) -> None:
-        sys.stdout.write(f"\r  outbox depth {depth:>5.0f}   events queued so far {queued:>6.0f}")
-        sys.stdout.flush()
-        self.shown = True
+        text = f"  outbox depth {depth:>5.0f}   events queued so far {queued:>6.0f}"
+        if self.tty:
+            sys.stdout.write(f"\r{text}")
+            sys.stdout.flush()
+            self.open_line = True
+        elif time.monotonic() - self.last_line_at >= self.every_s:
+            _say(text)
+            self.last_line_at = time.monotonic()
 
     def done(self) -> None:
-        if self.shown:
+        if self.open_line:
             sys.stdout.write("\n")
+            self.open_line = False
 
 
 def up(args: argparse.Namespace) -> int:

@@ -23,7 +23,8 @@ from services.stack import (
 
 
 def event(name, user, timestamp, **properties):
-    return {"event": name, "distinct_id": user, "timestamp": timestamp, "properties": properties, "uuid": f"{name}-{user}-{timestamp}"}
+    uuid = f"{name}-{user}-{timestamp}"
+    return {"event": name, "distinct_id": user, "timestamp": timestamp, "properties": properties, "uuid": uuid}
 
 
 EVENTS = [
@@ -35,7 +36,10 @@ EVENTS = [
     event("file_uploaded", "u4", "2026-11-28T10:01:00Z"),  # never signed up: not in the funnel
     event("stem_separation_completed", "u1", "2026-11-28T10:02:00Z", processing_time_ms=100.0, trace_id="t1"),
     event("stem_separation_completed", "u2", "2026-11-28T09:00:00Z", processing_time_ms=300.0, trace_id="t2"),
-    event("stem_separation_failed", "u3", "2026-11-28T10:02:00Z", processing_time_ms=50.0, error_type="DecodeError", trace_id="t3"),
+    event(
+        "stem_separation_failed", "u3", "2026-11-28T10:02:00Z",
+        processing_time_ms=50.0, error_type="DecodeError", trace_id="t3",
+    ),
     event("render_started", "u1", "2026-11-28T10:03:00Z"),
     event("credits_purchased", "u1", "2026-11-28T10:04:00Z"),
 ]
@@ -115,7 +119,8 @@ def test_service_environment_points_at_the_collector_and_never_at_posthog(tmp_pa
 
 
 def test_collector_env_can_point_at_a_posthog(tmp_path):
-    stack = Stack(root=tmp_path, environ={}, collector_env={"POSTHOG_API_KEY": "phc_test", "POSTHOG_HOST": "http://127.0.0.1:9"})
+    posthog = {"POSTHOG_API_KEY": "phc_test", "POSTHOG_HOST": "http://127.0.0.1:9"}
+    stack = Stack(root=tmp_path, environ={}, collector_env=posthog)
     assert stack.collector_process_env()["POSTHOG_API_KEY"] == "phc_test"
 
 
@@ -128,8 +133,12 @@ def alive(pid: int) -> bool:
 
 
 def test_stop_ends_a_process_and_its_children(tmp_path):
-    # The child starts a grandchild that ignores nothing; both must be gone after stop().
-    script = "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print(p.pid, flush=True); time.sleep(60)"
+    # The child starts a grandchild; both must be gone after stop().
+    script = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print(p.pid, flush=True); time.sleep(60)"
+    )
     process = ManagedProcess("sleeper", [sys.executable, "-c", script], dict(os.environ), tmp_path / "sleeper.log")
     process.start()
     deadline = time.monotonic() + 10
@@ -145,7 +154,10 @@ def test_stop_ends_a_process_and_its_children(tmp_path):
 
 
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
-    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
     process = ManagedProcess("stubborn", [sys.executable, "-c", script], dict(os.environ), tmp_path / "stubborn.log")
     process.start()
     deadline = time.monotonic() + 10
@@ -158,7 +170,10 @@ def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
 def test_a_process_that_exits_early_fails_the_start_with_its_log(tmp_path):
     stack = Stack(root=tmp_path, ready_timeout_s=10)
     stack.processes["collector"] = ManagedProcess(
-        "collector", [sys.executable, "-c", "print('boom: bad config'); raise SystemExit(2)"], dict(os.environ), tmp_path / "c.log"
+        "collector",
+        [sys.executable, "-c", "print('boom: bad config'); raise SystemExit(2)"],
+        dict(os.environ),
+        tmp_path / "c.log",
     )
     stack.processes["collector"].start()
     with pytest.raises(StackError, match="boom: bad config"):
