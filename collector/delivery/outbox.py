@@ -211,14 +211,14 @@ class Outbox:
                         (_PENDING, now, max_events),
                     ).fetchall()
                     batch_uuids: list[str] = []
-                    events: list[dict] = []
+                    payloads: list[str] = []
                     batch_bytes = 0
                     for uuid, payload, size in candidates:
-                        if events and batch_bytes + size > max_bytes:
+                        if payloads and batch_bytes + size > max_bytes:
                             break
                         batch_bytes += size
                         batch_uuids.append(uuid)
-                        events.append(json.loads(payload))
+                        payloads.append(payload)
                     for chunk in _chunks(batch_uuids):
                         self._db.execute(
                             f"UPDATE outbox SET state=? WHERE uuid IN ({_placeholders(len(chunk))})",
@@ -226,7 +226,7 @@ class Outbox:
                         )
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox claim failed: {exc}") from exc
-        return events
+        return [json.loads(payload) for payload in payloads]  # parsed outside the lock
 
     def ack(self, uuids: Iterable[str]) -> None:
         """Delivered: delete the rows."""
