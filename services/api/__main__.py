@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 import uvicorn
 
@@ -18,8 +20,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     configure(service_name=SERVICE_NAME)
+    # uvicorn stops gracefully on SIGTERM, then re-raises the signal: exit normally then, so that
+    # shutdown() below flushes the telemetry still queued instead of dying with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.run(
+            create_app(),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            # each request in a fresh contextvars.Context: on asyncio, a request whose body made uvicorn
+            # pause reading leaks its context (its span, its user's baggage) into later requests
+            # (CPython #140947, uvicorn #2167)
+            reset_contextvars=True,
+        )
     finally:
         shutdown()
 
