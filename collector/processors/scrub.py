@@ -6,7 +6,8 @@ paths are appended to the ``phonoglyph.scrubbed`` property; values are never rec
 
 Properties repeat their keys and many of their values (routes, services, user agents) from one
 event to the next, so the verdict on a key and the result of scrubbing a short string are
-remembered in bounded memos; nested values go through ``Scrubber.scrub`` whole.
+remembered in bounded memos; nested values go through ``Scrubber.scrub`` whole. A top-level string
+longer than ``MAX_STRING_CHARS`` is cut to that length (its path is listed as scrubbed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from instrumentation._internal.scrubbing import SCRUBBED, SCRUBBED_ATTRIBUTE, Sc
 _SAFE, _SENSITIVE, _CHECK = 0, 1, 2
 _MEMO_ENTRIES = 8192
 _MEMO_STRING_CHARS = 256
+MAX_STRING_CHARS = 4096
+"""Longer property strings are cut to this many characters (plus ``…``) before they are scrubbed: the
+shared value patterns cost time quadratic in the length of a run of word characters."""
 
 
 class ScrubProcessor:
@@ -39,6 +43,8 @@ class ScrubProcessor:
 
     def _string(self, text: str) -> str:
         if len(text) > _MEMO_STRING_CHARS:
+            if len(text) > MAX_STRING_CHARS:
+                return self._scrubber.scrub_string(text[:MAX_STRING_CHARS]) + "…"
             return self._scrubber.scrub_string(text)
         scrubbed = self._strings.get(text)
         if scrubbed is None:

@@ -35,3 +35,9 @@ def test_extra_patterns_from_config():
     processor.process(events)
     assert events[0]["properties"] == {"internal_note": "[Scrubbed]", "ref": "order [Scrubbed]", "plain": "ok",
                                        "phonoglyph.scrubbed": ["internal_note", "ref"]}
+
+
+def test_long_strings_are_cut_before_scrubbing():
+    events = [{"properties": {"blob": "a" * 100_000 + " ann@example.com"}}]
+    ScrubProcessor(ScrubbingConfig()).process(events)
+    assert events[0]["properties"] == {"blob": "a" * 4096 + "…", "phonoglyph.scrubbed": ["blob"]}
