@@ -6,8 +6,6 @@ import io
 import json
 import struct
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,69 +14,11 @@ import pytest
 from PIL import Image
 
 from instrumentation import semconv
-from instrumentation.testing import Captured, capture
-from services.api import create_app
 from services.audio import wav
 from services.billing import SIGNATURE_HEADER, sign
-from services.settings import ServiceSettings
-from services.store.database import Database
-from services.worker import JobWorker
-from tests.integration.services.conftest import BILLING_SECRET, api_client, wav_body
+from tests.integration.services.conftest import BILLING_SECRET, Api, wav_body
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Api:
-    client: httpx.Client
-    captured: Captured
-    settings: ServiceSettings
-    db: Database
-
-    def guest(self) -> dict[str, str]:
-        answer = self.client.post("/auth/guest")
-        assert answer.status_code == 201
-        return {"X-Guest-Session": answer.json()["guest_token"]}
-
-    def member(self, email: str = "ada@example.test") -> tuple[dict[str, str], dict[str, Any]]:
-        answer = self.client.post("/auth/signup", json={"email": email})
-        assert answer.status_code == 201, answer.text
-        return {"Authorization": f"Bearer {answer.json()['token']}"}, answer.json()
-
-    def project(self, headers: dict[str, str]) -> str:
-        answer = self.client.post("/projects", json={"name": "demo"}, headers=headers)
-        assert answer.status_code == 201
-        return answer.json()["project_id"]
-
-    def upload(self, headers: dict[str, str], project_id: str, body: bytes | None = None) -> httpx.Response:
-        return self.client.post(
-            f"/projects/{project_id}/files?filename=a.wav",
-            content=wav_body() if body is None else body,
-            headers={**headers, "Content-Type": "audio/wav"},
-        )
-
-    def run_worker(self) -> int:
-        worker, done = JobWorker(self.db, self.settings), 0
-        while worker.run_once():
-            done += 1
-        return done
-
-    def spans(self, **attributes: Any) -> list[dict[str, Any]]:
-        return [
-            span for span in self.captured.spans()
-            if all(span["attributes"].get(key) == value for key, value in attributes.items())
-        ]
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [event for event in self.captured.events() if event["event_name"] == name]
-
-
-@pytest.fixture
-def api(settings: ServiceSettings) -> Iterator[Api]:
-    with capture(service_name="phonoglyph-api") as captured:
-        app = create_app(settings)
-        with api_client(app) as client:
-            yield Api(client, captured, settings, app.state.db)
 
 
 def _server_span(api: Api, method: str, path: str, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -360,3 +300,4 @@ def test_a_bad_webhook_gets_its_exact_error_and_credits_nothing(api: Api, case: 
     assert (answer.status_code, answer.json()["error"]["code"]) == (status, code)
     assert api.client.get("/credits", headers=headers).json()["balance"] == api.settings.signup_credits
     assert api.events("credits_purchased") == []
+
