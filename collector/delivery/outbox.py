@@ -11,6 +11,10 @@ only an OS crash or power loss can lose the last transactions, because the WAL i
 at checkpoints rather than at every commit. ``synchronous="FULL"`` closes that window at
 the cost of one fsync per ``put``.
 
+The row count and payload bytes live in ``outbox_stats``, kept by triggers in the same
+transactions, so they are right for every process that opens the file (the CLI replays dead
+letters while the collector runs) and cost no scan.
+
 One connection, guarded by a lock: the receiver's threads put while the delivery worker
 claims; SQLite serialises writers anyway, and a single connection keeps each call to one
 short transaction.
@@ -55,6 +59,18 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dead_letters_failed_at ON dead_letters (failed_at);
+CREATE TABLE IF NOT EXISTS outbox_stats (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO outbox_stats SELECT 0, count(*), coalesce(sum(size_bytes), 0) FROM outbox;
+CREATE TRIGGER IF NOT EXISTS outbox_stats_insert AFTER INSERT ON outbox BEGIN
+    UPDATE outbox_stats SET rows = rows + 1, bytes = bytes + NEW.size_bytes WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_stats_delete AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_stats SET rows = rows - 1, bytes = bytes - OLD.size_bytes WHERE id = 0;
+END;
 """
 
 
@@ -88,7 +104,14 @@ class Outbox:
         max_bytes: int = 256 * 2**20,
         clock: Callable[[], float] = time.time,
         synchronous: str = "NORMAL",
+        recover_in_flight: bool = True,
     ) -> None:
+        """Open (or create) the outbox at path.
+
+        recover_in_flight: return rows claimed by a previous (crashed) process to pending.
+        The collector does; an inspector opening the file beside a running collector (the
+        CLI) must not, or it would hand the running worker's claimed rows out again.
+        """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.path = Path(path)
@@ -102,13 +125,11 @@ class Outbox:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.executescript(_SCHEMA)
-            with self._transaction():
-                # Crash resume: whatever was claimed by a previous process goes back to pending.
-                self._db.execute("UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT))
-            self._depth, self._bytes = self._db.execute(
-                "SELECT count(*), coalesce(sum(size_bytes), 0) FROM outbox"
-            ).fetchone()
+            self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            if recover_in_flight:
+                with self._transaction():
+                    # crash resume: whatever a previous process claimed goes back to pending
+                    self._db.execute("UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT))
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
 
@@ -117,10 +138,8 @@ class Outbox:
     def _transaction(self):
         return _Transaction(self._db)
 
-    def _recount(self) -> None:
-        self._depth, self._bytes = self._db.execute(
-            "SELECT count(*), coalesce(sum(size_bytes), 0) FROM outbox"
-        ).fetchone()
+    def _stats(self) -> tuple[int, int]:
+        return self._db.execute("SELECT rows, bytes FROM outbox_stats WHERE id=0").fetchone()
 
     # -- ingest ------------------------------------------------------------------------
 
@@ -145,24 +164,19 @@ class Outbox:
             except KeyError:
                 raise ValueError(f"an outbox event needs a uuid: {payload[:200]}") from None
         with self._lock:
-            if self._bytes + incoming_bytes > self.max_bytes:
-                raise OutboxFullError(
-                    f"outbox full: {self._bytes} + {incoming_bytes} bytes > max_bytes {self.max_bytes}"
-                )
             try:
                 with self._transaction():
-                    cursor = self._db.executemany(
+                    _, stored_bytes = self._stats()
+                    if stored_bytes + incoming_bytes > self.max_bytes:
+                        raise OutboxFullError(
+                            f"outbox full: {stored_bytes} + {incoming_bytes} bytes > max_bytes {self.max_bytes}"
+                        )
+                    inserted = self._db.executemany(
                         "INSERT OR IGNORE INTO outbox"
                         " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
                         " VALUES (?, ?, ?, ?, ?)",
                         rows,
-                    )
-                    inserted = cursor.rowcount
-                if inserted == len(rows):
-                    self._depth += inserted
-                    self._bytes += incoming_bytes
-                else:  # some uuids were already queued: count from SQL
-                    self._recount()
+                    ).rowcount
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox write failed: {exc}") from exc
         return inserted
@@ -171,11 +185,13 @@ class Outbox:
 
     def depth(self) -> int:
         """Rows pending or in flight (dead letters excluded)."""
-        return self._depth
+        with self._lock:
+            return self._read_stats()[0]
 
     def size_bytes(self) -> int:
         """Bytes of stored payloads pending or in flight: what max_bytes bounds."""
-        return self._bytes
+        with self._lock:
+            return self._read_stats()[1]
 
     def oldest_age_s(self) -> float | None:
         with self._lock:
@@ -232,19 +248,14 @@ class Outbox:
         """Delivered: delete the rows."""
         uuids = list(uuids)
         with self._lock:
-            sizes = []
             try:
                 with self._transaction():
                     for chunk in _chunks(uuids):
-                        sizes += self._db.execute(
-                            f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})"
-                            " RETURNING size_bytes",
-                            chunk,
-                        ).fetchall()
+                        self._db.execute(
+                            f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})", chunk
+                        )
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox ack failed: {exc}") from exc
-            self._depth -= len(sizes)
-            self._bytes -= sum(size for (size,) in sizes)
 
     def nack(self, uuids: Iterable[str], *, retry_at: float, error: str) -> None:
         """Not delivered: back to pending, due again at retry_at (wall-clock seconds)."""
@@ -261,17 +272,6 @@ class Outbox:
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox nack failed: {exc}") from exc
 
-    def release(self) -> None:
-        """Return every in-flight row to pending (what opening the outbox does after a crash)."""
-        with self._lock:
-            try:
-                with self._transaction():
-                    self._db.execute(
-                        "UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT)
-                    )
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox release failed: {exc}") from exc
-
     # -- dead letters ------------------------------------------------------------------
 
     def dead_letter(self, events_or_uuids: Iterable[dict | str], *, reason: str) -> int:
@@ -283,7 +283,6 @@ class Outbox:
         items = list(events_or_uuids)
         now = self._clock()
         count = 0
-        removed_bytes = removed_rows = 0
         with self._lock:
             try:
                 with self._transaction():
@@ -297,11 +296,7 @@ class Outbox:
                             (reason, now, uuid),
                         ).rowcount
                         if moved:
-                            (size,) = self._db.execute(
-                                "DELETE FROM outbox WHERE uuid=? RETURNING size_bytes", (uuid,)
-                            ).fetchone()
-                            removed_rows += 1
-                            removed_bytes += size
+                            self._db.execute("DELETE FROM outbox WHERE uuid=?", (uuid,))
                         elif isinstance(item, dict):
                             payload = encode_event(item)
                             self._db.execute(
@@ -315,8 +310,6 @@ class Outbox:
                         count += 1
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox dead-letter failed: {exc}") from exc
-            self._depth -= removed_rows
-            self._bytes -= removed_bytes
         return count
 
     def dead_letter_expired(
@@ -389,7 +382,6 @@ class Outbox:
                             (now, now, *chunk),
                         ).rowcount
                         self._db.execute(f"DELETE FROM dead_letters WHERE uuid IN ({marks})", chunk)
-                self._recount()
             except sqlite3.Error as exc:
                 raise OutboxError(f"dead-letter replay failed: {exc}") from exc
         return replayed
@@ -404,6 +396,12 @@ class Outbox:
                 raise OutboxError(f"outbox close failed: {exc}") from exc
 
     # -- internals ---------------------------------------------------------------------
+
+    def _read_stats(self) -> tuple[int, int]:
+        try:
+            return self._stats()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox read failed: {exc}") from exc
 
     def _query(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
         try:

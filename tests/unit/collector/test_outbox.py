@@ -116,11 +116,31 @@ def test_restart_returns_in_flight_rows_to_pending(tmp_path, clock):
         reopened.close()
 
 
-def test_release_returns_claimed_rows(outbox):
-    outbox.put([event(1)])
-    assert outbox.claim(max_events=10, max_bytes=2**20)
-    outbox.release()
-    assert [e["uuid"] for e in outbox.claim(max_events=10, max_bytes=2**20)] == [event(1)["uuid"]]
+def test_an_inspector_does_not_recover_a_running_workers_claims(outbox, tmp_path, clock):
+    outbox.put([event(1), event(2)])
+    claimed = outbox.claim(max_events=1, max_bytes=2**20)
+    inspector = Outbox(tmp_path / "outbox.db", clock=clock, recover_in_flight=False)
+    try:
+        assert inspector.depth() == 2
+        assert [e["uuid"] for e in outbox.claim(max_events=10, max_bytes=2**20)] == [event(2)["uuid"]]
+        assert claimed[0]["uuid"] == event(1)["uuid"]  # still in flight, not handed out twice
+    finally:
+        inspector.close()
+
+
+def test_counts_are_shared_by_every_connection(outbox, tmp_path, clock):
+    """The CLI replays dead letters beside a running collector: both see the same depth and bytes."""
+    outbox.put([event(n) for n in range(3)])
+    outbox.dead_letter([event(0)["uuid"]], reason="HTTP 400")
+    cli = Outbox(tmp_path / "outbox.db", clock=clock, recover_in_flight=False)
+    try:
+        assert cli.replay_dead_letters() == 1
+        assert cli.depth() == outbox.depth() == 3
+        assert outbox.size_bytes() == 3 * len(encode_event(event(0)).encode())
+    finally:
+        cli.close()
+    outbox.ack(e["uuid"] for e in outbox.claim(max_events=10, max_bytes=2**20))
+    assert (outbox.depth(), outbox.size_bytes()) == (0, 0)
 
 
 def test_dead_letters_keep_the_reason_and_replay(outbox, clock):
