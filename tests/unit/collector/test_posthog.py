@@ -55,3 +55,29 @@ def test_app_hosts_map_to_ingestion_hosts():
     exporter = PostHogExporter("phc_test", host="https://eu.posthog.com")
     assert exporter.host == "https://eu.i.posthog.com"
     exporter.shutdown()
+
+
+def test_export_is_not_traced_by_our_instrumentation(monkeypatch):
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled, is_instrumentation_enabled
+
+    import collector.exporters.posthog as module
+
+    seen = {}
+
+    def fake_batch_post(api_key, **kwargs):
+        seen["instrumentation"] = is_instrumentation_enabled()
+        seen["http_instrumentation"] = is_http_instrumentation_enabled()
+        seen["kwargs"] = sorted(kwargs)
+
+    monkeypatch.setattr(module, "batch_post", fake_batch_post)
+    exporter = PostHogExporter("phc_test", host="http://127.0.0.1:9")
+    try:
+        exporter.export([{"event": "e", "distinct_id": "d", "uuid": "u"}])
+    finally:
+        exporter.shutdown()
+    assert seen == {
+        "instrumentation": False,
+        "http_instrumentation": False,
+        "kwargs": ["batch", "gzip", "host", "session", "timeout"],
+    }
+    assert is_instrumentation_enabled()  # only for the duration of the call
