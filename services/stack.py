@@ -178,6 +178,12 @@ class Stack:
         env.update(self.collector_env)
         return env
 
+    def journeys_env(self) -> dict[str, str]:
+        """The journeys sign their purchases with the api's billing secret."""
+        env = self.base_env()
+        env["PHONOGLYPH_BILLING_SECRET"] = self.service_process_env("journeys")["PHONOGLYPH_BILLING_SECRET"]
+        return env
+
     def service_process_env(self, service_name: str) -> dict[str, str]:
         env = self.base_env()
         env.setdefault("PHONOGLYPH_BILLING_SECRET", "local-demo-billing-secret")
@@ -462,7 +468,7 @@ def run_journeys(stack: Stack, users: int, seed: int, timeout_s: float) -> int:
     argv += ["--users", str(users), "--seed", str(seed)]
     with subprocess.Popen(
         argv,
-        env=stack.base_env(),
+        env=stack.journeys_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -179,7 +179,7 @@ def run(tmp_path_factory) -> Run:
                 journeys = subprocess.run(
                     [stack.python, "-m", "services.journeys", "--base-url", stack.api_url]
                     + ["--users", "3", "--seed", "5"],
-                    env=stack.base_env(),
+                    env=stack.journeys_env(),
                     capture_output=True,
                     text=True,
                     timeout=120,

@@ -118,6 +118,12 @@ def test_service_environment_points_at_the_collector_and_never_at_posthog(tmp_pa
     assert stack.collector_process_env()["COLLECTOR_ENDPOINT"] == f"127.0.0.1:{stack.collector_port}"
 
 
+def test_journeys_sign_with_the_services_billing_secret(tmp_path):
+    stack = Stack(root=tmp_path, environ={}, service_env={"PHONOGLYPH_BILLING_SECRET": "s3"})
+    assert stack.journeys_env()["PHONOGLYPH_BILLING_SECRET"] == "s3"
+    assert Stack(root=tmp_path, environ={}).journeys_env()["PHONOGLYPH_BILLING_SECRET"]
+
+
 def test_collector_env_can_point_at_a_posthog(tmp_path):
     posthog = {"POSTHOG_API_KEY": "phc_test", "POSTHOG_HOST": "http://127.0.0.1:9"}
     stack = Stack(root=tmp_path, environ={}, collector_env=posthog)
