@@ -11,7 +11,6 @@ from opentelemetry import _logs, metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter
@@ -26,6 +25,7 @@ from instrumentation import semconv
 from instrumentation._internal import pipeline
 from instrumentation._internal.batching import QueueingLogRecordProcessor, QueueingSpanProcessor
 from instrumentation._internal.config import Settings, resolve
+from instrumentation._internal.exporters import OtlpHttpSpanExporter
 from instrumentation._internal.guard import guarded
 from instrumentation._internal.identity import IdentitySpanProcessor
 from instrumentation._internal.sentry import setup_sentry, shutdown_sentry
@@ -71,7 +71,7 @@ def _signal_endpoint(settings: Settings, signal: str) -> str:
 def otlp_exporters(settings: Settings) -> Exporters:
     timeout_s = settings.span_queue.export_timeout_s
     return Exporters(
-        spans=OTLPSpanExporter(endpoint=_signal_endpoint(settings, "traces"), timeout=timeout_s),
+        spans=OtlpHttpSpanExporter(endpoint=_signal_endpoint(settings, "traces"), timeout=timeout_s),
         event_records=OTLPLogExporter(endpoint=_signal_endpoint(settings, "logs"), timeout=timeout_s),
         metric_reader=PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=_signal_endpoint(settings, "metrics"), timeout=timeout_s)

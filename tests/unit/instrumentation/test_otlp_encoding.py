@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from google.protobuf.json_format import MessageToDict
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from instrumentation._internal.otlp_encoding import encode_spans_request
+
+
+def _spans() -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    finished: list[ReadableSpan] = []
+    for service in ("api", "worker"):
+        provider = TracerProvider(resource=Resource.create({"service.name": service, "n": 3}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        remote_parent = SpanContext(
+            trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+            span_id=0xB7AD6B7169203331,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            trace_state=TraceState([("vendor", "x1")]),
+        )
+        tracer = provider.get_tracer("scope.a", "1.0", schema_url="https://opentelemetry.io/schemas/1.21.0")
+        with tracer.start_as_current_span(
+            "GET /items/{id}",
+            context=trace.set_span_in_context(trace.NonRecordingSpan(remote_parent)),
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": "GET",
+                "http.response.status_code": 200,
+                "negative": -5,
+                "ratio": 0.25,
+                "ok": True,
+                "tags": ["a", "b"],
+                "numbers": [1, 2, 3],
+                "ünïcode": "ümlaut ✓",
+            },
+            links=[Link(remote_parent, {"link.kind": "caused-by"})],
+        ) as span:
+            span.add_event("checkpoint", {"step": 2})
+            with provider.get_tracer("scope.b").start_as_current_span("child") as child:
+                child.set_status(Status(StatusCode.ERROR, "ValueError"))
+                child.record_exception(ValueError("boom"))
+        with tracer.start_as_current_span("root without parent", kind=SpanKind.CLIENT):
+            pass
+    finished.extend(exporter.get_finished_spans())
+    return finished
+
+
+def test_the_wire_format_matches_the_sdk_encoder() -> None:
+    spans = _spans()
+    ours = ExportTraceServiceRequest.FromString(encode_spans_request(spans))
+    assert MessageToDict(ours) == MessageToDict(encode_spans(spans))
+    assert len(ours.resource_spans) == 2
+    assert sum(len(scope.spans) for rs in ours.resource_spans for scope in rs.scope_spans) == len(spans)
+
+
+def test_an_empty_batch_encodes_to_an_empty_request() -> None:
+    assert encode_spans_request([]) == b""
