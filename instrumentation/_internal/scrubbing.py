@@ -76,6 +76,10 @@ SAFE_KEYS: Final = frozenset(
 )
 """Identity and correlation keys: never scrubbed, neither by key nor by value."""
 _SAFE_KEY_PATTERN: Final = re.compile(r"^phonoglyph\.[a-z0-9_.]*id$")
+_SAFE, _SENSITIVE, _VALUE = 0, 1, 2
+MAX_MEMOISED_KEYS: Final = 4096
+MAX_MEMOISED_STRINGS: Final = 8192
+MAX_MEMOISED_STRING_CHARS: Final = 256
 
 _NAME_CHAR: Final = r"[^=&#\s?;,:\"'{}()\[\]]"
 _PARAMETER_NAMES: Final = (
@@ -85,24 +89,34 @@ _PARAMETER_NAMES: Final = (
 """Names whose value is scrubbed in ``name=value`` / ``name: value`` text: query strings, form
 bodies, URLs, log lines, JSON or source code quoted into a message."""
 _DEFAULT_VALUE_RULES: Final = (
-    # (pattern, regex flags, replacement)
+    # (needles, pattern, regex flags, replacement). A rule runs only on text whose lower-case form
+    # contains one of its needles (every match of the pattern does): clean text costs a few
+    # substring checks, not a regex scan per rule.
     # bearer/basic credentials in a header value or a message: keep the scheme
-    (r"\b(bearer|basic|token)\s+[a-z0-9\-._~+/]{8,}=*", re.IGNORECASE, r"\1 " + SCRUBBED),
+    (
+        ("bearer", "basic", "token"),
+        r"\b(bearer|basic|token)[ \t]+[a-z0-9\-._~+/]{8,}=*",
+        re.IGNORECASE,
+        r"\1 " + SCRUBBED,
+    ),
     # JSON Web Tokens (the header segment always starts with base64url '{"')
-    (r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", 0, SCRUBBED),
+    (("eyj",), r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", 0, SCRUBBED),
     # credentials in a URL: scheme://user:password@host
-    (r"(?<=://)[^/\s:@]+:[^/\s@]+@", 0, SCRUBBED + "@"),
+    (("@",), r"(?<=://)[^/\s:@]+:[^/\s@]+@", 0, SCRUBBED + "@"),
     # sensitive parameters and assignments (?token=..., password: ..., "secret": "..."): keep the name
     (
-        r"(?:(?<=[?&;,\s{(\"'])|^)(" + _PARAMETER_NAMES + r")([\"']?\s*[:=]\s*)"
-        r"(?:(?:bearer|basic|token)\s+)?(?:\"[^\"]+\"|'[^']+'|[^&;,#\s\"'}]+)",
+        ("passw", "pwd", "secret", "token", "key", "auth", "sig", "session", "code"),
+        r"(?:(?<=[?&;,\s{(\"'])|^)(" + _PARAMETER_NAMES + r")([\"']?[ \t]*[:=][ \t]*)"
+        r"(?:(?:bearer|basic|token)[ \t]+)?(?:\"[^\"]+\"|'[^']+'|[^&;,#\s\"'}]+)",
         re.IGNORECASE,
         r"\1\2" + SCRUBBED,
     ),
     # e-mail addresses
-    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", 0, SCRUBBED),
+    (("@",), r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", 0, SCRUBBED),
 )
-_CARD_NUMBER: Final = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+MIN_CARD_DIGITS: Final = 13
+_CARD_NUMBER: Final = re.compile(r"\d(?<![\w-]\d)(?:[ -]?\d){12,18}(?![\w-])")
+_SCALARS: Final = frozenset({int, float, bool, type(None), bytes})
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -153,30 +167,59 @@ class Scrubber:
             "|".join(f"(?:{p})" for p in KEY_PATTERNS + config.extra_key_patterns), re.IGNORECASE
         )
         self._safe_keys = SAFE_KEYS | frozenset(config.safe_keys)
-        rules = list(_DEFAULT_VALUE_RULES)
-        rules += [(p, re.IGNORECASE, SCRUBBED) for p in config.extra_value_patterns]
-        self._value_rules = tuple((re.compile(p, flags), r) for p, flags, r in rules)
-        # one search decides whether a string needs any work (the common case: it does not);
-        # case-insensitive here is a superset of every rule
-        self._any_value = re.compile(
-            "|".join(f"(?:{p})" for p, _, _ in rules) + f"|{_CARD_NUMBER.pattern}", re.IGNORECASE
+        self._value_rules = tuple(
+            (needles, re.compile(pattern, flags), replacement)
+            for needles, pattern, flags, replacement in _DEFAULT_VALUE_RULES
         )
+        self._extra_value_rules = tuple(re.compile(p, re.IGNORECASE) for p in config.extra_value_patterns)
+        self._key_verdicts: dict[str, int] = {}
+        # short strings known to be clean (span names, routes, methods repeat endlessly); a string
+        # that needed scrubbing is never remembered
+        self._clean_strings: set[str] = set()
 
     def is_safe_key(self, key: str) -> bool:
-        return key in self._safe_keys or _SAFE_KEY_PATTERN.match(key) is not None
+        return self._key_verdict(key) == _SAFE
 
     def is_sensitive_key(self, key: str) -> bool:
-        return not self.is_safe_key(key) and self._sensitive_key.search(key) is not None
+        return self._key_verdict(key) == _SENSITIVE
+
+    def _key_verdict(self, key: str) -> int:
+        """Safe, sensitive, or "look at the value"; memoised (attribute keys repeat endlessly)."""
+        verdict = self._key_verdicts.get(key)
+        if verdict is None:
+            if key in self._safe_keys or _SAFE_KEY_PATTERN.match(key) is not None:
+                verdict = _SAFE
+            elif self._sensitive_key.search(key) is not None:
+                verdict = _SENSITIVE
+            else:
+                verdict = _VALUE
+            if len(self._key_verdicts) >= MAX_MEMOISED_KEYS:
+                self._key_verdicts.clear()
+            self._key_verdicts[key] = verdict
+        return verdict
 
     def scrub_string(self, text: str) -> str:
         """``text`` with sensitive values replaced; the same object when nothing matched."""
-        if not self._any_value.search(text):
+        if text in self._clean_strings:
             return text
+        lower = text.lower()
         result = text
-        for rule, replacement in self._value_rules:
-            result = rule.sub(replacement, result)
-        result = _CARD_NUMBER.sub(_scrub_card_number, result)
-        return text if result == text else result
+        for needles, pattern, replacement in self._value_rules:
+            for needle in needles:
+                if needle in lower:
+                    result = pattern.sub(replacement, result)
+                    break
+        for pattern in self._extra_value_rules:
+            result = pattern.sub(SCRUBBED, result)
+        if len(result) >= MIN_CARD_DIGITS:
+            result = _CARD_NUMBER.sub(_scrub_card_number, result)
+        if result == text:
+            if len(text) <= MAX_MEMOISED_STRING_CHARS:
+                if len(self._clean_strings) >= MAX_MEMOISED_STRINGS:
+                    self._clean_strings.clear()
+                self._clean_strings.add(text)
+            return text
+        return result
 
     def scrub(self, value: Any, path: str = "") -> tuple[Any, list[str]]:
         """Scrub any JSON-like value recursively.
@@ -196,11 +239,14 @@ class Scrubber:
         return self.scrub(attributes, path)
 
     def _scrub(self, value: Any, path: str, paths: list[str]) -> Any:
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             scrubbed = self.scrub_string(value)
             if scrubbed is not value:
                 paths.append(path)
             return scrubbed
+        if kind in _SCALARS:
+            return value
         if isinstance(value, Mapping):
             return self._scrub_mapping(value, path, paths)
         if isinstance(value, (list, tuple)):
@@ -218,18 +264,29 @@ class Scrubber:
 
     def _scrub_mapping(self, mapping: Mapping[Any, Any], path: str, paths: list[str]) -> Any:
         changed: dict[Any, Any] | None = None
+        verdicts = self._key_verdicts
         for key, item in mapping.items():
-            name = key if isinstance(key, str) else str(key)
-            item_path = f"{path}.{name}" if path else name
-            if self.is_safe_key(name):
+            name = key if type(key) is str else str(key)
+            verdict = verdicts.get(name)
+            if verdict is None:
+                verdict = self._key_verdict(name)
+            if verdict == _SAFE:
                 continue
-            if self._sensitive_key.search(name):
-                if item is None or item == "" or isinstance(item, bool) or item == SCRUBBED:
+            scrubbed: Any
+            if verdict == _SENSITIVE:
+                if item is None or item is True or item is False or item == "" or item == SCRUBBED:
                     continue
-                scrubbed: Any = SCRUBBED
-                paths.append(item_path)
+                scrubbed = SCRUBBED
+                paths.append(f"{path}.{name}" if path else name)
+            elif type(item) is str:
+                scrubbed = self.scrub_string(item)
+                if scrubbed is item:
+                    continue
+                paths.append(f"{path}.{name}" if path else name)
+            elif type(item) in _SCALARS:
+                continue
             else:
-                scrubbed = self._scrub(item, item_path, paths)
+                scrubbed = self._scrub(item, f"{path}.{name}" if path else name, paths)
                 if scrubbed is item:
                     continue
             if changed is None:
@@ -267,6 +324,17 @@ class _ScrubbedSpan(ReadableSpan):
         return self._original.dropped_links
 
 
+def _plain(attributes: Any) -> Any:
+    """The dict inside the SDK's ``BoundedAttributes``: iterating it directly is several times faster
+    than through the ``Mapping`` ABC (this runs for every exported span)."""
+    inner = getattr(attributes, "_dict", None)
+    return inner if type(inner) is dict else attributes
+
+
+def _span_attributes(span: ReadableSpan) -> Any:
+    return _plain(getattr(span, "_attributes", None) or span.attributes)
+
+
 def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
     """The span itself when clean, else a scrubbed copy carrying ``phonoglyph.scrubbed``."""
     paths: list[str] = []
@@ -279,26 +347,30 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
         if description is not status.description:
             paths.append("status.description")
             status = Status(status.status_code, description)
-    attributes = scrubber._scrub(span.attributes, "attributes", paths) if span.attributes else span.attributes
+    original_attributes = _span_attributes(span)
+    attributes = (
+        scrubber._scrub(original_attributes, "attributes", paths) if original_attributes else original_attributes
+    )
 
     events: Sequence[Event] = span.events
     new_events: list[Event] | None = None
-    for index, event in enumerate(span.events):
+    for index, event in enumerate(events):
+        original_event_attributes = _plain(event.attributes)
         event_attributes = (
-            scrubber._scrub(event.attributes, f"events[{index}].attributes", paths)
-            if event.attributes
-            else event.attributes
+            scrubber._scrub(original_event_attributes, f"events[{index}].attributes", paths)
+            if original_event_attributes
+            else original_event_attributes
         )
-        if event_attributes is not event.attributes:
+        if event_attributes is not original_event_attributes:
             if new_events is None:
-                new_events = list(span.events)
+                new_events = list(events)
             new_events[index] = Event(event.name, event_attributes, event.timestamp)
     if new_events is not None:
         events = tuple(new_events)
 
     links: Sequence[Link] = span.links
     new_links: list[Link] | None = None
-    for index, link in enumerate(span.links):
+    for index, link in enumerate(links):
         link_attributes = (
             scrubber._scrub(link.attributes, f"links[{index}].attributes", paths)
             if link.attributes
@@ -306,7 +378,7 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
         )
         if link_attributes is not link.attributes:
             if new_links is None:
-                new_links = list(span.links)
+                new_links = list(links)
             new_links[index] = Link(link.context, link_attributes)
     if new_links is not None:
         links = tuple(new_links)

@@ -16,6 +16,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 from instrumentation import semconv
 from instrumentation._internal.scrubbing import (
+    MAX_MEMOISED_STRINGS,
     SCRUBBED,
     SCRUBBED_ATTRIBUTE,
     Scrubber,
@@ -359,3 +360,20 @@ def test_log_exporter_scrubs_body_and_attributes() -> None:
     exporter = ScrubbingLogExporter(inner, SCRUBBER)
     assert exporter.force_flush()
     assert exporter.export([]) is LogRecordExportResult.SUCCESS
+
+
+def test_memoised_verdicts_give_the_same_answers_and_stay_bounded() -> None:
+    scrubber = Scrubber()
+    dirty = "https://x.io/?token=tok_SEED"
+    first = scrubber.scrub_string(dirty)
+    assert scrubber.scrub_string(dirty) == first == f"https://x.io/?token={SCRUBBED}"  # never memoised as clean
+    clean = "/v1/projects/p_1/files"
+    assert scrubber.scrub_string(clean) is clean
+    assert scrubber.scrub_string(clean) is clean
+    for index in range(MAX_MEMOISED_STRINGS + 10):
+        scrubber.scrub_string(f"/v1/files/f_{index}")
+    assert len(scrubber._clean_strings) <= MAX_MEMOISED_STRINGS
+    for _ in range(2):
+        assert scrubber.is_sensitive_key("X-Api-Key") and not scrubber.is_safe_key("X-Api-Key")
+        assert scrubber.is_safe_key(semconv.SESSION_ID) and not scrubber.is_sensitive_key(semconv.SESSION_ID)
+        assert not scrubber.is_sensitive_key("http.route") and not scrubber.is_safe_key("http.route")
