@@ -7,7 +7,7 @@ addresses, ``token=`` style parameters in URLs and query strings). It records *w
 
 Identity and correlation keys (``user.id``, ``session.id``, ``phonoglyph.*.id``, trace and span
 ids) are never scrubbed. Clean input is returned as the very same object, so the common case costs
-one regex search per string and allocates nothing.
+a few substring checks per string (or one set lookup for a string seen before) and allocates nothing.
 
 :class:`ScrubbingSpanExporter` and :class:`ScrubbingLogExporter` wrap real exporters and scrub on
 the export thread, never on the request's.

@@ -86,6 +86,14 @@ def _make_app() -> FastAPI:
     async def boom() -> None:
         raise RuntimeError("plain failure in a route")
 
+    @app.get("/v1/logged")
+    async def logged() -> dict[str, str]:
+        try:
+            raise LookupError(f"render queue rejected {EMAIL}")
+        except LookupError:
+            _app_logger.exception("render failed for %s", EMAIL)  # Sentry's logging integration: an event
+        return {"status": "degraded"}
+
     @app.get("/v1/carrier")
     async def carrier() -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -238,6 +246,21 @@ def test_a_route_error_outside_any_operation_carries_the_server_spans_trace(
     assert event["contexts"]["trace"]["trace_id"] == server_span["trace_id"]
     assert event["user"]["id"] == "u_7"
     assert "operation" not in event.get("tags", {})
+
+
+def test_a_logged_error_inside_a_request_carries_its_trace_and_is_scrubbed(
+    served: str, fake_sentry: FakeSentry, otlp: tuple[str, OtlpCapture]
+) -> None:
+    _, capture = otlp
+    response = httpx.get(f"{served}/v1/logged", headers={"X-User-Id": "u_8"}, timeout=10)
+    assert response.status_code == 200
+    _finish(capture, fake_sentry, "LookupError")
+    (event,) = _error_events(fake_sentry, "LookupError")
+    (server_span,) = [span for span in capture.snapshot()["spans"] if span["kind"] == "SERVER"]
+    assert event["contexts"]["trace"]["trace_id"] == server_span["trace_id"]
+    assert event["user"]["id"] == "u_8"
+    assert event["logentry"]["formatted"] == "render failed for [Scrubbed]"
+    _assert_no_seed_left(fake_sentry, capture)
 
 
 def test_incoming_sentry_trace_is_honoured_and_outgoing_calls_carry_w3c_headers(
