@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +187,37 @@ def test_a_process_that_exits_early_fails_the_start_with_its_log(tmp_path):
     with pytest.raises(StackError, match="boom: bad config"):
         stack.wait_http_ok("collector", f"{stack.collector_url}/readyz")
     assert stack.shutdown() == {"collector": 2}
+
+
+def test_children_die_with_a_killed_runner(tmp_path):
+    """Even a SIGKILLed runner (no finally, no atexit) leaves no process behind: the parent-death signal."""
+    runner_script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from services.stack import ManagedProcess\n"
+        "child = ManagedProcess('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'], dict(os.environ),\n"
+        f"                       Path({str(tmp_path / 'child.log')!r}))\n"
+        "child.start()\n"
+        "print(child.popen.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", runner_script], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid = int(runner.stdout.readline())
+        assert alive(child_pid)
+    finally:
+        runner.kill()
+        runner.wait()
+        runner.stdout.close()
+    deadline = time.monotonic() + 10
+    while alive_not_zombie(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive_not_zombie(child_pid)
+
+
+def alive_not_zombie(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
