@@ -230,6 +230,10 @@ def test_seeded_secrets_never_leave_and_the_error_keeps_its_context(
     assert uploaded["attributes"]["uploader"] == "[Scrubbed]"
     assert uploaded["attributes"][semconv.USER_ID] == "u_42"
 
+    # the OTel sampler is the only sampling decision: Sentry makes no transactions of its own
+    item_types = {headers["type"] for envelope in fake_sentry.envelopes for headers, _ in envelope.items}
+    assert "transaction" not in item_types and "event" in item_types
+
     assert fake_sentry.errors == [] and snapshot["errors"] == []
     _assert_no_seed_left(fake_sentry, capture)
 
