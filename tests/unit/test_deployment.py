@@ -214,6 +214,29 @@ def test_collector_pipelines_use_declared_components_and_declare_only_used_ones(
     assert set(service.get("extensions", [])) == set(config.get("extensions", {}))
 
 
+# Component types of the pinned contrib release that these configs may use, as registered by that
+# release (its distribution manifest lists the modules; the names are the components' type strings).
+CONTRIB_VERSION = "0.159.0"
+CONTRIB_TYPES = {
+    "extensions": {"health_check", "file_storage"},
+    "receivers": {"otlp"},
+    "processors": {"memory_limiter", "redaction", "filter", "batch"},
+    "exporters": {"otlp_http", "prometheus", "loadbalancing"},
+}
+
+
+def test_sidecar_image_is_the_release_the_component_names_were_checked_against(compose):
+    assert compose["services"]["otel-collector"]["image"].endswith(f":{CONTRIB_VERSION}")
+
+
+@pytest.mark.parametrize("name", COLLECTOR_CONFIGS)
+def test_collector_components_are_types_of_the_pinned_release(name):
+    config = load_yaml(name)
+    for kind, types in CONTRIB_TYPES.items():
+        for component_id in config.get(kind, {}):
+            assert component_id.split("/")[0] in types, f"{name}: unknown {kind[:-1]} type {component_id}"
+
+
 @pytest.mark.parametrize("name", COLLECTOR_CONFIGS)
 def test_memory_limiter_comes_first(name):
     for pipeline_id, pipeline in load_yaml(name)["service"]["pipelines"].items():
