@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["Outbox", "OutboxError", "OutboxFullError"]
+__all__ = ["Outbox", "OutboxError", "OutboxFullError", "encode_event"]
 
 _PENDING = 0
 _IN_FLIGHT = 1
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+-- not on state: claiming then changes no index entry; the few in-flight rows are skipped
+CREATE INDEX IF NOT EXISTS outbox_next_attempt ON outbox (next_attempt_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
     uuid TEXT PRIMARY KEY,
     payload TEXT NOT NULL,
@@ -221,23 +222,23 @@ class Outbox:
             try:
                 with self._transaction():
                     candidates = self._db.execute(
-                        "SELECT uuid, payload, size_bytes FROM outbox"
+                        "SELECT seq, payload, size_bytes FROM outbox"
                         " WHERE state=? AND next_attempt_at<=?"
                         " ORDER BY next_attempt_at, seq LIMIT ?",
                         (_PENDING, now, max_events),
                     ).fetchall()
-                    batch_uuids: list[str] = []
+                    batch_seqs: list[int] = []
                     payloads: list[str] = []
                     batch_bytes = 0
-                    for uuid, payload, size in candidates:
+                    for seq, payload, size in candidates:
                         if payloads and batch_bytes + size > max_bytes:
                             break
                         batch_bytes += size
-                        batch_uuids.append(uuid)
+                        batch_seqs.append(seq)
                         payloads.append(payload)
-                    for chunk in _chunks(batch_uuids):
+                    for chunk in _chunks(batch_seqs):
                         self._db.execute(
-                            f"UPDATE outbox SET state=? WHERE uuid IN ({_placeholders(len(chunk))})",
+                            f"UPDATE outbox SET state=? WHERE seq IN ({_placeholders(len(chunk))})",
                             (_IN_FLIGHT, *chunk),
                         )
             except sqlite3.Error as exc:
