@@ -124,6 +124,9 @@ class Outbox:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=5.0
             )
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
@@ -132,6 +135,7 @@ class Outbox:
                     # crash resume: whatever a previous process claimed goes back to pending
                     self._db.execute("UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT))
         except sqlite3.Error as exc:
+            self._db.close()
             raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
 
     # -- transactions ------------------------------------------------------------------

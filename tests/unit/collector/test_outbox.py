@@ -238,3 +238,10 @@ def test_payload_is_compact_json(outbox, tmp_path):
     outbox.put([event(1, note="é")])
     (payload,) = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT payload FROM outbox").fetchone()
     assert payload == json.dumps(event(1, note="é"), separators=(",", ":"), ensure_ascii=False)
+
+
+def test_unwritable_location_is_an_outbox_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the data dir should be")
+    with pytest.raises(OutboxError):
+        Outbox(blocker / "outbox.db")
