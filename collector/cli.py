@@ -151,7 +151,8 @@ def _local_store(config: CollectorConfig):
 def _outbox(config: CollectorConfig):
     from collector.delivery.outbox import Outbox
 
-    return Outbox(config.outbox_path, max_bytes=config.limits.outbox_max_bytes)
+    # an inspector beside a running collector: never hand the running worker's claimed rows out again
+    return Outbox(config.outbox_path, max_bytes=config.limits.outbox_max_bytes, recover_in_flight=False)
 
 
 def _print_event(event: dict, as_json: bool) -> None:

@@ -1,0 +1,316 @@
+"""Collector ingest benchmark (issue 3): OTLP/HTTP protobuf + gzip, 512 spans a request, 10% tagged.
+
+    .venv/bin/python bench/collector.py [--duration-s 20] [--concurrency 4]
+
+Processes: the collector (``python -m collector serve``, pinned to CPU 0 with sched_setaffinity,
+delivering to a fake PostHog), the fake PostHog (tests/fakes/posthog.py) and a separate client
+process that sends pre-built requests (both pinned to CPU 1). Every 200 is a durable ack: the
+collector answers only after the derived events are committed to its SQLite outbox.
+
+Phases: (1) throughput, closed loop with N connections; (2) ack latency at the target rate
+(50,000 spans/s, or 80% of the measured maximum if lower), open loop, latency counted from the
+scheduled send time; (3) delivery: the backlog left in the outbox drained to the fake PostHog.
+Reported: spans/s, spans per CPU-second of the collector, ack p50/p99, delivered events/s,
+peak RSS (VmHWM). With --profile, the collector runs under cProfile and the top functions print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import queue
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+SPANS_PER_REQUEST = 512
+TAGGED_RATIO = 0.1
+TARGET_SPANS_PER_S = 50_000
+COLLECTOR_CPU = 0
+CLIENT_CPU = 1
+
+
+# -- the client process ---------------------------------------------------------------------
+
+
+def build_template(seed: int) -> tuple[bytes, bytes]:
+    """One request of SPANS_PER_REQUEST spans; every trace id starts with the same 8-byte marker,
+    replaced per request so each request maps to new, unique event uuids."""
+    sys.path.insert(0, str(ROOT))
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    def kv(key, value):
+        if isinstance(value, bool):
+            return KeyValue(key=key, value=AnyValue(bool_value=value))
+        if isinstance(value, int):
+            return KeyValue(key=key, value=AnyValue(int_value=value))
+        if isinstance(value, float):
+            return KeyValue(key=key, value=AnyValue(double_value=value))
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+
+    rng = random.Random(seed)
+    marker = rng.randbytes(8)
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.extend([kv("service.name", "api"), kv("deployment.environment", "bench"),
+                                               kv("service.version", "1.0.0"), kv("host.name", "bench-host")])
+    scope = resource_spans.scope_spans.add()
+    scope.scope.name = "phonoglyph"
+    start = time.time_ns()
+    tagged_every = round(1 / TAGGED_RATIO)
+    operations = ("stem_separation", "audio_analysis", "render", "file_upload")
+    for index in range(SPANS_PER_REQUEST):
+        span = scope.spans.add(trace_id=marker + rng.randbytes(8), span_id=rng.randbytes(8),
+                               parent_span_id=rng.randbytes(8), kind=2)
+        span.start_time_unix_nano = start + index * 1000
+        span.end_time_unix_nano = span.start_time_unix_nano + rng.randint(1_000_000, 900_000_000)
+        user = f"user-{rng.randint(1, 5000)}"
+        attributes = [kv("http.request.method", "GET"), kv("http.route", "/api/projects/{project_id}"),
+                      kv("url.path", f"/api/projects/p{rng.randint(1, 10**6)}"), kv("http.response.status_code", 200),
+                      kv("server.address", "api.internal"), kv("network.protocol.version", "1.1"),
+                      kv("user.id", user), kv("session.id", f"s-{user}"), kv("user_agent.original", "phonoglyph-web/3.2")]
+        span.name = "GET /api/projects/{project_id}"
+        if index % tagged_every == 0:
+            operation = operations[index // tagged_every % len(operations)]
+            span.name = operation
+            attributes += [kv("phonoglyph.operation", operation), kv("phonoglyph.outcome", "completed"),
+                           kv("phonoglyph.file.id", f"file-{rng.randint(1, 10**6)}"),
+                           kv("phonoglyph.project.id", f"proj-{rng.randint(1, 10**5)}"),
+                           kv("audio.duration_s", rng.uniform(5, 600)), kv("audio.sample_rate_hz", 44100),
+                           kv("audio.channels", 2), kv("file.size", rng.randint(10**5, 10**8))]
+        span.attributes.extend(attributes)
+    return request.SerializeToString(), marker
+
+
+def client_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--mode", choices=("closed", "open"), required=True)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=0.0, help="requests/s in open mode")
+    parser.add_argument("--duration-s", type=float, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    raw, marker = build_template(args.seed)
+    rng = random.Random(args.seed)
+    expected = int((args.rate or 150) * args.duration_s * 1.2) + 50
+    bodies = [gzip.compress(raw.replace(marker, rng.randbytes(8)), 1) for _ in range(min(expected, 4000))]
+    print(json.dumps({"ready": True, "raw_bytes": len(raw), "gzip_bytes": len(bodies[0])}), flush=True)
+    sys.stdin.readline()  # go
+
+    target = urlsplit(args.url)
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    next_body = iter(range(10**9))
+    deadline = time.monotonic() + args.duration_s
+
+    def send(connection, body) -> int:
+        connection.request("POST", "/v1/traces", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+
+    def record(status, latency_s):
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                latencies.append(latency_s)
+
+    def closed_worker():
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+        while time.monotonic() < deadline:
+            body = bodies[next(next_body) % len(bodies)]
+            started = time.monotonic()
+            record(send(connection, body), time.monotonic() - started)
+
+    work: queue.Queue = queue.Queue()
+
+    def open_worker():
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            scheduled, body = item
+            record(send(connection, body), time.monotonic() - scheduled)
+
+    started = time.monotonic()
+    if args.mode == "closed":
+        threads = [threading.Thread(target=closed_worker) for _ in range(args.concurrency)]
+        for thread in threads:
+            thread.start()
+    else:
+        threads = [threading.Thread(target=open_worker) for _ in range(args.concurrency)]
+        for thread in threads:
+            thread.start()
+        interval_s = 1 / args.rate
+        scheduled = started
+        while scheduled < deadline:
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            work.put((scheduled, bodies[next(next_body) % len(bodies)]))
+            scheduled += interval_s
+        for _ in threads:
+            work.put(None)
+    for thread in threads:
+        thread.join()
+    elapsed_s = time.monotonic() - started
+    latencies.sort()
+
+    def percentile(fraction):
+        return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] if latencies else None
+
+    usage = os.times()
+    print(json.dumps({"elapsed_s": elapsed_s, "statuses": statuses, "client_cpu_s": usage.user + usage.system, "ok_requests": len(latencies),
+                      "p50_ms": percentile(0.5) * 1000, "p99_ms": percentile(0.99) * 1000,
+                      "max_ms": latencies[-1] * 1000}), flush=True)
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+def pinned(cpu: int):
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def metric(url: str, name: str) -> float:
+    target = urlsplit(url)
+    connection = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"phonoglyph_collector_{name} "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def run_client(url: str, *extra: str) -> dict:
+    client = subprocess.Popen([sys.executable, __file__, "--client", url, *extra], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, preexec_fn=pinned(CLIENT_CPU), cwd=ROOT)
+    ready = json.loads(client.stdout.readline())
+    return {"process": client, "ready": ready}
+
+
+def go(client: dict) -> dict:
+    print(json.dumps({"phase_started": time.time()}), flush=True)
+    client["process"].stdin.write("go\n")
+    client["process"].stdin.flush()
+    result = json.loads(client["process"].stdout.readline())
+    client["process"].wait(60)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--profile", action="store_true", help="run the collector under cProfile")
+    args = parser.parse_args()
+    if os.cpu_count() < 2:
+        sys.exit("needs 2 CPUs: one for the collector, one for the client and the fake PostHog")
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    workdir = Path(tempfile.mkdtemp(prefix="collector-bench-"))
+    fake = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tests.fakes.posthog import FakePostHog; f = FakePostHog().start();"
+         " print(f.host, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=pinned(CLIENT_CPU))
+    posthog_host = fake.stdout.readline().strip()
+    env = {**os.environ, "COLLECTOR_ENDPOINT": "127.0.0.1:0", "COLLECTOR_DATA_DIR": str(workdir / "data"),
+           "POSTHOG_API_KEY": "phc_test", "POSTHOG_HOST": posthog_host}
+    command = [sys.executable, "-m", "collector", "serve"]
+    if args.profile:
+        command = [sys.executable, "-m", "cProfile", "-o", str(workdir / "collector.prof"), "-m", "collector", "serve"]
+    collector = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(workdir / "stderr", "w"),
+                                 text=True, preexec_fn=pinned(COLLECTOR_CPU))
+    try:
+        url = collector.stdout.readline().split("listening on ")[1].split()[0]
+        results = {"spans_per_request": SPANS_PER_REQUEST, "tagged_ratio": TAGGED_RATIO}
+
+        # (1) throughput, closed loop
+        client = run_client(url, "--mode", "closed", "--concurrency", str(args.concurrency),
+                            "--duration-s", str(args.duration_s), "--seed", "1")
+        results["request_bytes"] = client["ready"]
+        cpu_before, delivered_before = proc_cpu_s(collector.pid), metric(url, "delivered_events_total")
+        other_cpu_before = proc_cpu_s(fake.pid) + proc_cpu_s(client["process"].pid)
+        closed = go(client)
+        cpu_s = proc_cpu_s(collector.pid) - cpu_before
+        other_cpu_s = proc_cpu_s(fake.pid) + closed["client_cpu_s"] - other_cpu_before
+        spans = closed["ok_requests"] * SPANS_PER_REQUEST
+        results["throughput"] = {
+            "spans_per_s": round(spans / closed["elapsed_s"]),
+            "spans_per_collector_cpu_s": round(spans / cpu_s),
+            "collector_cpu_utilisation": round(cpu_s / closed["elapsed_s"], 3),
+            "client_and_fake_posthog_cpu_utilisation": round(other_cpu_s / closed["elapsed_s"], 3),
+            "ack_p50_ms": round(closed["p50_ms"], 1), "ack_p99_ms": round(closed["p99_ms"], 1),
+            "statuses": closed["statuses"], "concurrency": args.concurrency,
+            "events_delivered_during_ingest": metric(url, "delivered_events_total") - delivered_before,
+        }
+        print(json.dumps({"throughput": results["throughput"]}), flush=True)
+
+        # (3) delivery of the backlog
+        depth = metric(url, "outbox_depth")
+        drain_started = time.monotonic()
+        delivered_start = metric(url, "delivered_events_total")
+        while metric(url, "outbox_depth") > 0 and time.monotonic() - drain_started < 300:
+            time.sleep(0.2)
+        drain_s = time.monotonic() - drain_started
+        results["delivery"] = {"backlog_events": depth, "drain_s": round(drain_s, 2),
+                               "events_per_s": round((metric(url, "delivered_events_total") - delivered_start) / drain_s)
+                               if drain_s > 0 else None}
+        print(json.dumps({"delivery": results["delivery"]}), flush=True)
+
+        # (2) ack latency at the target rate (or 80% of the maximum), open loop
+        max_rate = results["throughput"]["spans_per_s"] / SPANS_PER_REQUEST
+        rate = min(TARGET_SPANS_PER_S / SPANS_PER_REQUEST, 0.8 * max_rate)
+        client = run_client(url, "--mode", "open", "--rate", f"{rate:.2f}", "--concurrency", "16",
+                            "--duration-s", str(args.duration_s), "--seed", "2")
+        opened = go(client)
+        results["latency_at_rate"] = {
+            "spans_per_s_offered": round(rate * SPANS_PER_REQUEST),
+            "ack_p50_ms": round(opened["p50_ms"], 1), "ack_p99_ms": round(opened["p99_ms"], 1),
+            "ack_max_ms": round(opened["max_ms"], 1), "statuses": opened["statuses"],
+        }
+        print(json.dumps({"latency_at_rate": results["latency_at_rate"]}), flush=True)
+        results["peak_rss_mb"] = round(proc_status_kb(collector.pid, "VmHWM") / 1024, 1)
+    finally:
+        collector.terminate()
+        collector.wait(60)
+        fake.terminate()
+        fake.wait(10)
+    print(json.dumps(results, indent=2))
+    if args.profile:
+        import pstats
+
+        pstats.Stats(str(workdir / "collector.prof")).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client_main(sys.argv[2:])
+    else:
+        main()
