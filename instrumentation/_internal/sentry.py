@@ -58,6 +58,11 @@ AUDIO_CONTEXT = "audio_processing"
 SENTRY_TRACE_HEADER = "sentry-trace"
 MAX_EXCEPTION_CHAIN = 10
 
+PIPELINE_LOGGERS = ("instrumentation", "instrumentation.*", "opentelemetry.*")
+"""Loggers (fnmatch patterns) Sentry's logging integration ignores: the telemetry pipeline's own
+lines (an unreachable collector, a failed export) are counters and logs, never Sentry events, and
+our own error lines must not come back through before_send."""
+
 _OTLP_SPAN_QUEUE = QueueConfig()
 _active_span_processor: list[QueueingSpanProcessor] = []
 
@@ -126,7 +131,8 @@ def setup_sentry(
     from sentry_sdk.integrations.logging import ignore_logger
     from sentry_sdk.integrations.otlp import OTLPIntegration
 
-    ignore_logger(_logger.name)  # our own error lines must not come back through before_send
+    for name in PIPELINE_LOGGERS:
+        ignore_logger(name)
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,

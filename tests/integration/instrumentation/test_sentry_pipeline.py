@@ -322,3 +322,18 @@ def test_an_unreachable_sentry_changes_nothing_for_the_app_but_counters(
     shutdown()
     assert pipeline_stats().get("spans_export_failures", 0) >= 1  # the Sentry OTLP path, counted
     assert capture.snapshot()["errors"] == []
+
+
+def test_the_pipelines_own_error_lines_never_become_sentry_events(
+    fresh_otel: None, clean_env: None, otlp: tuple[str, OtlpCapture], fake_sentry: FakeSentry
+) -> None:
+    endpoint, _ = otlp
+    configure(service_name="worker", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
+    # what an unreachable collector makes the OTLP exporter and the export queue log
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").error(
+        "Failed to export spans batch due to timeout, max retries or shutdown."
+    )
+    logging.getLogger("instrumentation._internal.batching").error("exporting 3 spans failed")
+    _app_logger.error("the app's own error")
+    shutdown()
+    assert [event["logentry"]["formatted"] for event in fake_sentry.events] == ["the app's own error"]
