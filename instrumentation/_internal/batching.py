@@ -79,17 +79,20 @@ class ExportQueue(Generic[ItemT]):
     def _run(self) -> None:
         wake = self._wake
         while not self._shutdown:
-            wake.wait(self._config.schedule_delay_s)
+            woken_by_full_batch = wake.wait(self._config.schedule_delay_s)
             wake.clear()
             if self._shutdown:
                 break
-            self._drain()
+            self._drain(full_batches_only=woken_by_full_batch)
 
-    def _drain(self) -> None:
+    def _drain(self, full_batches_only: bool = False) -> None:
+        """Export the queue in batches. Woken by a full batch, the worker exports only full batches
+        (few large requests under load); on its timer, at flush and at shutdown, everything."""
         with self._export_lock, suppress_instrumentation():
             queue = self._queue
-            while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), self._max_export_batch_size))]
+            batch_size = self._max_export_batch_size
+            while queue and (not full_batches_only or len(queue) >= batch_size):
+                batch = [queue.popleft() for _ in range(min(len(queue), batch_size))]
                 try:
                     succeeded = self._export(batch)
                 except Exception:  # noqa: BLE001 - an exporter bug must not kill the worker

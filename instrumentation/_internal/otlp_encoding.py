@@ -63,6 +63,10 @@ def _any_value(value: Any) -> bytes:
 
 
 _KEY_CACHE: dict[str, bytes] = {}
+_PAIR_CACHE: dict[tuple[str, type, Any], bytes] = {}
+_CACHEABLE = (str, int, bool)
+_MAX_CACHED_PAIRS = 8192
+_MAX_CACHED_VALUE_CHARS = 64
 
 
 def _key_value(key: str, value: Any, field_tag: bytes) -> bytes:
@@ -74,10 +78,32 @@ def _key_value(key: str, value: Any, field_tag: bytes) -> bytes:
     return _delimited(field_tag, encoded_key + _delimited(_TAG[2][2], _any_value(value)))
 
 
+def _plain(attributes: Any) -> Any:
+    """The dict inside the SDK's BoundedAttributes (iterating the wrapper costs more)."""
+    inner = getattr(attributes, "_dict", None)
+    return inner if type(inner) is dict else attributes
+
+
 def _attributes(attributes: Mapping[str, Any] | None, field_tag: bytes) -> bytes:
+    """Repeated KeyValue fields; low-cardinality pairs (method, route, status...) are encoded once."""
     if not attributes:
         return b""
-    return b"".join(_key_value(key, value, field_tag) for key, value in attributes.items())
+    parts = []
+    cache = _PAIR_CACHE
+    for key, value in _plain(attributes).items():
+        value_type = type(value)
+        if value_type in _CACHEABLE and (value_type is not str or len(value) <= _MAX_CACHED_VALUE_CHARS):
+            cache_key = (key, value_type, value)
+            encoded = cache.get(cache_key)
+            if encoded is None:
+                encoded = _key_value(key, value, b"")
+                if len(cache) < _MAX_CACHED_PAIRS:
+                    cache[cache_key] = encoded
+            parts.append(field_tag)
+            parts.append(encoded)
+        else:
+            parts.append(_key_value(key, value, field_tag))
+    return b"".join(parts)
 
 
 def _flags(parent: SpanContext | None) -> int:
