@@ -36,6 +36,7 @@ _PENDING = 0
 _IN_FLIGHT = 1
 # SQLite >= 3.32 allows 32766 host parameters per statement; stay far below.
 _MAX_PARAMS = 500
+_ACK_CHUNK = 100
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -250,17 +251,21 @@ class Outbox:
         return [json.loads(payload) for payload in payloads]  # parsed outside the lock
 
     def ack(self, uuids: Iterable[str]) -> None:
-        """Delivered: delete the rows."""
+        """Delivered: delete the rows.
+
+        One short transaction per _ACK_CHUNK rows, releasing the lock in between, so that a
+        put from the receiver never waits behind a whole batch (deleting is idempotent).
+        """
         uuids = list(uuids)
-        with self._lock:
-            try:
-                with self._transaction():
-                    for chunk in _chunks(uuids):
+        for chunk in _chunks(uuids, _ACK_CHUNK):
+            with self._lock:
+                try:
+                    with self._transaction():
                         self._db.execute(
                             f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})", chunk
                         )
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox ack failed: {exc}") from exc
+                except sqlite3.Error as exc:
+                    raise OutboxError(f"outbox ack failed: {exc}") from exc
 
     def nack(self, uuids: Iterable[str], *, retry_at: float, error: str) -> None:
         """Not delivered: back to pending, due again at retry_at (wall-clock seconds)."""
