@@ -249,7 +249,8 @@ def main() -> None:
                                  text=True, preexec_fn=pinned(COLLECTOR_CPU))
     try:
         url = collector.stdout.readline().split("listening on ")[1].split()[0]
-        results = {"spans_per_request": SPANS_PER_REQUEST, "tagged_ratio": TAGGED_RATIO}
+        results = {"spans_per_request": SPANS_PER_REQUEST, "tagged_ratio": TAGGED_RATIO,
+                   "load_average_at_start": os.getloadavg()[0]}
 
         # (1) throughput, closed loop
         client = run_client(url, "--mode", "closed", "--concurrency", str(args.concurrency),
@@ -272,16 +273,21 @@ def main() -> None:
         }
         print(json.dumps({"throughput": results["throughput"]}), flush=True)
 
-        # (3) delivery of the backlog
+        # (3) delivery of the backlog: CPU per delivered event, to split phase 1's CPU into ingest and delivery
         depth = metric(url, "outbox_depth")
-        drain_started = time.monotonic()
+        drain_started, drain_cpu_before = time.monotonic(), proc_cpu_s(collector.pid)
         delivered_start = metric(url, "delivered_events_total")
         while metric(url, "outbox_depth") > 0 and time.monotonic() - drain_started < 300:
             time.sleep(0.2)
         drain_s = time.monotonic() - drain_started
+        drained = metric(url, "delivered_events_total") - delivered_start
+        drain_cpu_s = proc_cpu_s(collector.pid) - drain_cpu_before
         results["delivery"] = {"backlog_events": depth, "drain_s": round(drain_s, 2),
-                               "events_per_s": round((metric(url, "delivered_events_total") - delivered_start) / drain_s)
-                               if drain_s > 0 else None}
+                               "events_per_s": round(drained / drain_s) if drain_s > 0 else None,
+                               "events_per_collector_cpu_s": round(drained / drain_cpu_s) if drain_cpu_s else None}
+        if drained and drain_cpu_s:
+            ingest_cpu_s = cpu_s - results["throughput"]["events_delivered_during_ingest"] * drain_cpu_s / drained
+            results["throughput"]["ingest_only_spans_per_collector_cpu_s"] = round(spans / ingest_cpu_s)
         print(json.dumps({"delivery": results["delivery"]}), flush=True)
 
         # (2) ack latency at the target rate (or 80% of the maximum), open loop
@@ -297,6 +303,7 @@ def main() -> None:
         }
         print(json.dumps({"latency_at_rate": results["latency_at_rate"]}), flush=True)
         results["peak_rss_mb"] = round(proc_status_kb(collector.pid, "VmHWM") / 1024, 1)
+        results["load_average_at_end"] = os.getloadavg()[0]
     finally:
         collector.terminate()
         collector.wait(60)
