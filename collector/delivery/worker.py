@@ -56,6 +56,7 @@ class DeliveryWorker:
         self._flushes_waiting = 0
         self._failures = 0  # consecutive retryable failures: the backoff exponent
         self._resume_at = 0.0  # wall-clock time before which nothing is sent (backoff)
+        self._busy = False  # between a claim and the end of its delivery
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -82,7 +83,7 @@ class DeliveryWorker:
         self._wake.set()
         try:
             while True:
-                if self._outbox.depth() == 0:
+                if self._outbox.depth() == 0 and not self._busy:
                     return True
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0 or self._resume_at - self._clock() > remaining_s:
@@ -138,13 +139,16 @@ class DeliveryWorker:
             self._stopping.wait(min(backoff_s, self._idle_poll_s))
             self.refresh_gauges()
             return
-        batch = self._outbox.claim(max_events=self._batch.max_events, max_bytes=self._batch.max_bytes)
-        if not batch:
+        self._busy = True  # force_flush waits for the metrics of a batch, not only its ack
+        try:
+            batch = self._outbox.claim(max_events=self._batch.max_events, max_bytes=self._batch.max_bytes)
+            if batch:
+                self._deliver(batch)
             self.refresh_gauges()
+        finally:
+            self._busy = False
+        if not batch:
             self._wait_for_work()
-            return
-        self._deliver(batch)
-        self.refresh_gauges()
 
     def _wait_for_work(self) -> None:
         next_due_at = self._outbox.next_due_at()
