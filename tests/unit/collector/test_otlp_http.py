@@ -97,3 +97,56 @@ def test_status_body_is_a_google_rpc_status():
     status = Status.FromString(_status_body(503, "storage unavailable " * 10, is_json=False))
     assert (status.code, status.message) == (14, "storage unavailable " * 10)
     assert json.loads(_status_body(401, "no", is_json=True)) == {"code": 16, "message": "no"}
+
+
+def _asgi_post(receiver, body: bytes):
+    """Drive the ASGI app directly: returns (status, headers) of one POST /v1/logs."""
+    import asyncio
+
+    async def run():
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/v1/logs", "method": "POST",
+                 "headers": [(b"content-type", b"application/x-protobuf")]}
+        await receiver(scope, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"])
+
+    return run()
+
+
+async def test_too_many_requests_in_flight_is_429():
+    import asyncio
+    import threading
+
+    from collector.config import LimitsConfig
+    from collector.metrics import Metrics
+    from collector.receivers.otlp_http import OtlpHttpReceiver
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_put(events):
+        entered.set()
+        release.wait(10)
+        return len(events)
+
+    receiver = OtlpHttpReceiver(put=slow_put, metrics=Metrics(),
+                                limits=LimitsConfig(max_inflight_requests=1, retry_after_s=2))
+    body = logs(record("file_uploaded", {"phonoglyph.event.id": "0b6f4b8e-2f3a-4c1d-9e8f-7a6b5c4d3e2f"})
+                ).SerializeToString()
+    try:
+        first = asyncio.ensure_future(_asgi_post(receiver, body))
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+        status, headers = await _asgi_post(receiver, body)
+        assert (status, headers[b"retry-after"]) == (429, b"2")
+        release.set()
+        assert (await first)[0] == 200
+    finally:
+        release.set()
+        receiver.shutdown()
