@@ -338,16 +338,20 @@ def _messages(buf: bytes, start: int, end: int, field_number: int):
             if key >> 3 == field_number:
                 yield pos, pos + length
             pos += length
-        elif wire_type == 0:
-            _, pos = _varint(buf, pos)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        else:  # groups: never in OTLP
-            raise ValueError("unexpected wire type")
+        else:
+            pos = _skip(buf, pos, wire_type)
     if pos != end:
         raise ValueError("truncated field")
+
+
+def _skip(buf: bytes, pos: int, wire_type: int) -> int:
+    if wire_type == 0:
+        return _varint(buf, pos)[1]
+    if wire_type == 1:
+        return pos + 8
+    if wire_type == 5:
+        return pos + 4
+    raise ValueError("unexpected wire type")  # groups: never in OTLP
 
 
 def _tag_candidates(raw_body: bytes) -> tuple[int, list[tuple[int, int, int]]]:
@@ -357,15 +361,30 @@ def _tag_candidates(raw_body: bytes) -> tuple[int, list[tuple[int, int, int]]]:
     candidates = []
     find = raw_body.find
     for r, (r_start, r_end) in enumerate(_messages(raw_body, 0, len(raw_body), 1)):
-        if find(OPERATION_TAG, r_start, r_end) < 0:
-            for s_start, s_end in _messages(raw_body, r_start, r_end, 2):
-                received += sum(1 for _ in _messages(raw_body, s_start, s_end, 2))
-            continue
+        tagged_resource = find(OPERATION_TAG, r_start, r_end) >= 0
         for s, (s_start, s_end) in enumerate(_messages(raw_body, r_start, r_end, 2)):
-            for k, (start, end) in enumerate(_messages(raw_body, s_start, s_end, 2)):
-                received += 1
-                if find(OPERATION_TAG, start, end) >= 0:
-                    candidates.append((r, s, k))
+            # the hot loop, inlined: one iteration per span, one-byte keys and short lengths first
+            pos, k = s_start, 0
+            while pos < s_end:
+                key = raw_body[pos]
+                pos += 1
+                if key & 0x80:
+                    key, pos = _varint(raw_body, pos - 1)
+                if key & 7 != 2:
+                    pos = _skip(raw_body, pos, key & 7)
+                    continue
+                length = raw_body[pos]
+                pos += 1
+                if length & 0x80:
+                    length, pos = _varint(raw_body, pos - 1)
+                if key >> 3 == 2:
+                    received += 1
+                    if tagged_resource and find(OPERATION_TAG, pos, pos + length) >= 0:
+                        candidates.append((r, s, k))
+                    k += 1
+                pos += length
+            if pos != s_end:
+                raise ValueError("truncated field")
     return received, candidates
 
 
