@@ -247,8 +247,6 @@ class DeliveryWorker:
                 uuids = [uuid for uuid in uuids if uuid not in expired_set]
         self._outbox.nack(uuids, retry_at=now + delay_s, error=str(exc)[:500])
         self._resume_at = now + delay_s
-        self._metrics.inc("export_errors_total", kind=kind)
-        self._metrics.inc("retried_batches_total")
         if unauthorized:
             logger.error(
                 "PostHog rejected the API key (%s): %d events kept in the outbox, next attempt in %.0f s;"
@@ -261,6 +259,8 @@ class DeliveryWorker:
             logger.warning(
                 "delivery failed (%s): %d events rescheduled in %.1f s", exc, len(uuids), delay_s
             )
+        self._metrics.inc("export_errors_total", kind=kind)
+        self._metrics.inc("retried_batches_total")  # last: tests wait for it
 
     # -- gauges ------------------------------------------------------------------------
 

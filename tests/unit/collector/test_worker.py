@@ -206,7 +206,7 @@ def test_retry_after_is_honoured(outbox, run_worker, clock):
     wait_until(lambda: outbox.next_due_at() == t0 + 30)  # not the 1 s backoff: Retry-After wins
     assert len(exporter.calls) == 1 and exporter.delivered == []
     assert outbox.depth() == 5
-    assert metrics.value("retried_batches_total") == 1
+    wait_until(lambda: metrics.value("retried_batches_total") == 1)  # counted right after the nack
     assert metrics.value("export_errors_total", kind="retry_later") == 1
     clock.now = t0 + 30
     wait_until(lambda: len(exporter.delivered) == 5)
@@ -236,6 +236,7 @@ def test_unauthorized_keeps_everything_and_says_so(outbox, run_worker, clock, ca
     with caplog.at_level(logging.ERROR, logger="collector.delivery.worker"):
         run_worker(exporter, metrics=metrics)
         wait_until(lambda: outbox.next_due_at() == t0 + 300)
+        wait_until(lambda: metrics.value("retried_batches_total") == 1)  # counted and logged after the nack
     assert outbox.depth() == 30 and outbox.dead_letters() == []
     assert metrics.value("export_errors_total", kind="unauthorized") == 1
     assert any("rejected the API key" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
@@ -267,7 +268,7 @@ def test_max_elapsed_time_gives_up_on_old_events_only(outbox, run_worker, clock)
     wait_until(lambda: outbox.dead_letter_count() == 1)
     assert outbox.dead_letters()[0]["uuid"] == event(1)["uuid"]
     assert "max_elapsed_time_s=50" in outbox.dead_letters()[0]["reason"]
-    assert metrics.value("dead_lettered_events_total", reason="expired") == 1
+    wait_until(lambda: metrics.value("dead_lettered_events_total", reason="expired") == 1)
     clock.now += 1
     wait_until(lambda: uuids(exporter.delivered) == uuids([event(2)]))
 
