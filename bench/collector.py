@@ -11,7 +11,7 @@ Phases: (1) throughput, closed loop with N connections; (2) ack latency at the t
 (50,000 spans/s, or 80% of the measured maximum if lower), open loop, latency counted from the
 scheduled send time; (3) delivery: the backlog left in the outbox drained to the fake PostHog.
 Reported: spans/s, spans per CPU-second of the collector, ack p50/p99, delivered events/s,
-peak RSS (VmHWM). With --profile, the collector runs under cProfile and the top functions print.
+peak RSS (VmHWM). With --py-spy PATH, every collector thread is sampled during phase 1.
 """
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--profile", action="store_true", help="run the collector under cProfile")
+    parser.add_argument("--py-spy", metavar="PATH", help="py-spy executable: sample all collector threads "
+                        "during the throughput phase and print where the time goes (pip install py-spy)")
     args = parser.parse_args()
     if os.cpu_count() < 2:
         sys.exit("needs 2 CPUs: one for the collector, one for the client and the fake PostHog")
@@ -243,8 +244,6 @@ def main() -> None:
     env = {**os.environ, "COLLECTOR_ENDPOINT": "127.0.0.1:0", "COLLECTOR_DATA_DIR": str(workdir / "data"),
            "POSTHOG_API_KEY": "phc_test", "POSTHOG_HOST": posthog_host}
     command = [sys.executable, "-m", "collector", "serve"]
-    if args.profile:
-        command = [sys.executable, "-m", "cProfile", "-o", str(workdir / "collector.prof"), "-m", "collector", "serve"]
     collector = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(workdir / "stderr", "w"),
                                  text=True, preexec_fn=pinned(COLLECTOR_CPU))
     try:
@@ -258,7 +257,15 @@ def main() -> None:
         results["request_bytes"] = client["ready"]
         cpu_before, delivered_before = proc_cpu_s(collector.pid), metric(url, "delivered_events_total")
         other_cpu_before = proc_cpu_s(fake.pid) + proc_cpu_s(client["process"].pid)
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen([args.py_spy, "record", "--pid", str(collector.pid), "--threads", "--rate", "200",
+                                    "--nonblocking", "--duration", str(int(args.duration_s)), "--format", "raw",
+                                    "--output", str(workdir / "py-spy.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         closed = go(client)
+        if spy is not None:
+            spy.wait(60)
         cpu_s = proc_cpu_s(collector.pid) - cpu_before
         other_cpu_s = proc_cpu_s(fake.pid) + closed["client_cpu_s"] - other_cpu_before
         spans = closed["ok_requests"] * SPANS_PER_REQUEST
@@ -310,10 +317,22 @@ def main() -> None:
         fake.terminate()
         fake.wait(10)
     print(json.dumps(results, indent=2))
-    if args.profile:
-        import pstats
+    if args.py_spy:
+        print_profile(workdir / "py-spy.txt")
 
-        pstats.Stats(str(workdir / "collector.prof")).sort_stats("tottime").print_stats(25)
+
+def print_profile(path: Path, top: int = 30) -> None:
+    """Inclusive share of busy samples per function (py-spy raw format: 'frame;frame;... count')."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        for frame in set(stack.split(";")[1:]):
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    print(f"collector profile: {total} busy samples (all threads), inclusive share")
+    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        print(f"{count / total:7.1%}  {frame}")
 
 
 if __name__ == "__main__":
