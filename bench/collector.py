@@ -12,6 +12,7 @@ Phases: (1) throughput, closed loop with N connections; (2) ack latency at the t
 scheduled send time; (3) delivery: the backlog left in the outbox drained to the fake PostHog.
 Reported: spans/s, spans per CPU-second of the collector, ack p50/p99, delivered events/s,
 peak RSS (VmHWM). With --py-spy PATH, every collector thread is sampled during phase 1.
+``--stages`` times each ingest stage in-process (gunzip, decode, map, scrub, outbox put).
 """
 
 from __future__ import annotations
@@ -225,13 +226,52 @@ def go(client: dict) -> dict:
     return result
 
 
+def stages(requests: int = 200) -> None:
+    """In-process cost of each ingest stage for one request (no HTTP, no delivery), in ms of CPU."""
+    sys.path.insert(0, str(ROOT))
+    from collector.delivery.outbox import Outbox
+    from collector.processors.mapping import map_traces
+    from collector.processors.scrub import ScrubProcessor
+    from collector.receivers.otlp_http import _SIGNALS, decode, gunzip
+
+    raw, marker = build_template(1)
+    rng = random.Random(7)
+    bodies = [gzip.compress(raw.replace(marker, rng.randbytes(8)), 1) for _ in range(requests)]
+    signal, scrub = _SIGNALS["/v1/traces"], ScrubProcessor()
+    outbox = Outbox(Path(tempfile.mkdtemp(prefix="collector-stages-")) / "outbox.db")
+    totals = dict.fromkeys(("gunzip", "decode", "map", "scrub", "outbox_put"), 0.0)
+    for body in bodies:
+        marks = [time.process_time()]
+        data = gunzip(body, 2**26)
+        marks.append(time.process_time())
+        request = decode(signal, data, is_json=False)
+        marks.append(time.process_time())
+        events = map_traces(request, raw_body=data).events
+        marks.append(time.process_time())
+        scrub.process(events)
+        marks.append(time.process_time())
+        outbox.put(events)
+        marks.append(time.process_time())
+        for name, start, end in zip(totals, marks, marks[1:]):
+            totals[name] += end - start
+    outbox.close()
+    per_request_ms = {name: round(total / requests * 1000, 3) for name, total in totals.items()}
+    total_ms = sum(per_request_ms.values())
+    print(json.dumps({"stages_ms_per_request": per_request_ms, "total_ms": round(total_ms, 3),
+                      "spans_per_cpu_s": round(SPANS_PER_REQUEST / total_ms * 1000)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy executable: sample all collector threads "
                         "during the throughput phase and print where the time goes (pip install py-spy)")
+    parser.add_argument("--stages", action="store_true", help="only time each ingest stage in-process")
     args = parser.parse_args()
+    if args.stages:
+        stages()
+        return
     if os.cpu_count() < 2:
         sys.exit("needs 2 CPUs: one for the collector, one for the client and the fake PostHog")
     os.sched_setaffinity(0, {CLIENT_CPU})

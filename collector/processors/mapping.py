@@ -37,7 +37,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 UUID_NAMESPACE = uuid.UUID("5f1c2b0e-7d3a-5c8e-9b4f-0a6d1e2c3b4a")
 """uuid5 namespace of span-derived events: ``uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event}")``."""
@@ -356,15 +356,15 @@ def _skip(buf: bytes, pos: int, wire_type: int) -> int:
 
 def _tag_candidates(raw_body: bytes) -> tuple[int, list[tuple[int, int, int]]]:
     """Walk the protobuf framing only (request → resource_spans → scope_spans → spans) and return the
-    span count and the (resource, scope, span) indexes of spans whose bytes contain the tag key."""
+    span count and, for each span whose bytes contain the tag key, (resource index, start, end)."""
     received = 0
     candidates = []
     find = raw_body.find
     for r, (r_start, r_end) in enumerate(_messages(raw_body, 0, len(raw_body), 1)):
         tagged_resource = find(OPERATION_TAG, r_start, r_end) >= 0
-        for s, (s_start, s_end) in enumerate(_messages(raw_body, r_start, r_end, 2)):
+        for s_start, s_end in _messages(raw_body, r_start, r_end, 2):
             # the hot loop, inlined: one iteration per span, one-byte keys and short lengths first
-            pos, k = s_start, 0
+            pos = s_start
             while pos < s_end:
                 key = raw_body[pos]
                 pos += 1
@@ -375,13 +375,17 @@ def _tag_candidates(raw_body: bytes) -> tuple[int, list[tuple[int, int, int]]]:
                     continue
                 length = raw_body[pos]
                 pos += 1
-                if length & 0x80:
-                    length, pos = _varint(raw_body, pos - 1)
+                if length & 0x80:  # spans are mostly 128 bytes to 16 KiB: a two-byte length
+                    second = raw_body[pos]
+                    if second & 0x80:
+                        length, pos = _varint(raw_body, pos - 1)
+                    else:
+                        length = (length & 0x7F) | (second << 7)
+                        pos += 1
                 if key >> 3 == 2:
                     received += 1
                     if tagged_resource and find(OPERATION_TAG, pos, pos + length) >= 0:
-                        candidates.append((r, s, k))
-                    k += 1
+                        candidates.append((r, pos, pos + length))
                 pos += length
             if pos != s_end:
                 raise ValueError("truncated field")
@@ -405,14 +409,14 @@ def map_traces(
         if candidates is not None:
             result = MappingResult(received=received)
             resources: dict[int, dict[str, Any]] = {}
-            for r, s, k in candidates:
-                resource_spans = request.resource_spans[r]
-                span = resource_spans.scope_spans[s].spans[k]
+            for r, start, end in candidates:
+                # a small message of its own: cheaper to build than a path into the whole request
+                span = Span.FromString(raw_body[start:end])
                 attributes = attributes_dict(span.attributes)
                 if semconv.OPERATION not in attributes:
                     continue  # the tag's bytes were a value, not the key
                 if r not in resources:
-                    resources[r] = _resource_properties(resource_spans.resource.attributes)
+                    resources[r] = _resource_properties(request.resource_spans[r].resource.attributes)
                 _map_one_span(result, span, attributes[semconv.OPERATION], resources[r], rules, attributes)
             result.ignored = result.received - len(result.events) - result.rejected
             return result

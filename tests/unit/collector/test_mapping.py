@@ -256,3 +256,30 @@ def test_non_string_operation_on_a_record_is_an_ordinary_event():
 def test_non_finite_doubles_become_strings():
     event = map_traces(traces(span({"phonoglyph.operation": "render", "a": float("nan"), "b": float("inf")}))).events[0]
     assert (event["properties"]["a"], event["properties"]["b"]) == ("nan", "inf")
+
+
+def test_fast_path_equals_the_full_scan_across_resources_scopes_and_sizes():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    index = 0
+    for resource_index in range(2):
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.attributes.extend(traces(resource={"service.name": f"svc-{resource_index}"})
+                                                  .resource_spans[0].resource.attributes)
+        for _ in range(2):
+            scope = resource_spans.scope_spans.add()
+            for size in (0, 200, 20_000, 3):  # one-, two- and three-byte lengths
+                index += 1
+                attrs = {"blob": "x" * size, "user.id": f"u{index}"}
+                if index % 3 == 0:
+                    attrs["phonoglyph.operation"] = "render"
+                elif index % 3 == 1:
+                    attrs["note"] = "phonoglyph.operation"  # the tag's bytes as a value: not tagged
+                scope.spans.append(span(attrs, span_id=index.to_bytes(8, "big")))
+    raw = request.SerializeToString()
+    fast = map_traces(request, raw_body=raw)
+    full = mapping._scan_traces(request, MappingRules())
+    assert (fast.received, fast.ignored, fast.rejected) == (full.received, full.ignored, full.rejected) == (16, 11, 0)
+    assert fast.events == full.events and len(fast.events) == 5
+    assert {event["properties"]["service.name"] for event in fast.events} == {"svc-0", "svc-1"}
