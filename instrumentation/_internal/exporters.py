@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -13,6 +14,10 @@ from instrumentation._internal.otlp_encoding import encode_spans_request
 
 _logger = logging.getLogger(__name__)
 
+ENCODE_CHUNK_SPANS = 64
+"""Spans encoded between two GIL releases: the request threads wait at most one chunk (~1-2 ms),
+not a whole batch, for the interpreter."""
+
 
 class OtlpHttpSpanExporter(OTLPSpanExporter):
     """``OTLPSpanExporter`` (same endpoint, headers, retries on 429/502/503/504 with Retry-After)
@@ -22,7 +27,13 @@ class OtlpHttpSpanExporter(OTLPSpanExporter):
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            payload = encode_spans_request(spans)
+            chunks = []
+            for start in range(0, len(spans), ENCODE_CHUNK_SPANS):
+                if start:
+                    time.sleep(0)  # release the GIL between chunks
+                chunks.append(encode_spans_request(spans[start : start + ENCODE_CHUNK_SPANS]))
+            # concatenated requests are one request: protobuf merges repeated fields
+            payload = b"".join(chunks)
         except Exception:  # noqa: BLE001 - one bad attribute must not kill the export thread
             _logger.exception("encoding %d spans failed", len(spans))
             return SpanExportResult.FAILURE

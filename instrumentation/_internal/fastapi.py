@@ -28,6 +28,10 @@ _SENTRY_TRACE = re.compile(r"^\s*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?\s*$")
 _SERVER_ERROR = Status(StatusCode.ERROR)
 DEFAULT_EXCLUDED_URLS = "/health,/healthz"
 
+REQUEST_ERROR_HANDLERS: list[Callable[[Exception, Scope], None]] = []
+"""Called with each exception that leaves an instrumented app, while its server span is still the
+current span (an error reporter registered here links its events to the request's trace)."""
+
 
 def _compile_excluded(excluded_urls: str | None) -> Callable[[str], Any] | None:
     """Comma-separated paths or regexes, matched against the whole request path."""
@@ -120,14 +124,19 @@ class ServerSpanMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         except BaseException as exc:
-            if span.is_recording():
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
-                span.set_attribute("error.type", type(exc).__qualname__)
+            with guarded():
+                if span.is_recording():
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+                    span.set_attribute("error.type", type(exc).__qualname__)
+                if isinstance(exc, Exception):
+                    for handler in REQUEST_ERROR_HANDLERS:
+                        handler(exc, scope)
             raise
         finally:
             try:
-                self._end(scope, span, status_code)
+                with guarded():
+                    self._end(scope, span, status_code)
             finally:
                 context.detach(token)
 

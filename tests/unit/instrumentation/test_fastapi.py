@@ -155,3 +155,21 @@ def test_the_instrumented_app_is_still_a_fastapi_app(captured: Captured) -> None
     assert isinstance(app, FastAPI)
     assert type(app).__name__ == "FastAPI"
     assert trace.get_tracer_provider() is not None
+
+
+async def test_request_error_handlers_run_inside_the_server_span(
+    client: httpx.AsyncClient, captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from instrumentation._internal import fastapi as fastapi_layer
+
+    seen: list[tuple[str, str, str]] = []
+
+    def handler(exc: Exception, scope: Mapping[str, Any]) -> None:
+        span_context = trace.get_current_span().get_span_context()
+        seen.append((type(exc).__name__, scope["path"], trace.format_trace_id(span_context.trace_id)))
+
+    monkeypatch.setattr(fastapi_layer, "REQUEST_ERROR_HANDLERS", [handler])
+    assert (await client.get("/fail")).status_code == 500
+    assert (await client.get("/items/1")).status_code == 200
+    [span] = [span for span in captured.spans() if span["name"] == "GET /fail"]
+    assert seen == [("Boom", "/fail", span["trace_id"])]

@@ -1,0 +1,321 @@
+"""How much does our instrumentation cost a FastAPI service? Side by side, in one run.
+
+    .venv/bin/python bench/overhead.py                 # 3 rounds x 3 s windows (about a minute)
+    .venv/bin/python bench/overhead.py --rounds 5 --window-s 5
+
+Three uvicorn servers (one process each, same app code) run at the same time:
+  bare   no OpenTelemetry at all
+  stock  SDK TracerProvider + BatchSpanProcessor + OTLP/HTTP exporter, FastAPIInstrumentor defaults
+  ours   instrumentation.configure() full pipeline (scrubbing, Sentry on with a DSN pointing at a
+         local recording sink, OTLP export to a local sink) + instrument_fastapi()
+  ours-nosentry  the same without SENTRY_DSN (shows what sentry-sdk itself costs)
+A sink process answers every OTLP and Sentry request with 200 and counts them. A keep-alive
+asyncio load generator on loopback drives, in interleaved rounds, each server's
+  trivial    GET /trivial: a small JSON response
+  realistic  GET /realistic: about 5 ms of numpy work plus a SQLite query
+and the script prints, per configuration, throughput relative to bare, p50/p99 latency relative to
+bare, and server CPU microseconds per request (utime+stime from /proc/<pid>/stat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ("bare", "stock", "ours", "ours-nosentry")
+ENDPOINTS = {"trivial": ("/trivial", 8), "realistic": ("/realistic", 2)}  # path, concurrent connections
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+
+# -- the server side (run as: overhead.py serve CONFIG PORT SINK_PORT) --------------------------
+
+
+def build_app(fft_repeats: int) -> Any:
+    import sqlite3
+
+    import numpy as np
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    database = sqlite3.connect(":memory:", check_same_thread=False)
+    database.execute("CREATE TABLE renders (id INTEGER PRIMARY KEY, project TEXT, seconds REAL)")
+    database.executemany(
+        "INSERT INTO renders (project, seconds) VALUES (?, ?)", [(f"p_{i % 50}", i * 0.1) for i in range(5000)]
+    )
+    database_lock = threading.Lock()
+    signal = _signal()
+
+    @app.get("/trivial")
+    async def trivial() -> dict[str, Any]:
+        return {"status": "ok", "items": [1, 2, 3]}
+
+    @app.get("/realistic")
+    def realistic() -> dict[str, Any]:
+        energy = 0.0
+        for _ in range(fft_repeats):
+            energy += float(np.abs(np.fft.rfft(signal)).sum())
+        with database_lock:
+            (count, total) = database.execute(
+                "SELECT COUNT(*), SUM(seconds) FROM renders WHERE project = ?", ("p_7",)
+            ).fetchone()
+        return {"energy": energy, "renders": count, "seconds": total}
+
+    return app
+
+
+def _signal() -> Any:
+    import numpy as np
+
+    return np.random.default_rng(7).standard_normal(1 << 16)
+
+
+def calibrate_fft_repeats(target_s: float = 0.005) -> int:
+    """How many FFTs make ``target_s`` of work here; measured once, used by every server."""
+    import numpy as np
+
+    signal = _signal()
+    started = time.perf_counter()
+    for _ in range(20):
+        np.abs(np.fft.rfft(signal)).sum()
+    per_call_s = (time.perf_counter() - started) / 20
+    return max(1, round(target_s / per_call_s))
+
+
+def serve(config: str, port: int, sink_port: int, fft_repeats: int) -> None:
+    import uvicorn
+
+    app = build_app(fft_repeats)
+    sink = f"http://127.0.0.1:{sink_port}"
+    if config == "stock":
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create({"service.name": "bench-stock"}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces")))
+        trace.set_tracer_provider(provider)
+        FastAPIInstrumentor.instrument_app(app)
+    elif config in ("ours", "ours-nosentry"):
+        sys.path.insert(0, str(ROOT))
+        from instrumentation import configure, instrument_fastapi
+
+        dsn = f"http://public@127.0.0.1:{sink_port}/1" if config == "ours" else None
+        configure(service_name="bench-ours", otlp_endpoint=sink, sentry_dsn=dsn)
+        instrument_fastapi(app)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- the sink (run as: overhead.py sink PORT) ------------------------------------------------------
+
+
+def run_sink(port: int) -> None:
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with lock:
+                counts[self.path] = counts.get(self.path, 0) + 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            with lock:
+                body = json.dumps(counts).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+# -- the load generator ---------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    requests: int = 0
+    errors: int = 0
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+async def _client(port: int, path: str, deadline: float, window: Window) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    latencies = window.latencies_s
+    try:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = _CONTENT_LENGTH.search(head)
+            await reader.readexactly(int(match.group(1)) if match else 0)
+            latencies.append(time.perf_counter() - started)
+            if not head.startswith(b"HTTP/1.1 200"):
+                window.errors += 1
+    finally:
+        writer.close()
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S  # utime, stime
+
+
+def measure(pid: int, port: int, path: str, connections: int, window_s: float) -> Window:
+    window = Window()
+    cpu_before = _cpu_s(pid)
+    started = time.perf_counter()
+
+    async def drive() -> None:
+        deadline = time.perf_counter() + window_s
+        await asyncio.gather(*(_client(port, path, deadline, window) for _ in range(connections)))
+
+    asyncio.run(drive())
+    window.elapsed_s = time.perf_counter() - started
+    window.cpu_s = _cpu_s(pid) - cpu_before
+    window.requests = len(window.latencies_s)
+    return window
+
+
+# -- orchestration --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window-s", type=float, default=3.0)
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    args = parser.parse_args()
+    configs = args.configs.split(",")
+
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("SENTRY_DSN", "OTEL_EXPORTER_OTLP_ENDPOINT", "PHONOGLYPH_INSTRUMENTATION_STRICT"):
+        environment.pop(name, None)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        sink_port = _free_port()
+        processes.append(subprocess.Popen([sys.executable, __file__, "sink", str(sink_port)], env=environment))
+        _wait_for_port(sink_port)
+        fft_repeats = calibrate_fft_repeats()
+        print(f"realistic endpoint: {fft_repeats} FFTs of 65536 samples (about 5 ms here) + a SQLite query")
+        servers: dict[str, tuple[int, int]] = {}
+        for config in configs:
+            port = _free_port()
+            process = subprocess.Popen(
+                [sys.executable, __file__, "serve", config, str(port), str(sink_port), str(fft_repeats)],
+                env=environment,
+            )
+            processes.append(process)
+            _wait_for_port(port)
+            servers[config] = (process.pid, port)
+
+        for config, (pid, port) in servers.items():
+            for path, connections in ENDPOINTS.values():
+                measure(pid, port, path, connections, args.warmup_s)
+
+        results: dict[tuple[str, str], list[Window]] = {(c, e): [] for c in configs for e in ENDPOINTS}
+        for round_index in range(args.rounds):
+            order = configs[round_index % len(configs) :] + configs[: round_index % len(configs)]
+            for endpoint, (path, connections) in ENDPOINTS.items():
+                for config in order:
+                    pid, port = servers[config]
+                    results[(config, endpoint)].append(measure(pid, port, path, connections, args.window_s))
+        _report(configs, results, sink_port)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _report(configs: list[str], results: dict[tuple[str, str], list[Window]], sink_port: int) -> None:
+    import urllib.request
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; windows per cell: "
+          f"{len(next(iter(results.values())))}")
+    for endpoint, (path, connections) in ENDPOINTS.items():
+        print(f"\n{endpoint} (GET {path}, {connections} keep-alive connections)")
+        print(f"{'config':<8} {'req/s':>8} {'ratio':>6} {'p50 ms':>8} {'p50 x':>6} {'p99 ms':>8} {'p99 x':>6} "
+              f"{'CPU us/req':>10} {'errors':>6}")
+        base: dict[str, float] = {}
+        for config in configs:
+            windows = results[(config, endpoint)]
+            requests = sum(w.requests for w in windows)
+            throughput = requests / sum(w.elapsed_s for w in windows)
+            latencies = [value for w in windows for value in w.latencies_s]
+            p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
+            cpu_us = sum(w.cpu_s for w in windows) / requests * 1e6
+            if config == configs[0]:
+                base = {"throughput": throughput, "p50": p50, "p99": p99}
+            print(
+                f"{config:<8} {throughput:>8.0f} {throughput / base['throughput']:>6.2f} {p50 * 1e3:>8.2f} "
+                f"{p50 / base['p50']:>6.2f} {p99 * 1e3:>8.2f} {p99 / base['p99']:>6.2f} {cpu_us:>10.0f} "
+                f"{sum(w.errors for w in windows):>6}"
+            )
+    with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/") as response:
+        print(f"\nsink received (requests by path): {json.loads(response.read())}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "sink":
+        run_sink(int(sys.argv[2]))
+    else:
+        main()

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from instrumentation._internal import exporters
+from instrumentation._internal.exporters import OtlpHttpSpanExporter
+from tests.fakes.otlp import OtlpCapture, otlp_capture_server
+
+
+@pytest.fixture
+def otlp() -> Iterator[tuple[str, OtlpCapture]]:
+    with otlp_capture_server() as server:
+        yield server
+
+
+def _finished_spans(count: int) -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    for index in range(count):
+        with tracer.start_as_current_span(f"span {index}", attributes={"index": index}):
+            pass
+    return list(memory.get_finished_spans())
+
+
+def test_a_batch_larger_than_one_encoding_chunk_arrives_whole_in_one_request(
+    otlp: tuple[str, OtlpCapture], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, capture = otlp
+    monkeypatch.setattr(exporters, "ENCODE_CHUNK_SPANS", 4)
+    exporter = OtlpHttpSpanExporter(endpoint=f"{endpoint}/v1/traces")
+    assert exporter.export(_finished_spans(10)) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    data = capture.snapshot()
+    assert len(data["requests"]) == 1
+    assert sorted(span["attributes"]["index"] for span in data["spans"]) == list(range(10))
+
+
+def test_a_rejected_export_is_a_failure(otlp: tuple[str, OtlpCapture]) -> None:
+    endpoint, _ = otlp
+    exporter = OtlpHttpSpanExporter(endpoint=f"{endpoint}/v1/unknown", timeout=2)
+    assert exporter.export(_finished_spans(1)) is SpanExportResult.FAILURE
+    exporter.shutdown()
