@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -36,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="phonoglyph-collector", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="phonoglyph-collector",
+        description="Serve (OTLP/HTTP in, PostHog events out) and read what the collector holds.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="receive OTLP/HTTP and deliver PostHog events")
@@ -83,10 +87,11 @@ def _serve(config: CollectorConfig, args) -> int:
         return EXIT_CONFIG
     try:
         app = build_app(config)
-    except (OutboxError, OSError) as exc:
+    except (OutboxError, OSError, sqlite3.Error) as exc:
         listener.close()
-        print(f"phonoglyph-collector: COLLECTOR_DATA_DIR: cannot open {config.data_dir}: {exc}", file=sys.stderr)
-        return 1
+        print(f"phonoglyph-collector: configuration error: COLLECTOR_DATA_DIR: cannot use {str(config.data_dir)!r}: "
+              f"{exc}", file=sys.stderr)
+        return EXIT_CONFIG
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     server = _DrainingServer(

@@ -45,6 +45,17 @@ def test_a_port_in_use_is_a_configuration_error(tmp_path):
     assert "COLLECTOR_ENDPOINT: cannot listen on" in result.stderr
 
 
+def test_an_unusable_data_dir_is_a_configuration_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    process = CollectorProcess(tmp_path, env={"COLLECTOR_DATA_DIR": str(blocker / "data")})
+    result = subprocess.run([sys.executable, "-m", "collector", "serve"], env=process.env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("phonoglyph-collector: configuration error: COLLECTOR_DATA_DIR: cannot use")
+    assert result.stderr.count("\n") == 1
+
+
 def _send(collector, count: int) -> list[str]:
     event_ids = [str(uuid.uuid4()) for _ in range(count)]
     body = logs(*(record("file_uploaded", {"phonoglyph.event.id": event_id, "user.id": "u1"})
