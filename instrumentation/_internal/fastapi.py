@@ -135,8 +135,9 @@ class ServerSpanMiddleware:
             raise
         finally:
             try:
-                with guarded():
-                    self._end(scope, span, status_code)
+                self._end(scope, span, status_code)
+            except Exception as exc:  # noqa: BLE001 - the response is already on its way
+                report(exc)
             finally:
                 context.detach(token)
 

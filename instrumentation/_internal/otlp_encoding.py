@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind
 
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
@@ -110,21 +110,50 @@ def _flags(parent: SpanContext | None) -> int:
     return _HAS_IS_REMOTE | _IS_REMOTE if parent is not None and parent.is_remote else _HAS_IS_REMOTE
 
 
+_TRACE_ID_FIELD = _TAG[1][2] + b"\x10"
+_SPAN_ID_FIELD = _TAG[2][2] + b"\x08"
+_PARENT_SPAN_ID_FIELD = _TAG[4][2] + b"\x08"
+_KIND_FIELDS = {kind: _TAG[6][0] + _varint(kind.value + 1) for kind in SpanKind}
+_TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano (7), end_time_unix_nano (8): fixed64 each
+_START_TAG, _END_TAG = _TAG[7][1][0], _TAG[8][1][0]
+_STATUS_UNSET = _TAG[15][2] + b"\x00"
+_FLAGS_LOCAL = _TAG[16][5] + _FIXED32.pack(_HAS_IS_REMOTE)
+_FLAGS_REMOTE = _TAG[16][5] + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+_NAME_CACHE: dict[str, bytes] = {}
+
+
+def _name_field(name: str) -> bytes:
+    encoded = _NAME_CACHE.get(name)
+    if encoded is None:
+        encoded = _delimited(_TAG[5][2], name.encode("utf-8"))
+        if len(_NAME_CACHE) < _MAX_CACHED_KEYS:
+            _NAME_CACHE[name] = encoded
+    return encoded
+
+
+def _status_field(status: Any) -> bytes:
+    if status.description is None and not status.status_code.value:
+        return _STATUS_UNSET
+    status_bytes = b""
+    if status.description:
+        status_bytes += _delimited(_TAG[2][2], status.description.encode("utf-8"))
+    if status.status_code.value:
+        status_bytes += _TAG[3][0] + _varint(status.status_code.value)
+    return _delimited(_TAG[15][2], status_bytes)
+
+
 def _span(span: ReadableSpan) -> bytes:
     context = span.context
-    parts = [
-        _TAG[1][2] + b"\x10" + context.trace_id.to_bytes(16, "big"),
-        _TAG[2][2] + b"\x08" + context.span_id.to_bytes(8, "big"),
-    ]
+    parts = [_TRACE_ID_FIELD, context.trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, context.span_id.to_bytes(8, "big")]
     if context.trace_state:
         parts.append(_delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in context.trace_state.items()).encode()))
     parent = span.parent
     if parent is not None:
-        parts.append(_TAG[4][2] + b"\x08" + parent.span_id.to_bytes(8, "big"))
-    parts.append(_delimited(_TAG[5][2], span.name.encode("utf-8")))
-    parts.append(_TAG[6][0] + _varint(span.kind.value + 1))
-    parts.append(_TAG[7][1] + _FIXED64.pack(span.start_time or 0))
-    parts.append(_TAG[8][1] + _FIXED64.pack(span.end_time or 0))
+        parts.append(_PARENT_SPAN_ID_FIELD)
+        parts.append(parent.span_id.to_bytes(8, "big"))
+    parts.append(_name_field(span.name))
+    parts.append(_KIND_FIELDS[span.kind])
+    parts.append(_TIMES.pack(_START_TAG, span.start_time or 0, _END_TAG, span.end_time or 0))
     parts.append(_attributes(span.attributes, _TAG[9][2]))
     if span.dropped_attributes:
         parts.append(_TAG[10][0] + _varint(span.dropped_attributes))
@@ -138,11 +167,9 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(_TAG[12][0] + _varint(span.dropped_events))
     for link in span.links:
         link_bytes = (
-            _TAG[1][2]
-            + b"\x10"
+            _TRACE_ID_FIELD
             + link.context.trace_id.to_bytes(16, "big")
-            + _TAG[2][2]
-            + b"\x08"
+            + _SPAN_ID_FIELD
             + link.context.span_id.to_bytes(8, "big")
             + _attributes(link.attributes, _TAG[4][2])
         )
@@ -152,14 +179,8 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(_delimited(_TAG[13][2], link_bytes))
     if span.dropped_links:
         parts.append(_TAG[14][0] + _varint(span.dropped_links))
-    status = span.status
-    status_bytes = b""
-    if status.description:
-        status_bytes += _delimited(_TAG[2][2], status.description.encode("utf-8"))
-    if status.status_code.value:
-        status_bytes += _TAG[3][0] + _varint(status.status_code.value)
-    parts.append(_delimited(_TAG[15][2], status_bytes))
-    parts.append(_TAG[16][5] + _FIXED32.pack(_flags(parent)))
+    parts.append(_status_field(span.status))
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
 
