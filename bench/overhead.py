@@ -15,6 +15,11 @@ asyncio load generator on loopback drives, in interleaved rounds, each server's
   realistic  GET /realistic: about 5 ms of numpy work plus a SQLite query
 and the script prints, per configuration, throughput relative to bare, p50/p99 latency relative to
 bare, and server CPU microseconds per request (utime+stime from /proc/<pid>/stat).
+
+    .venv/bin/python bench/overhead.py --breakdown
+
+Where the time goes: each layer alone, in a fresh process, calling the ASGI app directly (no
+server, no sockets), CPU microseconds per GET /trivial including the export threads.
 """
 
 from __future__ import annotations
@@ -120,6 +125,94 @@ def serve(config: str, port: int, sink_port: int, fft_repeats: int) -> None:
         configure(service_name="bench-ours", otlp_endpoint=sink, sentry_dsn=dsn)
         instrument_fastapi(app)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- the breakdown (run as: overhead.py layer NAME SINK_PORT) -----------------------------------
+
+LAYERS = {
+    "bare": "FastAPI, nothing else",
+    "server-span": "instrument_fastapi + SDK TracerProvider without processors (request thread only)",
+    "ours-nosentry": "configure() without Sentry + instrument_fastapi (span, identity, scrub, encode, export)",
+    "sentry-default": "sentry_sdk.init(dsn) alone, default integrations (Starlette/FastAPI auto-enabled)",
+    "sentry-no-starlette": "sentry_sdk.init(dsn) alone, Starlette/FastAPI integrations disabled",
+    "ours": "configure() with Sentry (as shipped) + instrument_fastapi",
+}
+
+
+def run_layer(layer: str, sink_port: int, requests: int = 4000) -> None:
+    app = build_app(1)
+    sink = f"http://127.0.0.1:{sink_port}"
+    dsn = f"http://public@127.0.0.1:{sink_port}/1"
+    if layer == "server-span":
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        sys.path.insert(0, str(ROOT))
+        from instrumentation import instrument_fastapi
+        from instrumentation._internal import pipeline
+
+        trace.set_tracer_provider(TracerProvider())
+        pipeline.CURRENT[0] = pipeline.Pipeline()
+        instrument_fastapi(app)
+    elif layer in ("ours", "ours-nosentry"):
+        sys.path.insert(0, str(ROOT))
+        from instrumentation import configure, instrument_fastapi
+
+        configure(service_name="bench-layer", otlp_endpoint=sink, sentry_dsn=dsn if layer == "ours" else None)
+        instrument_fastapi(app)
+    elif layer.startswith("sentry-"):
+        import sentry_sdk
+        from sentry_sdk.integrations.fastapi import FastApiIntegration
+        from sentry_sdk.integrations.starlette import StarletteIntegration
+
+        disabled = [StarletteIntegration(), FastApiIntegration()] if layer == "sentry-no-starlette" else []
+        sentry_sdk.init(dsn=dsn, disabled_integrations=disabled)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/trivial", "raw_path": b"/trivial", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000")], "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def drive(count: int) -> None:
+        for _ in range(count):
+            await app(dict(scope), receive, send)
+
+    asyncio.run(drive(300))
+    started = time.process_time()
+    asyncio.run(drive(requests))
+    print(f"{(time.process_time() - started) / requests * 1e6:.0f}")
+
+
+def breakdown() -> None:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("SENTRY_DSN", "OTEL_EXPORTER_OTLP_ENDPOINT", "PHONOGLYPH_INSTRUMENTATION_STRICT"):
+        environment.pop(name, None)
+    sink_port = _free_port()
+    sink = subprocess.Popen([sys.executable, __file__, "sink", str(sink_port)], env=environment)
+    try:
+        _wait_for_port(sink_port)
+        results: dict[str, list[float]] = {layer: [] for layer in LAYERS}
+        for _ in range(3):
+            for layer in LAYERS:
+                output = subprocess.run(
+                    [sys.executable, __file__, "layer", layer, str(sink_port)],
+                    env=environment, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                results[layer].append(float(output.stdout.strip().splitlines()[-1]))
+        bare = min(results["bare"])
+        print("CPU us per GET /trivial, in process (best of 3); + over bare")
+        for layer, description in LAYERS.items():
+            best = min(results[layer])
+            print(f"{layer:<20} {best:>6.0f} {best - bare:>+6.0f}  {description}")
+    finally:
+        sink.terminate()
+        sink.wait(10)
 
 
 # -- the sink (run as: overhead.py sink PORT) ------------------------------------------------------
@@ -238,7 +331,11 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=3.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--breakdown", action="store_true", help="where the time goes, layer by layer")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown()
+        return
     configs = args.configs.split(",")
 
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -315,6 +412,8 @@ def _report(configs: list[str], results: dict[tuple[str, str], list[Window]], si
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "layer":
+        run_layer(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "sink":
         run_sink(int(sys.argv[2]))
     else:

@@ -107,3 +107,20 @@ def test_after_fork_the_child_has_its_own_worker_and_an_empty_queue() -> None:
     queue.shutdown(1)
     assert child_batches == "[[1, 2]]"
     assert export.batches == [[100]]
+
+
+def test_exports_run_with_instrumentation_suppressed() -> None:
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    seen: list[bool] = []
+
+    def export(batch: Sequence[int]) -> bool:
+        seen.append(is_instrumentation_enabled())
+        return True
+
+    queue: ExportQueue[int] = ExportQueue(export, QueueConfig(schedule_delay_s=60), signal="test")
+    queue.put(1)
+    queue.force_flush()
+    queue.shutdown(1)
+    assert seen == [False]
+    assert is_instrumentation_enabled()
