@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import random
+import signal
 import subprocess
 import sys
 import time
@@ -335,3 +335,45 @@ def test_sigterm_flushes_the_api(tmp_path):
             stack.shutdown()
         signed_up = [event for event in posthog.events if event["event"] == "user_signed_up"]
         assert [event["distinct_id"] for event in signed_up] == [response.json()["user_id"]], codes
+
+
+def test_make_up_runs_until_sigterm_then_flushes_and_leaves_nothing(tmp_path):
+    """`make up`: running until SIGTERM (or Ctrl-C); what the api did just before is delivered."""
+    root = tmp_path / "stack"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "services.stack", "--root", str(root), "up"],
+        cwd=ROOT,
+        env=isolated_environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line or len(lines) > 50:
+                break
+        api_url = next(line.split()[1] for line in lines if line.strip().startswith("api "))
+        response = httpx.post(f"{api_url}/auth/signup", json={"email": "up@example.com"}, timeout=10)
+        assert response.status_code == 201
+        up.send_signal(signal.SIGTERM)
+        output = "".join(lines) + up.communicate(timeout=60)[0]
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, output
+    assert "Stopped." in output
+    assert processes_mentioning(str(root)) == []
+    stored = subprocess.run(
+        [sys.executable, "-m", "collector", "events", "--json"],
+        env={**isolated_environ(), "COLLECTOR_DATA_DIR": str(root / "collector")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    events = [json.loads(line) for line in stored.stdout.splitlines() if line.strip()]
+    assert [event["distinct_id"] for event in events if event["event"] == "user_signed_up"] == [
+        response.json()["user_id"]
+    ]
