@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from services.audio import spectrum
+from services.audio import STEM_NAMES, spectrum
 from services.audio.wav import Audio
 
 HARMONIC_KERNEL_FRAMES = 17
 PERCUSSIVE_KERNEL_BINS = 17
-STEM_NAMES = ("harmonic", "percussive")
+__all__ = ["STEM_NAMES", "separate"]
 
 
 def separate(audio: Audio) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ from services.api.dependencies import DbDep, PrincipalDep
 from services.api.errors import api_error
 from services.api.queueing import enqueue
 from services.api.routes.files import owned_file
-from services.audio.separation import STEM_NAMES
+from services.audio import STEM_NAMES
 from services.store import jobs
 from services.store.database import Database, NotFoundError
 

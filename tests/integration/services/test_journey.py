@@ -46,8 +46,11 @@ def _stop(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
     return process.returncode
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[str, OtlpCapture, dict[str, subprocess.Popen[bytes]]]]:
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, OtlpCapture]]:
+    """api and worker as subprocesses (shared by this module's tests); on teardown both must stop
+    cleanly on SIGTERM (exit 0: they flush their telemetry)."""
+    tmp_path = tmp_path_factory.mktemp("stack")
     with otlp_capture_server() as (endpoint, capture):
         env = {
             **os.environ,
@@ -79,7 +82,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[str, OtlpCapture, dict[str, subproce
                     pass
                 assert time.monotonic() < deadline_s, "the api did not become healthy"
                 time.sleep(0.05)
-            yield base_url, capture, processes
+            yield base_url, capture
         finally:
             codes = {name: _stop(process) for name, process in processes.items()}
             logs = {name: (tmp_path / f"{name}.log").read_text() for name in processes}
@@ -97,8 +100,9 @@ def _wait_for_job(client: httpx.Client, path: str, headers: dict[str, str]) -> d
 
 def _posthog_like(capture: OtlpCapture) -> list[tuple[int, str, dict[str, Any], str, str]]:
     """(time, event, attributes, trace id, service) as the collector would derive them: every
-    event record, and X_completed / X_failed for each span tagged phonoglyph.operation."""
-    snapshot = capture.snapshot()
+    event record, and X_completed / X_failed for each span tagged phonoglyph.operation.
+    Reads the capture's lists directly: callable inside ``capture.wait_for`` (which holds its lock)."""
+    snapshot = {"log_records": list(capture.log_records), "spans": list(capture.spans)}
     derived = [
         (record["time_ns"], record["event_name"], record["attributes"], record["trace_id"],
          record["resource"]["service.name"])
@@ -129,8 +133,8 @@ EXPECTED_EVENTS = [
 ]
 
 
-def test_a_user_journey_across_api_and_worker(stack: tuple[str, OtlpCapture, dict[str, subprocess.Popen[bytes]]]) -> None:
-    base_url, capture, processes = stack
+def test_a_user_journey_across_api_and_worker(stack: tuple[str, OtlpCapture]) -> None:
+    base_url, capture = stack
     with httpx.Client(base_url=base_url, timeout=10.0) as client:
         guest = client.post("/auth/guest").json()
         headers = {"X-Guest-Session": guest["guest_token"]}
@@ -158,17 +162,26 @@ def test_a_user_journey_across_api_and_worker(stack: tuple[str, OtlpCapture, dic
         assert credited.json()["status"] == "credited"
     assert guest["user_id"] == member["user_id"] and guest["session_id"] == member["session_id"]
 
-    for name in ("api", "worker"):  # a clean stop flushes every queued span and event record
-        assert _stop(processes[name]) == 0
+    def mine(capture: OtlpCapture) -> list[tuple[int, str, dict[str, Any], str, str]]:
+        return [event for event in _posthog_like(capture) if event[2].get(semconv.USER_ID) == member["user_id"]]
+
+    assert capture.wait_for(lambda capture: len(mine(capture)) >= len(EXPECTED_EVENTS), timeout_s=20)
     assert capture.snapshot()["errors"] == []
-    events = _posthog_like(capture)
+    events, all_events = mine(capture), _posthog_like(capture)
     assert [(event, service) for _t, event, _a, _trace, service in events] == EXPECTED_EVENTS
 
-    # one person, one session, in both processes
+    # one person, one session, in both processes: every record of this journey's traces carries them
+    journey_traces = {trace_id for _t, _e, _a, trace_id, _s in events}
+    everything = [event for event in all_events if event[3] in journey_traces]
+    assert len(everything) == len(EXPECTED_EVENTS)
     assert {attributes[semconv.USER_ID] for _t, _e, attributes, _trace, _s in events} == {member["user_id"]}
     assert {attributes[semconv.SESSION_ID] for _t, _e, attributes, _trace, _s in events} == {member["session_id"]}
 
     # one trace per request; the worker's operation is a child of the request that queued it
+    def server_span_traces(capture: OtlpCapture) -> set[str]:
+        return {span["trace_id"] for span in capture.spans if span["kind"] == "SERVER"}
+
+    assert capture.wait_for(lambda capture: journey_traces <= server_span_traces(capture), timeout_s=20)
     server_spans = [span for span in capture.snapshot()["spans"] if span["kind"] == "SERVER"]
     traces = [span["trace_id"] for span in server_spans]
     assert len(traces) == len(set(traces))
@@ -177,9 +190,45 @@ def test_a_user_journey_across_api_and_worker(stack: tuple[str, OtlpCapture, dic
     request_of_trace = {span["trace_id"]: span for span in server_spans}
     for _t, event, attributes, trace_id, service in events:
         assert trace_id in request_of_trace, (event, service)
-    worker_spans = [span for span in capture.snapshot()["spans"] if span["resource"]["service.name"] == "phonoglyph-worker"]
+    worker_spans = [
+        span for span in capture.snapshot()["spans"]
+        if span["resource"]["service.name"] == "phonoglyph-worker" and span["trace_id"] in journey_traces
+    ]
     assert sorted(span["attributes"][semconv.OPERATION] for span in worker_spans) == sorted(queued)
     for span in worker_spans:
         request = request_of_trace[span["trace_id"]]
         assert request["attributes"]["url.path"] == queued[span["attributes"][semconv.OPERATION]]
         assert span["parent_span_id"] == request["span_id"]
+
+
+def test_the_journeys_cli_drives_the_stack(stack: tuple[str, OtlpCapture]) -> None:
+    base_url, capture = stack
+    users = 6
+    run = subprocess.run(
+        [sys.executable, "-m", "services.journeys", "--base-url", base_url, "--users", str(users), "--seed", "4",
+         "--deadline-s", "60"],
+        cwd=REPO_ROOT, env={**os.environ, "PHONOGLYPH_BILLING_SECRET": BILLING_SECRET},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[:users]] == [["user", str(index)] for index in range(users)]
+    summary = dict(item.split("=") for item in lines[-1].removeprefix("summary: ").split(", "))
+    assert summary["problems"] == "0"
+    assert int(summary["uploads.accepted"]) == users
+    assert int(summary["stems.completed"]) == int(summary["analysis.completed"]) == users
+    assert int(summary["render.completed"]) == int(summary["renders.started"])
+
+    user_ids = {line.split()[2] for line in lines[:users]}
+
+    def names(capture: OtlpCapture) -> list[str]:
+        return [r["event_name"] for r in capture.log_records if r["attributes"].get(semconv.USER_ID) in user_ids]
+
+    assert capture.wait_for(lambda capture: names(capture).count("file_uploaded") >= users, timeout_s=20)
+    assert capture.wait_for(
+        lambda capture: names(capture).count("credits_purchased") >= int(summary.get("purchases", 0)), timeout_s=20
+    )
+    names = names(capture)
+    assert names.count("file_uploaded") == users
+    assert names.count("user_signed_up") == int(summary["signups"])
+    assert names.count("credits_purchased") == int(summary.get("purchases", 0))
