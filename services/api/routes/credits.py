@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
-from instrumentation import identify, semconv, track
+from instrumentation import identify, track
 from services.api.dependencies import DbDep, PrincipalDep, SettingsDep
 from services.api.errors import api_error
 from services.billing import SIGNATURE_HEADER, verify
