@@ -40,6 +40,40 @@ class _RateLimitedLog:
 
 _LOG = _RateLimitedLog(LOG_INTERVAL_S)
 
+EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.sdk.metrics._internal.export",
+    "instrumentation._internal.batching",
+)
+"""Loggers of the export path: an unreachable collector must not log a line per batch."""
+
+
+class RateLimitedLogFilter(logging.Filter):
+    """Lets one record per logger through per ``interval_s``; counts the ones it holds back."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._next_record_at: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self._next_record_at.get(record.name, 0.0):
+            STATS.increment("log_lines_suppressed")
+            return False
+        self._next_record_at[record.name] = now + self._interval_s
+        return True
+
+
+def rate_limit_export_logs(interval_s: float = LOG_INTERVAL_S) -> None:
+    """Install the rate limit on the export path's loggers (once)."""
+    for name in EXPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RateLimitedLogFilter) for existing in logger.filters):
+            logger.addFilter(RateLimitedLogFilter(interval_s))
+
 
 def strict() -> bool:
     """Under tests (``PHONOGLYPH_INSTRUMENTATION_STRICT=1``) instrumentation errors surface."""

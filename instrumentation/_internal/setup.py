@@ -26,7 +26,7 @@ from instrumentation._internal import pipeline
 from instrumentation._internal.batching import QueueingLogRecordProcessor, QueueingSpanProcessor
 from instrumentation._internal.config import Settings, resolve
 from instrumentation._internal.exporters import OtlpHttpSpanExporter
-from instrumentation._internal.guard import guarded
+from instrumentation._internal.guard import guarded, rate_limit_export_logs
 from instrumentation._internal.identity import IdentitySpanProcessor
 from instrumentation._internal.sentry import setup_sentry, shutdown_sentry
 from instrumentation._internal.scrubbing import (
@@ -93,6 +93,7 @@ def install(settings: Settings, scrubbing: ScrubbingConfig | None, exporters: Ex
     with _LOCK:
         if INSTALLED:
             return None
+        rate_limit_export_logs()
         scrubber = Scrubber(scrubbing or ScrubbingConfig.from_env())
         resource = _resource(settings)
 

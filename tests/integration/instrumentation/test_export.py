@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
 
 from instrumentation import configure, operation, semconv, shutdown, track
+from instrumentation._internal.setup import force_flush
 from instrumentation.testing import pipeline_stats
 from tests.fakes.otlp import OtlpCapture
 
@@ -53,8 +55,8 @@ def test_a_503_with_retry_after_is_retried_and_nothing_is_lost(
     assert pipeline_stats() == {}
 
 
-def test_an_unreachable_collector_changes_nothing_for_the_app_but_counters(
-    fresh_otel: None, monkeypatch: pytest.MonkeyPatch
+def test_an_unreachable_collector_changes_nothing_for_the_app_but_counters_and_a_rate_limited_log(
+    fresh_otel: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -62,9 +64,15 @@ def test_an_unreachable_collector_changes_nothing_for_the_app_but_counters(
     monkeypatch.setenv("OTEL_BSP_EXPORT_TIMEOUT", "300")
     monkeypatch.setenv("OTEL_BLRP_EXPORT_TIMEOUT", "300")
     configure(service_name="api", otlp_endpoint=f"http://127.0.0.1:{closed_port}")
-    with operation("render"):
-        track("project_created")
-    shutdown()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            with operation("render"):
+                track("project_created")
+            force_flush()
+        shutdown()
     stats = pipeline_stats()
-    assert stats["spans_export_failures"] >= 1 and stats["spans_lost"] == 1
-    assert stats["event_records_export_failures"] >= 1 and stats["event_records_lost"] == 2
+    assert stats["spans_export_failures"] == 3 and stats["spans_lost"] == 3
+    assert stats["event_records_export_failures"] == 3 and stats["event_records_lost"] == 6
+    assert stats["log_lines_suppressed"] >= 4
+    span_export_lines = [r for r in caplog.records if r.name.endswith("trace_exporter")]
+    assert len(span_export_lines) == 1
