@@ -238,10 +238,11 @@ class OtlpHttpReceiver:
         elif path == "/healthz":
             response = _Response(200, b"ok\n", "text/plain")
         elif path == "/readyz":
-            ready = await asyncio.get_running_loop().run_in_executor(self._executor, self._ready)
+            # probes run on the loop's default executor, never queued behind ingest work
+            ready = await asyncio.get_running_loop().run_in_executor(None, self._ready)
             response = _Response(200, b"ready\n", "text/plain") if ready else _Response(503, b"not ready\n", "text/plain")
         elif path == "/metrics":
-            text = await asyncio.get_running_loop().run_in_executor(self._executor, self._render_metrics)
+            text = await asyncio.get_running_loop().run_in_executor(None, self._render_metrics)
             response = _Response(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         else:
             response = _Response(404, b"not found\n", "text/plain")
