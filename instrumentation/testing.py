@@ -30,6 +30,7 @@ from opentelemetry.util._once import Once
 
 from instrumentation._internal import pipeline, setup
 from instrumentation._internal.config import resolve
+from instrumentation._internal.guard import reset_rate_limits
 from instrumentation._internal.scrubbing import ScrubbingConfig
 from instrumentation._internal.stats import STATS
 
@@ -51,6 +52,7 @@ def reset_otel_globals() -> None:
     propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
     pipeline.CURRENT[0] = pipeline.Pipeline()
     STATS.reset()
+    reset_rate_limits()
 
 
 def pipeline_stats() -> dict[str, int]:

@@ -67,6 +67,14 @@ class RateLimitedLogFilter(logging.Filter):
         return True
 
 
+def reset_rate_limits() -> None:
+    """Forget when each export logger last logged (tests start from a clean slate)."""
+    for name in EXPORT_LOGGERS:
+        for existing in logging.getLogger(name).filters:
+            if isinstance(existing, RateLimitedLogFilter):
+                existing._next_record_at.clear()
+
+
 def rate_limit_export_logs(interval_s: float = LOG_INTERVAL_S) -> None:
     """Install the rate limit on the export path's loggers (once)."""
     for name in EXPORT_LOGGERS:
