@@ -15,6 +15,8 @@ from services.store.database import Database
 
 BEARER_PREFIX = "bearer "
 GUEST_SESSION_HEADER = "x-guest-session"
+_PRINCIPAL_STATE_KEY = "phonoglyph.principal"
+"""Where the identity hook leaves the principal it resolved, so the request looks it up once."""
 
 
 def get_db(request: Request) -> Database:
@@ -45,7 +47,10 @@ def resolve(db: Database, headers: Mapping[str, str]) -> Principal | None:
 
 
 def identity_hook(db: Database):  # noqa: ANN201 - returns the hook instrument_fastapi calls
-    """``identify_request`` for instrument_fastapi: ASGI scope → the caller's Identity (or None)."""
+    """``identify_request`` for instrument_fastapi: ASGI scope → the caller's Identity (or None).
+
+    The principal it resolves is kept in the request's state for ``optional_principal``.
+    """
 
     def identify_request(scope: Mapping[str, Any]) -> Identity | None:
         headers = {
@@ -54,6 +59,8 @@ def identity_hook(db: Database):  # noqa: ANN201 - returns the hook instrument_f
             if name in (b"authorization", b"x-guest-session")
         }
         principal = resolve(db, headers)
+        if isinstance(scope, dict):
+            scope.setdefault("state", {})[_PRINCIPAL_STATE_KEY] = principal
         if principal is None:
             return None
         return Identity(user_id=principal.user_id, session_id=principal.session_id, guest=principal.guest)
@@ -62,6 +69,9 @@ def identity_hook(db: Database):  # noqa: ANN201 - returns the hook instrument_f
 
 
 def optional_principal(request: Request, db: Annotated[Database, Depends(get_db)]) -> Principal | None:
+    state = request.scope.get("state") or {}
+    if _PRINCIPAL_STATE_KEY in state:  # resolved by the identity hook at the start of this request
+        return state[_PRINCIPAL_STATE_KEY]
     return resolve(db, request.headers)
 
 
