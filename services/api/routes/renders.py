@@ -26,17 +26,18 @@ def start_render(file_id: str, principal: PrincipalDep, db: DbDep, settings: Set
         with db.transaction() as conn:
             balance = accounts.spend_credits(conn, principal.user_id, cost)
             job = enqueue(conn, kind=KIND, file_id=file_id, user_id=principal.user_id, credits_spent=cost)
+            # emitted before the commit makes the job claimable: always ahead of the worker's records
+            track("render_started", {
+                semconv.RENDER_ID: job.id,
+                semconv.JOB_ID: job.id,
+                semconv.FILE_ID: file_id,
+                semconv.PROJECT_ID: record.project_id,
+                CREDITS_SPENT: cost,
+            })
     except accounts.InsufficientCreditsError as exc:
         attributes = {semconv.FILE_ID: file_id, semconv.PROJECT_ID: record.project_id}
         with operation("render", attributes):  # a render refused for credits is a failed render
             raise api_error(402, "insufficient_credits", str(exc)) from None
-    track("render_started", {
-        semconv.RENDER_ID: job.id,
-        semconv.JOB_ID: job.id,
-        semconv.FILE_ID: file_id,
-        semconv.PROJECT_ID: record.project_id,
-        CREDITS_SPENT: cost,
-    })
     body = job.public()
     body.update(render_id=job.id, credits_spent=cost, credits_balance=balance)
     return body
