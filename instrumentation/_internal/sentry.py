@@ -22,6 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import requests
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -56,6 +57,7 @@ ended; this is how the event still gets the request's trace id."""
 OPERATION_TAG = "operation"
 AUDIO_CONTEXT = "audio_processing"
 SENTRY_TRACE_HEADER = "sentry-trace"
+SENTRY_OTLP_HEADERS = frozenset({"content-type", "content-encoding", "user-agent", "x-sentry-auth"})
 MAX_EXCEPTION_CHAIN = 10
 
 PIPELINE_LOGGERS = ("instrumentation", "instrumentation.*", "opentelemetry.*")
@@ -104,16 +106,33 @@ def global_propagator() -> CompositePropagator:
     return CompositePropagator([SentryTraceExtractor(), TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
+class SentryOtlpSession(requests.Session):
+    """The HTTP session of the exporter to Sentry's OTLP endpoint: it sends only the headers that
+    endpoint needs. ``OTEL_EXPORTER_OTLP_HEADERS`` (often the collector's bearer token) is meant for
+    the collector; the OTLP exporter would add it to every request, to Sentry too."""
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        headers = kwargs.get("headers")
+        if headers:
+            kwargs["headers"] = {name: value for name, value in headers.items() if name.lower() in SENTRY_OTLP_HEADERS}
+        return super().request(method, url, *args, **kwargs)
+
+
 def _sentry_otlp_exporter(dsn: str, timeout_s: float) -> OTLPSpanExporter:
     from sentry_sdk.consts import VERSION, EndpointType
     from sentry_sdk.utils import Dsn
 
     auth = Dsn(dsn).to_auth(f"sentry.python/{VERSION}")
-    return OTLPSpanExporter(
+    session = SentryOtlpSession()
+    exporter = OTLPSpanExporter(
         endpoint=auth.get_api_url(EndpointType.OTLP_TRACES),
         headers={"X-Sentry-Auth": auth.to_header()},
         timeout=timeout_s,
+        session=session,
     )
+    # OTEL_EXPORTER_OTLP_CERTIFICATE / CLIENT_* are the collector's TLS settings, not Sentry's
+    session.verify, session.cert = True, None
+    return exporter
 
 
 def setup_sentry(

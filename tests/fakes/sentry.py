@@ -170,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, zlib.error, EOFError) as exc:
             self._reject(400, f"undecodable {encoding} body: {exc}")
             return
+        sentry._record_headers(url.path, self.headers.items())
         if envelope_path:
             self._envelope(body)
         else:
@@ -224,6 +225,7 @@ class FakeSentry:
         self._spans: list[dict[str, Any]] = []
         self._bodies: list[bytes] = []
         self._errors: list[str] = []
+        self._request_headers: list[tuple[str, dict[str, str]]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -274,6 +276,10 @@ class FakeSentry:
             self._spans.extend(spans)
             self._bodies.append(body)
 
+    def _record_headers(self, path: str, headers: Any) -> None:
+        with self._lock:
+            self._request_headers.append((path, {name.lower(): value for name, value in headers}))
+
     def _error(self, message: str) -> None:
         with self._lock:
             self._errors.append(message)
@@ -298,6 +304,12 @@ class FakeSentry:
     def errors(self) -> list[str]:
         with self._lock:
             return list(self._errors)
+
+    @property
+    def request_headers(self) -> list[tuple[str, dict[str, str]]]:
+        """``(path, headers)`` of every authenticated request, header names in lower case."""
+        with self._lock:
+            return list(self._request_headers)
 
     def received_bytes(self) -> bytes:
         """Every accepted request body, decompressed, concatenated: for "this never left" checks."""

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from opentelemetry import propagate
 
 from instrumentation import Identity, configure, instrument_fastapi, operation, semconv, shutdown, track
+from instrumentation._internal import sentry
 from instrumentation.testing import pipeline_stats
 from tests.fakes.otlp import OtlpCapture
 from tests.fakes.sentry import FakeSentry
@@ -337,3 +338,30 @@ def test_the_pipelines_own_error_lines_never_become_sentry_events(
     _app_logger.error("the app's own error")
     shutdown()
     assert [event["logentry"]["formatted"] for event in fake_sentry.events] == ["the app's own error"]
+
+
+def test_the_collectors_otlp_headers_and_tls_settings_never_go_to_sentry(
+    fresh_otel: None,
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    otlp: tuple[str, OtlpCapture],
+    fake_sentry: FakeSentry,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer collector_SEED_7f,X-Tenant=t1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/collector-ca.pem")
+    endpoint, capture = otlp
+    configure(service_name="worker", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
+    (processor,) = sentry._active_span_processor  # noqa: SLF001
+    session = processor._exporter.inner._client._transport._session  # noqa: SLF001
+    assert (session.verify, session.cert) == (True, None)
+    with operation("render", {semconv.RENDER_ID: "r_1"}):
+        pass
+    shutdown()
+    assert [span["name"] for span in fake_sentry.spans] == ["render"]
+    (otlp_headers,) = [headers for path, headers in fake_sentry.request_headers if "/otlp/" in path]
+    assert "authorization" not in otlp_headers and "x-tenant" not in otlp_headers
+    assert otlp_headers["x-sentry-auth"].startswith(f"Sentry sentry_key={fake_sentry.key},")
+    # the collector still gets its own headers
+    (collector_request,) = [r for r in capture.snapshot()["requests"] if r["path"] == "/v1/traces"]
+    collector_headers = {name.lower(): value for name, value in collector_request["headers"].items()}
+    assert collector_headers["authorization"] == "Bearer collector_SEED_7f"
