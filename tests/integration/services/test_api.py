@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,9 +15,12 @@ import pytest
 from PIL import Image
 
 from instrumentation import semconv
+from instrumentation.testing import capture
+from services.api import create_app
 from services.audio import wav
 from services.billing import SIGNATURE_HEADER, sign
-from tests.integration.services.conftest import BILLING_SECRET, Api, wav_body
+from services.settings import ServiceSettings
+from tests.integration.services.conftest import BILLING_SECRET, Api, api_client, wav_body
 
 pytestmark = pytest.mark.integration
 
@@ -301,3 +305,35 @@ def test_a_bad_webhook_gets_its_exact_error_and_credits_nothing(api: Api, case: 
     assert api.client.get("/credits", headers=headers).json()["balance"] == api.settings.signup_credits
     assert api.events("credits_purchased") == []
 
+
+
+@pytest.fixture
+def unsampled_api(settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    with capture(service_name="phonoglyph-api") as captured:
+        app = create_app(settings)
+        with api_client(app) as client:
+            yield Api(client, captured, settings, app.state.db)
+
+
+def test_with_no_trace_sampled_every_outcome_still_arrives_as_an_event(unsampled_api: Api) -> None:
+    api = unsampled_api
+    headers, member = api.member()
+    file_id = api.upload(headers, api.project(headers)).json()["file_id"]
+    api.client.post(f"/files/{file_id}/stems", headers=headers)
+    refused = api.upload(headers, api.project(headers), b"not a wav file")
+    assert refused.json()["error"]["code"] == "not_audio"
+    assert api.run_worker() == 1
+    assert api.captured.spans() == []
+    records = [(event["event_name"], event["attributes"]) for event in api.captured.events()]
+    assert [name for name, _attributes in records] == [
+        "user_signed_up", "project_created", "file_upload_started", "file_uploaded", "file_upload_completed",
+        "project_created", "file_upload_started", "file_upload_failed",
+        "stem_separation_started", "stem_separation_completed",
+    ]
+    assert {attributes[semconv.USER_ID] for _name, attributes in records} == {member["user_id"]}
+    failed = dict(records)["file_upload_failed"]
+    assert (failed[semconv.ERROR_TYPE], failed[semconv.OUTCOME]) == ("not_audio", "failed")
+    completed = dict(records)["stem_separation_completed"]
+    assert completed[semconv.FILE_ID] == file_id and completed[semconv.DURATION_MS] > 0
