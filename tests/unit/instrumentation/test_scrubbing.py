@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import (
     InMemoryLogRecordExporter,
@@ -23,6 +27,7 @@ from instrumentation._internal.scrubbing import (
     ScrubbingConfig,
     ScrubbingLogExporter,
     ScrubbingSpanExporter,
+    _luhn_valid,
 )
 
 SCRUBBER = Scrubber()
@@ -377,3 +382,41 @@ def test_memoised_verdicts_give_the_same_answers_and_stay_bounded() -> None:
         assert scrubber.is_sensitive_key("X-Api-Key") and not scrubber.is_safe_key("X-Api-Key")
         assert scrubber.is_safe_key(semconv.SESSION_ID) and not scrubber.is_sensitive_key(semconv.SESSION_ID)
         assert not scrubber.is_sensitive_key("http.route") and not scrubber.is_safe_key("http.route")
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES)
+def test_scrub_is_idempotent_and_returns_the_same_object_when_nothing_was_scrubbed(value: Any) -> None:
+    scrubbed, paths = SCRUBBER.scrub(value)
+    if not paths:
+        assert scrubbed is value
+    again, more_paths = SCRUBBER.scrub(scrubbed)
+    assert again == scrubbed
+    assert more_paths == []
+
+
+def _with_luhn_check_digit(body: str) -> str:
+    for check in "0123456789":
+        if _luhn_valid(body + check):
+            return body + check
+    raise AssertionError("unreachable: one check digit always fits")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet="0123456789", min_size=12, max_size=18),
+    st.sampled_from(["", " ", "-"]),
+    st.sampled_from(["paid with {} today", "{}", "card={}&x=1", "[{}]"]),
+)
+def test_every_luhn_valid_card_number_is_scrubbed(body: str, separator: str, template: str) -> None:
+    digits = _with_luhn_check_digit(body)
+    number = separator.join(digits[i : i + 4] for i in range(0, len(digits), 4))
+    scrubbed = SCRUBBER.scrub_string(template.format(number))
+    assert digits not in scrubbed.replace(" ", "").replace("-", "")
