@@ -84,30 +84,35 @@ MAX_MEMOISED_STRING_CHARS: Final = 256
 _NAME_CHAR: Final = r"[^=&#\s?;,:\"'{}()\[\]]"
 _PARAMETER_NAMES: Final = (
     rf"{_NAME_CHAR}*(?:passw(?:or)?d|passwd|pwd|secret|token){_NAME_CHAR}*"
-    rf"|{_NAME_CHAR}*(?:key|auth|authorization|signature|sig|sessionid|session_key|code)"
+    rf"|{_NAME_CHAR}*(?:key|auth|authorization|signature|sessionid|session_key)"
 )
 """Names whose value is scrubbed in ``name=value`` / ``name: value`` text: query strings, form
 bodies, URLs, log lines, JSON or source code quoted into a message."""
+_PARAMETER_START: Final = r"(?:(?<=[?&;,\s{(\"'])|^)"
+_PARAMETER_VALUE: Final = r"(?:(?:bearer|basic|token)[ \t]+)?(?:\"[^\"]+\"|'[^']+'|[^&;,#\s\"'}]+)"
 _DEFAULT_VALUE_RULES: Final = (
     # (needles, pattern, regex flags, replacement). A rule runs only on text whose lower-case form
     # contains one of its needles (every match of the pattern does): clean text costs a few
     # substring checks, not a regex scan per rule.
     # bearer/basic credentials in a header value or a message: keep the scheme
-    (
-        ("bearer", "basic", "token"),
-        r"\b(bearer|basic|token)[ \t]+[a-z0-9\-._~+/]{8,}=*",
-        re.IGNORECASE,
-        r"\1 " + SCRUBBED,
-    ),
+    (("bearer", "basic"), r"\b(bearer|basic)[ \t]+[a-z0-9\-._~+/]{8,}=*", re.IGNORECASE, r"\1 " + SCRUBBED),
+    # "token <credential>": only credential-like words (a digit, 12+ chars), not "token refreshed"
+    (("token",), r"\b(token)[ \t]+(?=[a-z0-9\-._~+/]*\d)[a-z0-9\-._~+/]{12,}=*", re.IGNORECASE, r"\1 " + SCRUBBED),
     # JSON Web Tokens (the header segment always starts with base64url '{"')
     (("eyj",), r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", 0, SCRUBBED),
     # credentials in a URL: scheme://user:password@host
     (("@",), r"(?<=://)[^/\s:@]+:[^/\s@]+@", 0, SCRUBBED + "@"),
     # sensitive parameters and assignments (?token=..., password: ..., "secret": "..."): keep the name
     (
-        ("passw", "pwd", "secret", "token", "key", "auth", "sig", "session", "code"),
-        r"(?:(?<=[?&;,\s{(\"'])|^)(" + _PARAMETER_NAMES + r")([\"']?[ \t]*[:=][ \t]*)"
-        r"(?:(?:bearer|basic|token)[ \t]+)?(?:\"[^\"]+\"|'[^']+'|[^&;,#\s\"'}]+)",
+        ("passw", "pwd", "secret", "token", "key", "auth", "signature", "session"),
+        _PARAMETER_START + r"(" + _PARAMETER_NAMES + r")([\"']?[ \t]*[:=][ \t]*)" + _PARAMETER_VALUE,
+        re.IGNORECASE,
+        r"\1\2" + SCRUBBED,
+    ),
+    # OAuth codes and URL signatures: whole names in query strings only (status_code=500 is no secret)
+    (
+        ("code", "sig"),
+        _PARAMETER_START + r"(code|auth_code|authorization_code|sig)(=)" + _PARAMETER_VALUE,
         re.IGNORECASE,
         r"\1\2" + SCRUBBED,
     ),

@@ -115,6 +115,8 @@ def test_session_id_survives_the_session_rules() -> None:
         ("    secret = 'abc'  # source line", f"    secret = {SCRUBBED}  # source line"),
         ("error: password: hunter2 rejected", f"error: password: {SCRUBBED} rejected"),
         ("basic dXNlcjpwYXNzd29yZA==", f"basic {SCRUBBED}"),
+        ("retry with token 9f8e7d6c5b4a3f2e", f"retry with token {SCRUBBED}"),
+        ("/oauth/cb?code=4/0AX4Xf&state=s1", f"/oauth/cb?code={SCRUBBED}&state=s1"),
         (f"token {JWT}", f"token {SCRUBBED}"),
         (f"jwt={JWT}&x=1", f"jwt={SCRUBBED}&x=1"),
         (f"paid with {CARD} today", f"paid with {SCRUBBED} today"),
@@ -139,6 +141,8 @@ def test_sensitive_values_are_replaced_inside_strings(text: str, expected: str) 
         "4111111111111112",  # fails Luhn: an id, not a card
         "job 1234567890123 done",  # 13 digits, fails Luhn
         "design=1&keyword=drums&author=me&page=2",
+        "status code: 500, status_code=502, error_code=E42",
+        "token refreshed; token verification failed",
         "stem_separation of 12.5 s at 44100 Hz",
         "4bf92f3577b34da6a3ce929d0e0e4736",  # a trace id
         "user@localhost",  # not an address with a domain
