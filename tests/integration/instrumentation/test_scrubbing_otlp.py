@@ -24,16 +24,26 @@ def _emit() -> None:
     with identify(user_id="seed.user@example.com", session_id="s_1"):
         with operation(
             "render",
-            {semconv.RENDER_ID: "r_1", "tenant.hint": "h_SEED", "source.url": f"https://cdn.example/a.wav?token={TOKEN}"},
+            {
+                semconv.RENDER_ID: "r_1",
+                "tenant.hint": "h_SEED",
+                "source.url": f"https://cdn.example/a.wav?token={TOKEN}",
+            },
         ) as span:
             span.set_attribute("billing.note", f"charged {ACCOUNT}")
-        track("credits_purchased", {semconv.PROJECT_ID: "p_1", "billing.account": ACCOUNT, "referrer": f"/buy?token={TOKEN}"})
+        track(
+            "credits_purchased",
+            {semconv.PROJECT_ID: "p_1", "billing.account": ACCOUNT, "referrer": f"/buy?token={TOKEN}"},
+        )
 
 
 @pytest.mark.parametrize(
     "scrubbing",
     [
-        pytest.param(ScrubbingConfig(extra_key_patterns=(r"^tenant\.hint$",), extra_value_patterns=(r"acct_\d{6}",)), id="argument"),
+        pytest.param(
+            ScrubbingConfig(extra_key_patterns=(r"^tenant\.hint$",), extra_value_patterns=(r"acct_\d{6}",)),
+            id="argument",
+        ),
         pytest.param(None, id="environment"),
     ],
 )

@@ -147,7 +147,8 @@ def test_records_otlp_spans_from_a_real_exporter_at_sentrys_url(fake_sentry: Fak
     )
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("t").start_as_current_span("render", attributes={"phonoglyph.operation": "render"}) as span:
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("render", attributes={"phonoglyph.operation": "render"}) as span:
         pass
     provider.shutdown()
     assert [(s["name"], s["trace_id"], s["attributes"]) for s in fake_sentry.spans] == [

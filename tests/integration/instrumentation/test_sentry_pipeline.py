@@ -134,7 +134,8 @@ def fake_sentry() -> Iterator[FakeSentry]:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+    names = ("SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
+    for name in names:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -159,7 +159,8 @@ def test_before_send_adds_the_operation_context_and_scrubs() -> None:
 
 def test_before_send_finds_the_context_on_the_cause() -> None:
     cause = RuntimeError("inner")
-    cause.__phonoglyph_context__ = {"operation": "render", "trace_id": TRACE_ID, "span_id": SPAN_ID}  # type: ignore[attr-defined]
+    context = {"operation": "render", "trace_id": TRACE_ID, "span_id": SPAN_ID}
+    cause.__phonoglyph_context__ = context  # type: ignore[attr-defined]
     try:
         try:
             raise cause
