@@ -5,14 +5,16 @@ links events to the current OTel span through ``register_external_propagation_co
 things of the integration are replaced by ours:
 
 - its span exporter: spans go to Sentry's OTLP endpoint through our export queue and the
-  :class:`ScrubbingSpanExporter`, never unscrubbed;
+  :class:`ScrubbingSpanExporter`, never unscrubbed, and without the collector's
+  ``OTEL_EXPORTER_OTLP_HEADERS`` / TLS settings;
 - its propagator (``sentry-trace`` only): W3C ``traceparent`` + ``baggage`` stay the global
   propagator, and an incoming ``sentry-trace`` is honoured too.
 
 The OTel sampler is the only sampling decision (no ``traces_sample_rate``: Sentry makes no
 transactions of its own). ``before_send`` scrubs the whole event and adds what the exception
 carries from the operation it left (``exc.__phonoglyph_context__``): tag ``operation``, context
-``audio_processing``, the user id and the OTel trace id.
+``audio_processing``, the user id and the OTel trace id. The pipeline's own log lines
+(``opentelemetry.*``, ``instrumentation.*``) never become Sentry events.
 """
 
 from __future__ import annotations
