@@ -4,6 +4,7 @@ the request's trace id (a recording fake Sentry; the app sees only `instrumentat
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,9 @@ def test_an_exception_inside_every_route_reaches_sentry_with_the_request_trace(s
         event = events_by_trace.get(trace_of[route]["trace_id"])
         assert event is not None, f"no Sentry event in the trace of {route}"
         assert event["transaction"] == route[1]
+        assert (event["request"]["method"], urlsplit(event["request"]["url"]).path) == (
+            route[0], trace_of[route]["attributes"]["url.path"],
+        )  # the request of this error, not one that came before it
     untraced = [route for route in routes if route not in traced]
     assert sorted(event["transaction"] for event in events if event["transaction"] in EXCLUDED_URLS.split(",")) == [
         path for _method, path in untraced
