@@ -43,6 +43,20 @@ class BillingEvent(BaseModel):
     data: Purchase
 
 
+async def _read_capped(request: Request, max_bytes: int) -> bytes:
+    """The raw body, refused (413) as soon as it is over ``max_bytes``, declared or streamed."""
+    too_large = api_error(413, "payload_too_large", f"the limit is {max_bytes} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    return bytes(body)
+
+
 @router.get("/credits")
 def balance(principal: PrincipalDep, db: DbDep) -> dict[str, int]:
     return {"balance": int(accounts.get_user(db.read(), principal.user_id)["credits"])}
@@ -52,9 +66,7 @@ def balance(principal: PrincipalDep, db: DbDep) -> dict[str, int]:
 async def billing_webhook(request: Request, db: DbDep, settings: SettingsDep) -> dict[str, object]:
     if not settings.billing_secret:
         raise api_error(503, "billing_not_configured", "PHONOGLYPH_BILLING_SECRET is not set")
-    body = await request.body()
-    if len(body) > MAX_WEBHOOK_BYTES:
-        raise api_error(413, "payload_too_large", f"the limit is {MAX_WEBHOOK_BYTES} bytes")
+    body = await _read_capped(request, MAX_WEBHOOK_BYTES)
     if not verify(body, settings.billing_secret, request.headers.get(SIGNATURE_HEADER)):
         raise api_error(401, "invalid_signature", "the signature does not match the body")
     try:

@@ -282,6 +282,7 @@ def test_a_signed_purchase_credits_once_and_emits_credits_purchased(api: Api) ->
         ("body_changed_after_signing", 401, "invalid_signature"),
         ("not_json", 400, "invalid_payload"),
         ("unknown_user", 404, "user_not_found"),
+        ("too_large", 413, "payload_too_large"),
     ],
 )
 def test_a_bad_webhook_gets_its_exact_error_and_credits_nothing(api: Api, case: str, status: int, code: str) -> None:
@@ -299,6 +300,9 @@ def test_a_bad_webhook_gets_its_exact_error_and_credits_nothing(api: Api, case: 
         signature = sign(body, BILLING_SECRET)
     elif case == "unknown_user":
         body = _purchase("u_nobody")
+        signature = sign(body, BILLING_SECRET)
+    elif case == "too_large":
+        body = body + b" " * 70_000
         signature = sign(body, BILLING_SECRET)
     answer = _post_webhook(api, body, signature)
     assert (answer.status_code, answer.json()["error"]["code"]) == (status, code)
