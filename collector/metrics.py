@@ -25,7 +25,7 @@ HELP = {
     "outbox_depth": "Events waiting in the outbox.",
     "outbox_bytes": "Bytes held by the outbox.",
     "outbox_oldest_age_seconds": "Age of the oldest event in the outbox.",
-    "delivery_lag_seconds": "Time from mapping to delivery of the last delivered batch.",
+    "delivery_lag_seconds": "Time from the oldest event timestamp in the last delivered batch to its delivery.",
 }
 
 
