@@ -45,7 +45,7 @@ def sign_up(body: SignUp, db: DbDep, settings: SettingsDep, principal: OptionalP
                 user_id, session_id = principal.user_id, principal.session_id
                 accounts.upgrade_guest(conn, user_id, email=body.email, name=body.name, credits=settings.signup_credits)
             else:
-                user_id, session_id = None, new_id("s")
+                session_id = new_id("s")
                 user_id = accounts.create_user(
                     conn, email=body.email, name=body.name, guest=False, credits=settings.signup_credits
                 )
