@@ -114,6 +114,9 @@ class ExportQueue(Generic[ItemT]):
         self._wake.set()
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout_s)
+            if self._worker.is_alive():  # stuck in an export: shutdown does not wait any longer
+                STATS.increment(f"{self._signal}_lost", len(self._queue))
+                return
         self._drain()
 
 

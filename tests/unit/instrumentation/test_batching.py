@@ -124,3 +124,20 @@ def test_exports_run_with_instrumentation_suppressed() -> None:
     queue.shutdown(1)
     assert seen == [False]
     assert is_instrumentation_enabled()
+
+
+def test_shutdown_does_not_wait_longer_than_its_timeout_for_a_stuck_export() -> None:
+    release = threading.Event()
+    export = RecordingExport(gate=release)
+    queue: ExportQueue[int] = ExportQueue(
+        export, QueueConfig(max_export_batch_size=1, schedule_delay_s=60), signal="test"
+    )
+    queue.put(1)  # a full batch: the worker takes it and blocks in the export
+    for _ in range(500):
+        if not queue._queue:
+            break
+        threading.Event().wait(0.01)
+    queue.put(2)
+    queue.shutdown(0.05)
+    assert STATS.snapshot() == {"test_lost": 1}
+    release.set()
