@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,20 @@ def test_credentials_resolve_by_kind_and_store_only_a_hash(db: Database, file_id
     assert accounts.resolve_credential(db.read(), token, kind="guest_session") is None
     stored = [row[0] for row in db.read().execute("SELECT token_sha256 FROM credentials")]
     assert token not in stored and len(stored) == 1
+
+
+def test_concurrent_claims_take_each_job_once(tmp_path: Path, file_id: str, db: Database) -> None:
+    queued = {_enqueue(db, file_id).id for _ in range(30)}
+    other = Database(db.path)  # a second process would open its own connections
+    claimed: list[list[str]] = [[], []]
+
+    def drain(database: Database, into: list[str]) -> None:
+        while (job := _claim(database)) is not None:
+            into.append(job.id)
+
+    threads = [threading.Thread(target=drain, args=(database, into)) for database, into in zip((db, other), claimed)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(claimed[0] + claimed[1]) == sorted(queued)  # every job once, none twice
