@@ -1,22 +1,50 @@
-"""The OTLP/HTTP span exporter we use: the SDK's transport and retries, our cheaper encoder."""
+"""The OTLP/HTTP span and log exporters we use: the SDK's transport and retries, our cheaper encoder."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from instrumentation._internal.otlp_encoding import encode_spans_request
+from instrumentation._internal.otlp_encoding import encode_logs_request, encode_spans_request
+
+ItemT = TypeVar("ItemT")
 
 _logger = logging.getLogger(__name__)
 
-ENCODE_CHUNK_SPANS = 64
-"""Spans encoded between two GIL releases: the request threads wait at most one chunk (~1-2 ms),
-not a whole batch, for the interpreter."""
+ENCODE_CHUNK_ITEMS = 64
+"""Spans or records encoded between two GIL releases: request threads wait for the interpreter at
+most one chunk (~1-2 ms), not a whole batch."""
+
+
+def encode_in_chunks(items: Sequence[ItemT], encode: Callable[[Sequence[ItemT]], bytes]) -> bytes:
+    """One request's bytes, encoded ``ENCODE_CHUNK_ITEMS`` items at a time with the GIL released
+    in between; concatenated requests are one request (protobuf merges repeated fields)."""
+    chunks = []
+    for start in range(0, len(items), ENCODE_CHUNK_ITEMS):
+        if start:
+            time.sleep(0)
+        chunks.append(encode(items[start : start + ENCODE_CHUNK_ITEMS]))
+    return b"".join(chunks)
+
+
+def _send(exporter: Any, items: Sequence[Any], encode: Callable[[Sequence[Any]], bytes], signal: str) -> bool:
+    if exporter._shutdown:  # noqa: SLF001 - the SDK exporter's own flag
+        return False
+    try:
+        payload = encode_in_chunks(items, encode)
+    except Exception:  # noqa: BLE001 - one bad attribute must not kill the export thread
+        _logger.exception("encoding %d %s failed", len(items), signal)
+        return False
+    return exporter._client.export(payload).success  # noqa: SLF001 - the SDK's transport and retries
 
 
 class OtlpHttpSpanExporter(OTLPSpanExporter):
@@ -24,18 +52,13 @@ class OtlpHttpSpanExporter(OTLPSpanExporter):
     that encodes with :func:`encode_spans_request` instead of building protobuf objects."""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            return SpanExportResult.FAILURE
-        try:
-            chunks = []
-            for start in range(0, len(spans), ENCODE_CHUNK_SPANS):
-                if start:
-                    time.sleep(0)  # release the GIL between chunks
-                chunks.append(encode_spans_request(spans[start : start + ENCODE_CHUNK_SPANS]))
-            # concatenated requests are one request: protobuf merges repeated fields
-            payload = b"".join(chunks)
-        except Exception:  # noqa: BLE001 - one bad attribute must not kill the export thread
-            _logger.exception("encoding %d spans failed", len(spans))
-            return SpanExportResult.FAILURE
-        result = self._client.export(payload)
-        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+        succeeded = _send(self, spans, encode_spans_request, "spans")
+        return SpanExportResult.SUCCESS if succeeded else SpanExportResult.FAILURE
+
+
+class OtlpHttpLogRecordExporter(OTLPLogExporter):
+    """``OTLPLogExporter`` with :func:`encode_logs_request` (event records: ``event_name`` kept)."""
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        succeeded = _send(self, batch, encode_logs_request, "log records")
+        return LogRecordExportResult.SUCCESS if succeeded else LogRecordExportResult.FAILURE

@@ -1,4 +1,4 @@
-"""OTLP protobuf encoding of spans, written straight to bytes (no protobuf message objects).
+"""OTLP protobuf encoding of spans and log records, written straight to bytes (no message objects).
 
 The SDK's ``encode_spans`` builds a tree of Python protobuf objects and costs about 70 µs per
 span on the export thread, holding the GIL; this writer emits the same wire format
@@ -12,6 +12,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind
 
@@ -198,28 +199,68 @@ def _scope(scope: Any) -> bytes:
     return encoded
 
 
-def encode_spans_request(spans: Sequence[ReadableSpan]) -> bytes:
-    """``ExportTraceServiceRequest`` bytes for ``spans``, grouped by resource, then scope."""
+def _log_record(readable: ReadableLogRecord) -> bytes:
+    record = readable.log_record
+    parts = []
+    if record.timestamp:
+        parts.append(_TAG[1][1] + _FIXED64.pack(record.timestamp))
+    if record.severity_number is not None and record.severity_number.value:
+        parts.append(_TAG[2][0] + _varint(record.severity_number.value))
+    if record.severity_text:
+        parts.append(_delimited(_TAG[3][2], record.severity_text.encode("utf-8")))
+    parts.append(_delimited(_TAG[5][2], _any_value(record.body)))
+    parts.append(_attributes(record.attributes, _TAG[6][2]))
+    if readable.dropped_attributes:
+        parts.append(_TAG[7][0] + _varint(readable.dropped_attributes))
+    if record.trace_flags:
+        parts.append(_TAG[8][5] + _FIXED32.pack(int(record.trace_flags)))
+    if record.trace_id:
+        parts.append(_TAG[9][2] + b"\x10" + record.trace_id.to_bytes(16, "big"))
+    if record.span_id:
+        parts.append(_TAG[10][2] + b"\x08" + record.span_id.to_bytes(8, "big"))
+    if record.observed_timestamp:
+        parts.append(_TAG[11][1] + _FIXED64.pack(record.observed_timestamp))
+    if record.event_name:
+        parts.append(_delimited(_TAG[12][2], record.event_name.encode("utf-8")))
+    return b"".join(parts)
+
+
+def _grouped(items: Sequence[Any], encode_item: Any) -> bytes:
+    """``Export*ServiceRequest`` bytes: items grouped by resource, then instrumentation scope.
+
+    Field numbers are the same for traces and logs: request.resource_* = 1, resource = 1,
+    scope_* = 2, schema_url = 3; scope = 1, items = 2, schema_url = 3.
+    """
     groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-    for span in spans:
-        resource = span.resource
+    for item in items:
+        resource = item.resource
         by_scope = groups.get(id(resource))
         if by_scope is None:
             by_scope = groups[id(resource)] = (resource, {})
-        scope = span.instrumentation_scope
+        scope = item.instrumentation_scope
         entry = by_scope[1].get(id(scope))
         if entry is None:
             entry = by_scope[1][id(scope)] = (scope, [])
-        entry[1].append(_delimited(_TAG[2][2], _span(span)))
+        entry[1].append(_delimited(_TAG[2][2], encode_item(item)))
     request = []
     for resource, scopes in groups.values():
-        resource_spans = [_delimited(_TAG[1][2], _resource(resource))]
-        for scope, encoded_spans in scopes.values():
-            scope_spans = _delimited(_TAG[1][2], _scope(scope)) + b"".join(encoded_spans)
+        resource_items = [_delimited(_TAG[1][2], _resource(resource))]
+        for scope, encoded_items in scopes.values():
+            scope_items = _delimited(_TAG[1][2], _scope(scope)) + b"".join(encoded_items)
             if scope is not None and scope.schema_url:
-                scope_spans += _delimited(_TAG[3][2], scope.schema_url.encode("utf-8"))
-            resource_spans.append(_delimited(_TAG[2][2], scope_spans))
+                scope_items += _delimited(_TAG[3][2], scope.schema_url.encode("utf-8"))
+            resource_items.append(_delimited(_TAG[2][2], scope_items))
         if resource.schema_url:
-            resource_spans.append(_delimited(_TAG[3][2], resource.schema_url.encode("utf-8")))
-        request.append(_delimited(_TAG[1][2], b"".join(resource_spans)))
+            resource_items.append(_delimited(_TAG[3][2], resource.schema_url.encode("utf-8")))
+        request.append(_delimited(_TAG[1][2], b"".join(resource_items)))
     return b"".join(request)
+
+
+def encode_spans_request(spans: Sequence[ReadableSpan]) -> bytes:
+    """``ExportTraceServiceRequest`` bytes for ``spans``."""
+    return _grouped(spans, _span)
+
+
+def encode_logs_request(records: Sequence[ReadableLogRecord]) -> bytes:
+    """``ExportLogsServiceRequest`` bytes for ``records`` (event records included: ``event_name``)."""
+    return _grouped(records, _log_record)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from opentelemetry import _logs, metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk._logs import LoggerProvider
@@ -25,7 +24,7 @@ from instrumentation import semconv
 from instrumentation._internal import pipeline
 from instrumentation._internal.batching import QueueingLogRecordProcessor, QueueingSpanProcessor
 from instrumentation._internal.config import Settings, resolve
-from instrumentation._internal.exporters import OtlpHttpSpanExporter
+from instrumentation._internal.exporters import OtlpHttpLogRecordExporter, OtlpHttpSpanExporter
 from instrumentation._internal.guard import guarded, rate_limit_export_logs
 from instrumentation._internal.identity import IdentitySpanProcessor
 from instrumentation._internal.sentry import setup_sentry, shutdown_sentry
@@ -72,7 +71,7 @@ def otlp_exporters(settings: Settings) -> Exporters:
     timeout_s = settings.span_queue.export_timeout_s
     return Exporters(
         spans=OtlpHttpSpanExporter(endpoint=_signal_endpoint(settings, "traces"), timeout=timeout_s),
-        event_records=OTLPLogExporter(endpoint=_signal_endpoint(settings, "logs"), timeout=timeout_s),
+        event_records=OtlpHttpLogRecordExporter(endpoint=_signal_endpoint(settings, "logs"), timeout=timeout_s),
         metric_reader=PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=_signal_endpoint(settings, "metrics"), timeout=timeout_s)
         ),

@@ -2,15 +2,20 @@ from __future__ import annotations
 
 from google.protobuf.json_format import MessageToDict
 from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from instrumentation._internal.otlp_encoding import encode_spans_request
+from instrumentation._internal.otlp_encoding import encode_logs_request, encode_spans_request
 
 
 def _spans() -> list[ReadableSpan]:
@@ -63,3 +68,36 @@ def test_the_wire_format_matches_the_sdk_encoder() -> None:
 
 def test_an_empty_batch_encodes_to_an_empty_request() -> None:
     assert encode_spans_request([]) == b""
+
+
+def _log_records() -> list[ReadableLogRecord]:
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource.create({"service.name": "api"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    events = provider.get_logger("phonoglyph.instrumentation", "2.0")
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("request"):
+        events.emit(
+            event_name="project_created",
+            attributes={"phonoglyph.project.id": "p_1", "user.id": "u_1", "phonoglyph.user.guest": False},
+            timestamp=1_700_000_000_000_000_000,
+        )
+        provider.get_logger("other").emit(
+            body={"message": "hello", "count": 3},
+            severity_number=SeverityNumber.WARN,
+            severity_text="WARN",
+            attributes={"ratio": 0.5, "tags": ["a", "b"]},
+        )
+    events.emit(event_name="user_signed_up")  # no span, no timestamp, no attributes
+    return list(exporter.get_finished_logs())
+
+
+def test_log_records_match_the_sdk_encoder() -> None:
+    records = _log_records()
+    ours = ExportLogsServiceRequest.FromString(encode_logs_request(records))
+    assert MessageToDict(ours) == MessageToDict(encode_logs(records))
+    assert [r.event_name for rl in ours.resource_logs for sl in rl.scope_logs for r in sl.log_records] == [
+        "project_created",
+        "user_signed_up",
+        "",
+    ]
