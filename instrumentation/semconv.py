@@ -34,6 +34,16 @@ AUDIO_CHANNELS: Final = "audio.channels"
 FILE_SIZE: Final = "file.size"
 AUDIO_ATTRIBUTES: Final = (AUDIO_DURATION_S, AUDIO_SAMPLE_RATE_HZ, AUDIO_CHANNELS, FILE_SIZE)
 
+# -- credits and revenue (PostHog revenue analytics reads amount + currency) -------------------
+CREDITS: Final = "phonoglyph.credits"
+"""Credits bought (``credits_purchased``)."""
+CREDITS_SPENT: Final = "phonoglyph.credits.spent"
+"""Credits a render cost (``render_started``)."""
+AMOUNT: Final = "amount"
+"""What a purchase cost, in the currency's major unit (9.99, not 999)."""
+CURRENCY: Final = "currency"
+"""ISO 4217 code of ``amount``."""
+
 # -- identity (OTel semconv names; carried in W3C baggage across processes) -----------------
 USER_ID: Final = "user.id"
 SESSION_ID: Final = "session.id"

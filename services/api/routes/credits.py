@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
-from instrumentation import identify, track
+from instrumentation import identify, semconv, track
 from services.api.dependencies import DbDep, PrincipalDep, SettingsDep
 from services.api.errors import api_error
 from services.billing import SIGNATURE_HEADER, verify
@@ -23,10 +23,6 @@ from services.store.database import NotFoundError
 router = APIRouter(tags=["credits"])
 
 MAX_WEBHOOK_BYTES = 64 * 1024
-# event properties of credits_purchased (semconv has no keys for money)
-CREDITS = "phonoglyph.credits"
-AMOUNT = "amount"
-CURRENCY = "currency"
 
 
 class Purchase(BaseModel):
@@ -89,8 +85,8 @@ async def billing_webhook(request: Request, db: DbDep, settings: SettingsDep) ->
         return {"status": "duplicate", "event_id": event.id}
     with identify(user_id=purchase.user_id, session_id=purchase.session_id, guest=bool(user["guest"])):
         track("credits_purchased", {
-            CREDITS: purchase.credits,
-            AMOUNT: purchase.amount_cents / 100,
-            CURRENCY: purchase.currency,
+            semconv.CREDITS: purchase.credits,
+            semconv.AMOUNT: purchase.amount_cents / 100,
+            semconv.CURRENCY: purchase.currency,
         })
     return {"status": "credited", "event_id": event.id, "balance": int(user["credits"])}

@@ -15,7 +15,6 @@ from services.store import accounts
 
 router = APIRouter(tags=["render"])
 KIND = "render"
-CREDITS_SPENT = "phonoglyph.credits.spent"
 
 
 @router.post("/files/{file_id}/renders", status_code=202)
@@ -32,7 +31,7 @@ def start_render(file_id: str, principal: PrincipalDep, db: DbDep, settings: Set
                 semconv.JOB_ID: job.id,
                 semconv.FILE_ID: file_id,
                 semconv.PROJECT_ID: record.project_id,
-                CREDITS_SPENT: cost,
+                semconv.CREDITS_SPENT: cost,
             })
     except accounts.InsufficientCreditsError as exc:
         attributes = {semconv.FILE_ID: file_id, semconv.PROJECT_ID: record.project_id}
