@@ -41,7 +41,13 @@ def _compile_excluded(excluded_urls: str | None) -> Callable[[str], Any] | None:
     return re.compile("|".join(f"(?:{p})" for p in patterns)).fullmatch
 
 
-def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context | None:
+def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context:
+    """The caller's context, built from the request headers alone: never from the current context.
+
+    Whatever is attached when a request starts belongs to someone else (uvicorn can resume a
+    keep-alive connection's next request inside the previous one's context: CPython #140947,
+    uvicorn #2167), so a request without propagation headers starts a new trace with no baggage.
+    """
     carrier: dict[str, str] | None = None
     for key, value in headers:
         if key in _PROPAGATION_HEADERS:
@@ -51,8 +57,8 @@ def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context | None:
             text = value.decode("latin-1")
             carrier[name] = f"{carrier[name]},{text}" if name in carrier else text
     if carrier is None:
-        return None
-    ctx = propagate.extract(carrier)
+        return Context()
+    ctx = propagate.extract(carrier, context=Context())
     if "traceparent" not in carrier and "sentry-trace" in carrier:
         match = _SENTRY_TRACE.match(carrier["sentry-trace"])
         if match:
@@ -147,7 +153,7 @@ class ServerSpanMiddleware:
         if self._identify_request is not None:
             identity = self._identify_request(scope)
             if identity is not None:
-                parent = context_with_identity(identity, parent if parent is not None else context.get_current())
+                parent = context_with_identity(identity, parent)
         span = pipeline.current().tracer.start_span(
             scope["method"],
             context=parent,

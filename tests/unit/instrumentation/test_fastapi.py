@@ -99,6 +99,34 @@ async def test_sentry_trace_is_honoured_without_traceparent(client: httpx.AsyncC
     assert (span["trace_id"], span["parent_span_id"]) == (TRACE_ID, PARENT_SPAN_ID)
 
 
+async def test_a_request_never_inherits_the_context_it_starts_in(
+    client: httpx.AsyncClient, captured: Captured
+) -> None:
+    """uvicorn can run a keep-alive connection's next request inside the previous one's context
+    (CPython #140947): a request without propagation headers must still start a new trace, with
+    no identity but its own."""
+    from opentelemetry import context
+
+    from instrumentation._internal import pipeline
+
+    stale_span = pipeline.current().tracer.start_span("previous request")
+    token = context.attach(trace.set_span_in_context(stale_span))
+    try:
+        with identify(user_id="u_previous", session_id="s_previous"):
+            await client.get("/items/1")
+            await client.get("/items/2", headers={"x-user": "u_hdr"})
+    finally:
+        context.detach(token)
+        stale_span.end()
+    anonymous, identified = (span for span in captured.spans() if span["kind"] == "SERVER")
+    stale_trace_id = trace.format_trace_id(stale_span.get_span_context().trace_id)
+    for span in (anonymous, identified):
+        assert span["parent_span_id"] is None and span["trace_id"] != stale_trace_id
+    assert semconv.USER_ID not in anonymous["attributes"]
+    assert identified["attributes"][semconv.USER_ID] == "u_hdr"
+    assert anonymous["trace_id"] != identified["trace_id"]
+
+
 async def test_excluded_urls_get_no_span(client: httpx.AsyncClient, captured: Captured) -> None:
     assert (await client.get("/healthz")).status_code == 200
     assert captured.spans() == []
