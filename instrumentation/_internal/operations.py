@@ -56,7 +56,7 @@ class _Active:
 
     __slots__ = ("name", "span", "ctx", "token", "started_at_s")
 
-    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+    def __init__(self, name: str, attributes: dict[str, Any], started_event: bool) -> None:
         self.name = name
         started_at_s = time.perf_counter()
         span: Span = pipeline.current().tracer.start_span(name, attributes=attributes)
@@ -65,7 +65,8 @@ class _Active:
         self.span = span
         self.ctx: Context = trace.set_span_in_context(span)
         self.started_at_s = started_at_s
-        emit_event(name + semconv.STARTED_SUFFIX, attributes, str(uuid.uuid4()), self.ctx)
+        if started_event:
+            emit_event(name + semconv.STARTED_SUFFIX, attributes, str(uuid.uuid4()), self.ctx)
         self.token = context.attach(self.ctx)
 
     def end(self, exc: BaseException | None) -> None:
@@ -124,12 +125,24 @@ class operation:  # noqa: N801 - a context manager and decorator used like a fun
     """A Phonoglyph operation: ``with operation("render", {...}) as span:`` or ``@operation("render")``.
 
     The block's exception is recorded on the span, tagged, and re-raised unchanged.
+    ``started_event=False`` leaves out the ``<name>_started`` event record, for an operation whose
+    start a product event of that name already marks (Phonoglyph's ``render_started``, emitted by
+    the api when credits are spent; the render itself runs later in the worker).
     """
 
-    __slots__ = ("_name", "_attributes", "_active")
+    __slots__ = ("_name", "_attributes", "_started_event", "_active")
 
-    def __init__(self, name: str, attributes: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        /,
+        *,
+        started_event: bool = True,
+        **kwargs: Any,
+    ) -> None:
         self._name = name
+        self._started_event = started_event
         merged: dict[str, Any] = dict(attributes) if attributes else {}
         merged.update(kwargs)
         merged[semconv.OPERATION] = name
@@ -139,7 +152,7 @@ class operation:  # noqa: N801 - a context manager and decorator used like a fun
     def _start(self) -> Span:
         active: _Active | None = None
         with guarded():
-            active = _Active(self._name, dict(self._attributes))
+            active = _Active(self._name, dict(self._attributes), self._started_event)
         self._active.append(active)
         return active.span if active is not None else trace.INVALID_SPAN
 
@@ -170,19 +183,19 @@ class operation:  # noqa: N801 - a context manager and decorator used like a fun
         self._end(exc)
 
     def __call__(self, func: FuncT) -> FuncT:
-        name, attributes = self._name, self._attributes
+        name, attributes, started_event = self._name, self._attributes, self._started_event
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with operation(name, attributes):
+                with operation(name, attributes, started_event=started_event):
                     return await func(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with operation(name, attributes):
+            with operation(name, attributes, started_event=started_event):
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

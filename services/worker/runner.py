@@ -68,7 +68,8 @@ class JobWorker:
             attributes[semconv.RENDER_ID] = job.id
         handler = HANDLERS[job.kind]
         try:
-            with operation(job.kind, attributes) as span:
+            # a render's start is the api's render_started product event (credits spent): no second one here
+            with operation(job.kind, attributes, started_event=job.kind != "render") as span:
                 result = handler(job, record, span, self.settings, self.db.read())
                 with self.db.transaction() as conn:  # short: the DSP ran outside the write lock
                     if job.kind == "audio_analysis":

@@ -35,7 +35,8 @@ def start_render(file_id: str, principal: PrincipalDep, db: DbDep, settings: Set
             })
     except accounts.InsufficientCreditsError as exc:
         attributes = {semconv.FILE_ID: file_id, semconv.PROJECT_ID: record.project_id}
-        with operation("render", attributes):  # a render refused for credits is a failed render
+        # a render refused for credits is a failed render that never started: render_failed alone
+        with operation("render", attributes, started_event=False):
             raise api_error(402, "insufficient_credits", str(exc)) from None
     body = job.public()
     body.update(render_id=job.id, credits_spent=cost, credits_balance=balance)

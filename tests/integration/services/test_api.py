@@ -207,12 +207,14 @@ def test_jobs_run_in_the_trace_of_the_request_that_queued_them(api: Api) -> None
     assert (again.status_code, again.json()["cached"]) == (200, True)
     image = api.client.get(f"/renders/{render.json()['render_id']}/image", headers=headers)
     assert (image.headers["content-type"], Image.open(io.BytesIO(image.content)).format) == ("image/png", "PNG")
-    # two records share the name: the product event (API, credits spent) and the render operation's start (worker)
-    product, operation_start = api.events("render_started")
+    # one render_started per render: the api's product event (credits spent); the worker's render
+    # operation leaves its start to it
+    (product,) = api.events("render_started")
     assert semconv.OPERATION not in product["attributes"]
     assert product["attributes"][semconv.RENDER_ID] == render.json()["render_id"]
-    assert product["attributes"]["phonoglyph.credits.spent"] == api.settings.render_cost_credits
-    assert operation_start["attributes"][semconv.OPERATION] == "render"
+    assert product["attributes"][semconv.CREDITS_SPENT] == api.settings.render_cost_credits
+    (render_span,) = api.spans(**{semconv.OPERATION: "render"})
+    assert render_span["attributes"][semconv.RENDER_ID] == render.json()["render_id"]
 
 
 def test_a_job_on_corrupt_stored_audio_is_a_failed_operation(api: Api) -> None:
@@ -242,6 +244,7 @@ def test_render_without_enough_credits_is_402_and_a_failed_render(api: Api) -> N
         "failed", "insufficient_credits",
     )
     assert span["attributes"][semconv.FILE_ID] == file_id
+    assert api.events("render_started") == []  # refused: render_failed alone, no start
     assert api.client.get("/credits", headers=guest).json()["balance"] == api.settings.guest_credits
     assert api.db.read().execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
 

@@ -126,8 +126,7 @@ EXPECTED_EVENTS = [
     ("stem_separation_completed", "phonoglyph-worker"),
     ("audio_analysis_started", "phonoglyph-worker"),
     ("audio_analysis_completed", "phonoglyph-worker"),
-    ("render_started", "phonoglyph-api"),  # the product event: credits spent
-    ("render_started", "phonoglyph-worker"),  # the render operation's start
+    ("render_started", "phonoglyph-api"),  # the product event (credits spent) is the render's one start
     ("render_completed", "phonoglyph-worker"),
     ("credits_purchased", "phonoglyph-api"),
 ]

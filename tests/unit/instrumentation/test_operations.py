@@ -150,6 +150,23 @@ def test_sampled_operation_emits_no_outcome_event_record(captured: Captured) -> 
     assert [e["event_name"] for e in captured.events()] == ["render_started"]
 
 
+@pytest.mark.parametrize("sampled", [True, False])
+def test_started_event_can_be_left_to_a_product_event(sampled: bool, request: pytest.FixtureRequest) -> None:
+    capture: Captured = request.getfixturevalue("captured" if sampled else "unsampled")
+
+    @operation("render", started_event=False)
+    def render() -> None:
+        pass
+
+    render()
+    with operation("render", {semconv.RENDER_ID: "r_2"}, started_event=False) as span:
+        span.set_attribute(semconv.AUDIO_CHANNELS, 1)
+    names = [e["event_name"] for e in capture.events()]
+    assert "render_started" not in names
+    outcomes = names if not sampled else [s["attributes"][semconv.OUTCOME] for s in capture.spans()]
+    assert outcomes == (["render_completed"] * 2 if not sampled else ["completed"] * 2)
+
+
 def test_operation_works_before_configure() -> None:
     with operation("render") as span:
         span.set_attribute(semconv.FILE_ID, "f")
