@@ -105,6 +105,9 @@ class ServerSpanMiddleware:
         identify_request: IdentifyRequest | None,
     ) -> None:
         self.app = app
+        self.set_options(excluded_urls=excluded_urls, identify_request=identify_request)
+
+    def set_options(self, *, excluded_urls: str | None, identify_request: IdentifyRequest | None) -> None:
         self._is_excluded = _compile_excluded(excluded_urls)
         self._identify_request = identify_request
 
@@ -210,12 +213,15 @@ def instrument_fastapi(
 
     ``excluded_urls``: comma-separated paths (or regexes) that get no span. ``identify_request``
     receives the ASGI scope when the request starts and returns the caller's ``Identity`` (or None).
-    Idempotent: instrumenting an instrumented app changes nothing.
+    Instrumenting an instrumented app (e.g. one ``opentelemetry-instrument`` already instrumented
+    when it was created) only replaces these options: still one server span per request.
     """
-    if getattr(app, "__phonoglyph_server_spans__", None) is not None:
-        return app
     with guarded():
-        _instrument(app, excluded_urls, identify_request)
+        existing = getattr(app, "__phonoglyph_server_spans__", None)
+        if existing is not None:
+            existing.set_options(excluded_urls=excluded_urls, identify_request=identify_request)
+        else:
+            _instrument(app, excluded_urls, identify_request)
     return app
 
 

@@ -164,11 +164,12 @@ async def test_5xx_and_exceptions_set_status_error(client: httpx.AsyncClient, ca
     assert [event["name"] for event in failed["events"]] == ["exception"]
 
 
-async def test_instrumenting_twice_still_gives_one_span(captured: Captured) -> None:
-    app = instrument_fastapi(instrument_fastapi(make_app()))
+async def test_instrumenting_twice_gives_one_span_with_the_latest_options(captured: Captured) -> None:
+    app = instrument_fastapi(instrument_fastapi(make_app()), identify_request=_identity_from_header)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        await client.get("/items/1")
-    assert len(captured.spans()) == 1
+        await client.get("/items/1", headers={"x-user": "u_late"})
+    [span] = captured.spans()
+    assert span["attributes"][semconv.USER_ID] == "u_late"
 
 
 async def test_unknown_route_is_named_by_method_only(client: httpx.AsyncClient, captured: Captured) -> None:
