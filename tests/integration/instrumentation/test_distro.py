@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.fakes.otlp import OtlpCapture
+from tests.fakes.sentry import FakeSentry
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,9 @@ _PORT = re.compile(rb"(?:Uvicorn running on|Listening at:) http://127\.0\.0\.1:(
 
 
 @contextmanager
-def served(command: list[str], otlp_endpoint: str, log_path: Path) -> Iterator[str]:
+def served(
+    command: list[str], otlp_endpoint: str, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
     """Start ``command`` under opentelemetry-instrument; yield its base URL; stop it (SIGTERM, then kill)."""
     env = {
         **os.environ,
@@ -41,6 +44,7 @@ def served(command: list[str], otlp_endpoint: str, log_path: Path) -> Iterator[s
         "PHONOGLYPH_INSTRUMENTATION_STRICT": "1",
     }
     env.pop("SENTRY_DSN", None)
+    env.update(extra_env or {})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(BIN / "opentelemetry-instrument"), *command],
@@ -140,3 +144,26 @@ def test_gunicorn_with_uvicorn_workers_after_fork(otlp: tuple[str, OtlpCapture],
     with served(command, endpoint, tmp_path / "server.log") as base_url:
         _exercise(base_url)
         _assert_one_server_span_per_request(capture)
+
+
+def test_the_same_pipeline_with_sentry_and_scrubbing_under_opentelemetry_instrument(
+    otlp: tuple[str, OtlpCapture], tmp_path: Path
+) -> None:
+    endpoint, capture = otlp
+    secret = "tok_SEED_4b1d"
+    command = [str(BIN / "uvicorn"), "plain_app:app", "--host", "127.0.0.1", "--port", "0"]
+    with FakeSentry() as sentry:
+        with served(command, endpoint, tmp_path / "server.log", {"SENTRY_DSN": sentry.dsn}) as base_url:
+            assert httpx.get(f"{base_url}/fail", timeout=5).status_code == 500
+            assert httpx.get(f"{base_url}/items/1?access_token={secret}", timeout=5).status_code == 200
+            assert capture.wait_for(lambda c: len(c.spans) >= 2, timeout_s=20)
+            assert sentry.wait_for(lambda s: bool(s.events) and len(s.spans) >= 2, timeout_s=20)
+        spans = {span["name"]: span for span in capture.snapshot()["spans"]}
+        [event] = sentry.events
+        assert event["exception"]["values"][-1]["type"] == "RuntimeError"
+        assert event["contexts"]["trace"]["trace_id"] == spans["GET /fail"]["trace_id"]
+        assert {span["name"] for span in sentry.spans} >= {"GET /fail", "GET /items/{item_id}"}
+        assert secret.encode() not in sentry.received_bytes()
+        assert sentry.errors == []
+    assert secret not in repr(capture.snapshot())
+    assert spans["GET /items/{item_id}"]["attributes"]["url.query"].startswith("access_token=")
