@@ -31,7 +31,7 @@ from opentelemetry.util._once import Once
 from instrumentation._internal import pipeline, setup
 from instrumentation._internal.config import resolve
 from instrumentation._internal.guard import reset_rate_limits
-from instrumentation._internal.scrubbing import ScrubbingConfig
+from instrumentation._internal.scrubbing import Scrubber, ScrubbingConfig
 from instrumentation._internal.stats import STATS
 
 __all__ = ["Captured", "capture", "pipeline_stats", "reset_otel_globals", "span_to_dict", "event_record_to_dict"]
@@ -148,7 +148,7 @@ def capture(
     )
     setup.install(
         settings,
-        scrubbing,
+        Scrubber(scrubbing or ScrubbingConfig.from_env()),
         setup.Exporters(
             spans=captured.span_exporter,
             event_records=captured.event_exporter,

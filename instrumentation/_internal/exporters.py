@@ -36,9 +36,21 @@ def encode_in_chunks(items: Sequence[ItemT], encode: Callable[[Sequence[ItemT]],
     return b"".join(chunks)
 
 
-def _send(exporter: Any, items: Sequence[Any], encode: Callable[[Sequence[Any]], bytes], signal: str) -> bool:
+def _send(
+    exporter: Any,
+    items: Sequence[Any],
+    encode: Callable[[Sequence[Any]], bytes],
+    prepare: Callable[[Any], Any] | None,
+    signal: str,
+) -> bool:
     if exporter._shutdown:  # noqa: SLF001 - the SDK exporter's own flag
         return False
+    if prepare is not None:
+        encode_items = encode
+
+        def encode(chunk: Sequence[Any]) -> bytes:
+            return encode_items([prepare(item) for item in chunk])
+
     try:
         payload = encode_in_chunks(items, encode)
     except Exception:  # noqa: BLE001 - one bad attribute must not kill the export thread
@@ -49,16 +61,30 @@ def _send(exporter: Any, items: Sequence[Any], encode: Callable[[Sequence[Any]],
 
 class OtlpHttpSpanExporter(OTLPSpanExporter):
     """``OTLPSpanExporter`` (same endpoint, headers, retries on 429/502/503/504 with Retry-After)
-    that encodes with :func:`encode_spans_request` instead of building protobuf objects."""
+    that encodes with :func:`encode_spans_request` instead of building protobuf objects.
+
+    ``prepare`` (e.g. scrubbing) runs on each span chunk by chunk, inside the GIL releases.
+    """
+
+    def __init__(self, *args: Any, prepare: Callable[[ReadableSpan], ReadableSpan] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._prepare = prepare
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        succeeded = _send(self, spans, encode_spans_request, "spans")
+        succeeded = _send(self, spans, encode_spans_request, self._prepare, "spans")
         return SpanExportResult.SUCCESS if succeeded else SpanExportResult.FAILURE
 
 
 class OtlpHttpLogRecordExporter(OTLPLogExporter):
-    """``OTLPLogExporter`` with :func:`encode_logs_request` (event records: ``event_name`` kept)."""
+    """``OTLPLogExporter`` with :func:`encode_logs_request` (event records: ``event_name`` kept);
+    ``prepare`` as for spans."""
+
+    def __init__(
+        self, *args: Any, prepare: Callable[[ReadableLogRecord], ReadableLogRecord] | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self._prepare = prepare
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        succeeded = _send(self, batch, encode_logs_request, "log records")
+        succeeded = _send(self, batch, encode_logs_request, self._prepare, "log records")
         return LogRecordExportResult.SUCCESS if succeeded else LogRecordExportResult.FAILURE

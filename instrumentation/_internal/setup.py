@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from instrumentation._internal.scrubbing import (
     ScrubbingConfig,
     ScrubbingLogExporter,
     ScrubbingSpanExporter,
+    scrub_log_record,
+    scrub_span,
 )
 
 @dataclass
@@ -42,6 +45,8 @@ class Exporters:
     spans: SpanExporter
     event_records: LogRecordExporter
     metric_reader: MetricReader
+    scrub_themselves: bool = False
+    """True for ours (they scrub chunk by chunk while encoding); others get the scrubbing wrappers."""
 
 
 @dataclass
@@ -67,14 +72,23 @@ def _signal_endpoint(settings: Settings, signal: str) -> str:
     return specific or f"{settings.otlp_endpoint}/v1/{signal}"
 
 
-def otlp_exporters(settings: Settings) -> Exporters:
+def otlp_exporters(settings: Settings, scrubber: Scrubber) -> Exporters:
     timeout_s = settings.span_queue.export_timeout_s
     return Exporters(
-        spans=OtlpHttpSpanExporter(endpoint=_signal_endpoint(settings, "traces"), timeout=timeout_s),
-        event_records=OtlpHttpLogRecordExporter(endpoint=_signal_endpoint(settings, "logs"), timeout=timeout_s),
+        spans=OtlpHttpSpanExporter(
+            endpoint=_signal_endpoint(settings, "traces"),
+            timeout=timeout_s,
+            prepare=functools.partial(scrub_span, scrubber=scrubber),
+        ),
+        event_records=OtlpHttpLogRecordExporter(
+            endpoint=_signal_endpoint(settings, "logs"),
+            timeout=timeout_s,
+            prepare=functools.partial(scrub_log_record, scrubber=scrubber),
+        ),
         metric_reader=PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=_signal_endpoint(settings, "metrics"), timeout=timeout_s)
         ),
+        scrub_themselves=True,
     )
 
 
@@ -87,23 +101,24 @@ def _resource(settings: Settings) -> Resource:
     return Resource.create(attributes)
 
 
-def install(settings: Settings, scrubbing: ScrubbingConfig | None, exporters: Exporters) -> Installed | None:
+def install(settings: Settings, scrubber: Scrubber, exporters: Exporters) -> Installed | None:
     """Build and set the global providers (once per process); returns None when already done."""
     with _LOCK:
         if INSTALLED:
             return None
         rate_limit_export_logs()
-        scrubber = Scrubber(scrubbing or ScrubbingConfig.from_env())
+        span_exporter, event_exporter = exporters.spans, exporters.event_records
+        if not exporters.scrub_themselves:
+            span_exporter = ScrubbingSpanExporter(span_exporter, scrubber)
+            event_exporter = ScrubbingLogExporter(event_exporter, scrubber)
         resource = _resource(settings)
 
-        span_processor = QueueingSpanProcessor(ScrubbingSpanExporter(exporters.spans, scrubber), settings.span_queue)
+        span_processor = QueueingSpanProcessor(span_exporter, settings.span_queue)
         tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         tracer_provider.add_span_processor(IdentitySpanProcessor())
         tracer_provider.add_span_processor(span_processor)
 
-        event_processor = QueueingLogRecordProcessor(
-            ScrubbingLogExporter(exporters.event_records, scrubber), settings.event_queue
-        )
+        event_processor = QueueingLogRecordProcessor(event_exporter, settings.event_queue)
         logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         logger_provider.add_log_record_processor(event_processor)
 
@@ -159,7 +174,8 @@ def configure(
             otlp_endpoint=otlp_endpoint,
             sentry_dsn=sentry_dsn,
         )
-        if install(settings, scrubbing, otlp_exporters(settings)) is not None:
+        scrubber = Scrubber(scrubbing or ScrubbingConfig.from_env())
+        if install(settings, scrubber, otlp_exporters(settings, scrubber)) is not None:
             atexit.register(shutdown)
 
 

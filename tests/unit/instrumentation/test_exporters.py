@@ -70,3 +70,25 @@ def test_event_records_arrive_with_their_event_name_and_ids(
     assert sorted(record["attributes"]["index"] for record in records) == list(range(5))
     assert {record["event_name"] for record in records} == {"project_created"}
     assert {record["span_id"] for record in records} == {f"{span.get_span_context().span_id:016x}"}
+
+
+def test_prepare_runs_on_every_span_before_encoding(
+    otlp: tuple[str, OtlpCapture], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from instrumentation._internal.scrubbing import Scrubber, scrub_span
+
+    endpoint, capture = otlp
+    monkeypatch.setattr(exporters, "ENCODE_CHUNK_ITEMS", 3)
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for index in range(7):
+        with provider.get_tracer("test").start_as_current_span("login", attributes={"password": f"hunter{index}"}):
+            pass
+    scrubber = Scrubber()
+    exporter = OtlpHttpSpanExporter(endpoint=f"{endpoint}/v1/traces", prepare=lambda span: scrub_span(span, scrubber))
+    assert exporter.export(list(memory.get_finished_spans())) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    spans = capture.snapshot()["spans"]
+    assert len(spans) == 7
+    assert "hunter" not in repr(spans)
