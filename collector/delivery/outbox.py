@@ -23,6 +23,7 @@ short transaction.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["Outbox", "OutboxError", "OutboxFullError", "encode_event"]
+__all__ = ["Outbox", "OutboxError", "OutboxFullError", "StoredEvent", "encode_event"]
 
 _PENDING = 0
 _IN_FLIGHT = 1
@@ -85,8 +86,37 @@ class OutboxFullError(Exception):
 
 
 def encode_event(event: dict) -> str:
-    """The compact JSON stored for an event; its UTF-8 length is the event's size."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    """The compact JSON stored for an event; its UTF-8 length is the event's size.
+
+    Always valid JSON: a non-finite float (which json.dumps would write as a bare NaN or
+    Infinity) becomes null, as posthog-python's batch_post does. Mapping already turns them
+    into strings, so the fallback costs nothing on the normal path.
+    """
+    try:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+class StoredEvent(dict):
+    """An event claimed from the outbox: the decoded dict, plus ``payload``, its stored JSON
+    as UTF-8 bytes, so an exporter can send it without encoding it again."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, event: dict, payload: bytes) -> None:
+        super().__init__(event)
+        self.payload = payload
 
 
 def _chunks(items: Sequence, size: int = _MAX_PARAMS) -> Iterable[Sequence]:
@@ -215,7 +245,7 @@ class Outbox:
 
     # -- delivery ----------------------------------------------------------------------
 
-    def claim(self, *, max_events: int, max_bytes: int) -> list[dict]:
+    def claim(self, *, max_events: int, max_bytes: int) -> list[StoredEvent]:
         """Mark due pending rows in flight, oldest first, and return their events.
 
         The batch holds at most max_events rows and max_bytes of payload, but always at
@@ -227,13 +257,13 @@ class Outbox:
             try:
                 with self._transaction():
                     candidates = self._db.execute(
-                        "SELECT seq, payload, size_bytes FROM outbox"
+                        "SELECT seq, CAST(payload AS BLOB), size_bytes FROM outbox"
                         " WHERE state=? AND next_attempt_at<=?"
                         " ORDER BY next_attempt_at, seq LIMIT ?",
                         (_PENDING, now, max_events),
                     ).fetchall()
                     batch_seqs: list[int] = []
-                    payloads: list[str] = []
+                    payloads: list[bytes] = []
                     batch_bytes = 0
                     for seq, payload, size in candidates:
                         if payloads and batch_bytes + size > max_bytes:
@@ -248,7 +278,8 @@ class Outbox:
                         )
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox claim failed: {exc}") from exc
-        return [json.loads(payload) for payload in payloads]  # parsed outside the lock
+        # parsed outside the lock
+        return [StoredEvent(json.loads(payload), payload) for payload in payloads]
 
     def ack(self, uuids: Iterable[str]) -> None:
         """Delivered: delete the rows.

@@ -167,7 +167,7 @@ class DeliveryWorker:
     def _deliver(self, batch: list[dict]) -> None:
         sendable = []
         for event in batch:
-            size = len(encode_event(event).encode())
+            size = _size_bytes(event)
             if size > self._batch.max_event_bytes:
                 self._dead_letter(
                     [event],
@@ -280,3 +280,9 @@ class DeliveryWorker:
                 continue
             oldest = stamp if oldest is None else min(oldest, stamp)
         return None if oldest is None else max(0.0, self._clock() - oldest)
+
+
+def _size_bytes(event: dict) -> int:
+    """The event's stored JSON size (a claimed StoredEvent carries it; others are encoded)."""
+    payload = getattr(event, "payload", None)
+    return len(payload) if payload is not None else len(encode_event(event).encode())

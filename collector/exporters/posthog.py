@@ -1,56 +1,132 @@
 """PostHogExporter: one POST to PostHog's /batch/ per export, in the official wire format.
 
-The request is made by ``posthog.request.batch_post`` (body ``{"batch": [...], "api_key",
-"sent_at"}``, gzip, posthog-python's User-Agent) over this exporter's own requests session
-with no transport retries: a retry is the delivery worker's decision. Our own
-instrumentation is suppressed around the call, or the collector would trace its exports.
+The body is the one ``posthog.request.batch_post`` sends (``{"batch": [...], "sent_at": ...,
+"api_key": ...}``, gzip, ``Content-Type: application/json``, posthog-python's User-Agent, the
+same URL), but built by joining bytes: an event claimed from the outbox carries its stored
+compact JSON (``StoredEvent.payload``), which goes out as it is, never re-encoded. Other
+events are encoded once with the outbox's encoder. gzip runs at a low level (``gzip_level``,
+default 1: measured in docs/benchmarks.md) in one zlib call, which releases the GIL.
+
+The request goes over this exporter's own requests session with no transport retries: a
+retry is the delivery worker's decision. Our own instrumentation is suppressed around the
+call, or the collector would trace its exports.
 """
 
 from __future__ import annotations
 
+import json
+import zlib
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
 import requests
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
-from posthog.request import APIError, batch_post, determine_server_host
+from posthog.request import EVENTS_ENDPOINT, USER_AGENT, determine_server_host
+from posthog.utils import remove_trailing_slash
 from requests.adapters import HTTPAdapter
 
+from collector.delivery.outbox import encode_event
 from collector.exporters import Rejected, RetryLater, TooLarge, Unauthorized
 
-__all__ = ["PostHogExporter"]
+__all__ = ["PostHogExporter", "batch_body"]
 
 DEFAULT_HOST = "https://us.i.posthog.com"
+DEFAULT_GZIP_LEVEL = 1
 _DETAIL_CHARS = 300
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip member, as GzipFile writes
 
 
 class PostHogExporter:
-    def __init__(self, api_key: str, host: str | None = DEFAULT_HOST, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        host: str | None = DEFAULT_HOST,
+        timeout_s: float = 10.0,
+        *,
+        gzip_level: int = DEFAULT_GZIP_LEVEL,
+    ) -> None:
         if not api_key:
             raise ValueError("PostHogExporter needs an api_key")
+        if not 1 <= gzip_level <= 9:
+            raise ValueError(f"gzip_level must be 1..9, not {gzip_level}")
         self._api_key = api_key
         self.host = determine_server_host(host)
+        self.url = remove_trailing_slash(self.host) + EVENTS_ENDPOINT
         self.timeout_s = timeout_s
+        self.gzip_level = gzip_level
+        self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Content-Encoding": "gzip"}
         self._session = requests.Session()
         adapter = HTTPAdapter(max_retries=0)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
 
-    def export(self, batch: list[dict]) -> None:
+    def export(self, batch: Sequence[dict]) -> None:
+        body = batch_body(batch, api_key=self._api_key, sent_at=datetime.now(tz=timezone.utc).isoformat())
+        compressor = zlib.compressobj(self.gzip_level, zlib.DEFLATED, _GZIP_WBITS)
+        data = compressor.compress(body) + compressor.flush()
         with suppress_instrumentation(), suppress_http_instrumentation():
             try:
-                batch_post(
-                    self._api_key,
-                    host=self.host,
-                    gzip=True,
-                    timeout=self.timeout_s,
-                    session=self._session,
-                    batch=batch,
-                )
-            except APIError as exc:
-                raise classify(exc.status, str(exc.message), exc.retry_after) from exc
+                response = self._session.post(self.url, data=data, headers=self._headers, timeout=self.timeout_s)
             except requests.RequestException as exc:
                 raise RetryLater(f"network error: {type(exc).__name__}: {exc}") from exc
+        try:
+            if response.status_code != 200:
+                raise classify(response.status_code, _detail(response), _retry_after_s(response))
+        finally:
+            response.close()
 
     def shutdown(self) -> None:
         self._session.close()
+
+
+def batch_body(batch: Sequence[dict], *, api_key: str, sent_at: str) -> bytes:
+    """The /batch/ body batch_post would send, with each event's stored JSON as it is.
+
+    Same keys in the same order and the same separators as posthog-python's
+    ``json.dumps(body)``; inside an event the stored compact JSON (valid JSON, UTF-8, no
+    NaN or Infinity: see encode_event) is spliced in unchanged.
+    """
+    payloads = [_payload(event) for event in batch]
+    return b"".join(
+        (
+            b'{"batch": [',
+            b", ".join(payloads),
+            b'], "sent_at": ',
+            json.dumps(sent_at).encode(),
+            b', "api_key": ',
+            json.dumps(api_key).encode(),
+            b"}",
+        )
+    )
+
+
+def _payload(event: dict) -> bytes:
+    payload = getattr(event, "payload", None)
+    return payload if payload is not None else encode_event(event).encode()
+
+
+def _detail(response: requests.Response) -> str:
+    """PostHog's ``detail`` when the answer is JSON with one, else the raw text (as batch_post)."""
+    try:
+        return str(response.json()["detail"])
+    except (KeyError, TypeError, ValueError):
+        return response.text
+
+
+def _retry_after_s(response: requests.Response) -> float | None:
+    """Retry-After in seconds (a number or an HTTP date), as posthog-python reads it."""
+    header = response.headers.get("Retry-After")
+    if not header:
+        return None
+    try:
+        return float(header)
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(header) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
 
 
 def classify(status: int | str, detail: str, retry_after_s: float | None):

@@ -10,6 +10,7 @@ import uuid
 import pytest
 import requests
 
+from collector.delivery.outbox import Outbox, StoredEvent, encode_event
 from collector.exporters import Rejected, RetryLater, TooLarge, Unauthorized
 from collector.exporters.posthog import PostHogExporter
 from tests.fakes.posthog import Answer, FakePostHog
@@ -172,3 +173,46 @@ def test_fake_refuses_garbage_and_oversize(posthog):
     assert post(posthog, big, compress=True).status_code == 413  # over 20 MiB once decompressed
     assert posthog.events == []
     assert requests.post(posthog.host + "/capture/", data=b"{}", timeout=10).status_code == 404
+
+
+# -- byte-compatible with posthog-python's batch_post ----------------------------------------
+
+
+def test_same_request_as_batch_post(posthog, exporter):
+    """One batch sent by batch_post itself and by the exporter: same URL, headers and decoded body."""
+    from posthog.request import batch_post
+
+    batch = [event(1), event(2, properties={"nested": {"a": [1, 2.5, None]}, "é": "ü\u2028"})]
+    batch_post("phc_test", host=posthog.host, gzip=True, timeout=5, session=requests.Session(), batch=batch)
+    exporter.export([StoredEvent(e, encode_event(e).encode()) for e in batch])
+    theirs, ours = posthog.requests
+    assert ours.path == theirs.path == "/batch/"
+    for header in ("content-type", "content-encoding", "user-agent"):
+        assert ours.headers[header] == theirs.headers[header]
+    their_body, our_body = (json.loads(gzip.decompress(r.body)) for r in (theirs, ours))
+    assert list(our_body) == list(their_body) == ["batch", "sent_at", "api_key"]
+    their_body.pop("sent_at"), our_body.pop("sent_at")
+    assert our_body == their_body
+    assert posthog.events == batch + batch
+
+
+def test_stored_payload_is_sent_as_stored(posthog, exporter):
+    stored = json.dumps(event(1, event="as_stored"), separators=(",", ":")).encode()
+    exporter.export([StoredEvent(event(1, event="decoded_copy"), stored)])
+    assert [e["event"] for e in posthog.events] == ["as_stored"]
+
+
+def test_non_finite_floats_arrive_as_valid_json(posthog, exporter, tmp_path):
+    box = Outbox(tmp_path / "outbox.db")
+    try:
+        box.put([event(1, properties={"nan": float("nan"), "inf": [float("inf"), 1.5], "ok": 2.0})])
+        exporter.export(box.claim(max_events=10, max_bytes=2**20))
+    finally:
+        box.close()
+    (request,) = posthog.requests
+
+    def refuse(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    body = json.loads(gzip.decompress(request.body), parse_constant=refuse)
+    assert body["batch"][0]["properties"] == {"nan": None, "inf": [None, 1.5], "ok": 2.0}

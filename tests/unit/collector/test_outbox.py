@@ -245,3 +245,17 @@ def test_unwritable_location_is_an_outbox_error(tmp_path):
     blocker.write_text("a file where the data dir should be")
     with pytest.raises(OutboxError):
         Outbox(blocker / "outbox.db")
+
+
+def test_claim_carries_the_stored_json(outbox):
+    outbox.put([event(1, note="é")])
+    (claimed,) = outbox.claim(max_events=10, max_bytes=2**20)
+    assert claimed == event(1, note="é")
+    assert claimed.payload == encode_event(event(1, note="é")).encode()
+
+
+def test_non_finite_floats_are_stored_as_null(outbox):
+    outbox.put([event(1, values=[float("nan"), float("-inf"), 0.5])])
+    (claimed,) = outbox.claim(max_events=10, max_bytes=2**20)
+    assert claimed["properties"]["values"] == [None, None, 0.5]
+    assert b"NaN" not in claimed.payload and b"Infinity" not in claimed.payload
