@@ -15,9 +15,12 @@ The row count and payload bytes live in ``outbox_stats``, kept by triggers in th
 transactions, so they are right for every process that opens the file (the CLI replays dead
 letters while the collector runs) and cost no scan.
 
-One connection, guarded by a lock: the receiver's threads put while the delivery worker
-claims; SQLite serialises writers anyway, and a single connection keeps each call to one
-short transaction.
+Two connections, each guarded by its own lock: writes (put, the claim's mark, ack, nack,
+dead letters) go through the writer, one short transaction a call, serialised by a Python
+lock rather than SQLite's sleeping busy handler; reads (the claim's select, the gauges) go
+through the reader, which in WAL mode reads a committed snapshot beside a writer. So a
+receiver's put waits for the delivery worker only while it writes, never while it reads a
+batch or refreshes its gauges.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["Outbox", "OutboxError", "OutboxFullError", "StoredEvent", "encode_event"]
@@ -108,15 +111,53 @@ def _finite(value):
     return value
 
 
-class StoredEvent(dict):
-    """An event claimed from the outbox: the decoded dict, plus ``payload``, its stored JSON
-    as UTF-8 bytes, so an exporter can send it without encoding it again."""
+class StoredEvent(Mapping):
+    """An event claimed from the outbox, read-only.
 
-    __slots__ = ("payload",)
+    ``payload`` is its stored JSON as UTF-8 bytes, for an exporter to send as it is; ``uuid``
+    and ``size_bytes`` come from the row. The decoded event (any other key) is parsed on first
+    use only, so delivery never decodes the events it sends. ``timestamp`` is read by SQLite
+    (json_extract) for the delivery-lag gauge, without decoding the event in Python.
+    """
 
-    def __init__(self, event: dict, payload: bytes) -> None:
-        super().__init__(event)
+    __slots__ = ("uuid", "payload", "size_bytes", "_timestamp", "_event")
+
+    def __init__(self, uuid: str, payload: bytes, size_bytes: int, timestamp=None) -> None:
+        self.uuid = uuid
         self.payload = payload
+        self.size_bytes = size_bytes
+        self._timestamp = timestamp
+        self._event: dict | None = None
+
+    @classmethod
+    def of(cls, event: dict) -> StoredEvent:
+        """Wrap an event dict as the outbox would store it (tests, replay)."""
+        payload = encode_event(event).encode()
+        stored = cls(event["uuid"], payload, len(payload), event.get("timestamp"))
+        stored._event = json.loads(payload)
+        return stored
+
+    @property
+    def event(self) -> dict:
+        if self._event is None:
+            self._event = json.loads(self.payload)
+        return self._event
+
+    def __getitem__(self, key: str):
+        if key == "uuid":
+            return self.uuid
+        if key == "timestamp" and isinstance(self._timestamp, str):
+            return self._timestamp
+        return self.event[key]
+
+    def __iter__(self):
+        return iter(self.event)
+
+    def __len__(self) -> int:
+        return len(self.event)
+
+    def __repr__(self) -> str:
+        return f"StoredEvent({self.payload.decode()!r})"
 
 
 def _chunks(items: Sequence, size: int = _MAX_PARAMS) -> Iterable[Sequence]:
@@ -149,7 +190,8 @@ class Outbox:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer connection
+        self._read_lock = threading.Lock()  # the reader connection
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -165,6 +207,9 @@ class Outbox:
                 with self._transaction():
                     # crash resume: whatever a previous process claimed goes back to pending
                     self._db.execute("UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT))
+            self._reader = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
         except sqlite3.Error as exc:
             self._db.close()
             raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
@@ -221,27 +266,20 @@ class Outbox:
 
     def depth(self) -> int:
         """Rows pending or in flight (dead letters excluded)."""
-        with self._lock:
-            return self._read_stats()[0]
+        return self._read_one("SELECT rows FROM outbox_stats WHERE id=0")[0]
 
     def size_bytes(self) -> int:
         """Bytes of stored payloads pending or in flight: what max_bytes bounds."""
-        with self._lock:
-            return self._read_stats()[1]
+        return self._read_one("SELECT bytes FROM outbox_stats WHERE id=0")[0]
 
     def oldest_age_s(self) -> float | None:
-        with self._lock:
-            # rows are numbered in enqueue order: the first one is the oldest (an index lookup)
-            row = self._query("SELECT enqueued_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        # rows are numbered in enqueue order: the first one is the oldest (an index lookup)
+        row = self._read_one("SELECT enqueued_at FROM outbox ORDER BY seq LIMIT 1")
         return None if row is None else max(0.0, self._clock() - row[0])
 
     def next_due_at(self) -> float | None:
         """When the earliest pending row becomes due, or None when nothing is pending."""
-        with self._lock:
-            row = self._query(
-                "SELECT min(next_attempt_at) FROM outbox WHERE state=?", (_PENDING,)
-            ).fetchone()
-        return row[0]
+        return self._read_one("SELECT min(next_attempt_at) FROM outbox WHERE state=?", (_PENDING,))[0]
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -250,27 +288,34 @@ class Outbox:
 
         The batch holds at most max_events rows and max_bytes of payload, but always at
         least one row when one is due (an oversized event must still come out, to be
-        dead-lettered by the worker).
+        dead-lettered by the worker). The rows are read through the reader connection; only
+        marking them in flight takes the writer. Claims are meant for one delivery thread.
         """
         now = self._clock()
+        with self._read_lock:
+            try:
+                candidates = self._reader.execute(
+                    "SELECT seq, uuid, CAST(payload AS BLOB), size_bytes, json_extract(payload, '$.timestamp')"
+                    " FROM outbox WHERE state=? AND next_attempt_at<=?"
+                    " ORDER BY next_attempt_at, seq LIMIT ?",
+                    (_PENDING, now, max_events),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox claim failed: {exc}") from exc
+        batch: list[StoredEvent] = []
+        batch_seqs: list[int] = []
+        batch_bytes = 0
+        for seq, uuid, payload, size, timestamp in candidates:
+            if batch and batch_bytes + size > max_bytes:
+                break
+            batch_bytes += size
+            batch_seqs.append(seq)
+            batch.append(StoredEvent(uuid, payload, size, timestamp))
+        if not batch:
+            return batch
         with self._lock:
             try:
                 with self._transaction():
-                    candidates = self._db.execute(
-                        "SELECT seq, CAST(payload AS BLOB), size_bytes FROM outbox"
-                        " WHERE state=? AND next_attempt_at<=?"
-                        " ORDER BY next_attempt_at, seq LIMIT ?",
-                        (_PENDING, now, max_events),
-                    ).fetchall()
-                    batch_seqs: list[int] = []
-                    payloads: list[bytes] = []
-                    batch_bytes = 0
-                    for seq, payload, size in candidates:
-                        if payloads and batch_bytes + size > max_bytes:
-                            break
-                        batch_bytes += size
-                        batch_seqs.append(seq)
-                        payloads.append(payload)
                     for chunk in _chunks(batch_seqs):
                         self._db.execute(
                             f"UPDATE outbox SET state=? WHERE seq IN ({_placeholders(len(chunk))})",
@@ -278,8 +323,7 @@ class Outbox:
                         )
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox claim failed: {exc}") from exc
-        # parsed outside the lock
-        return [StoredEvent(json.loads(payload), payload) for payload in payloads]
+        return batch
 
     def ack(self, uuids: Iterable[str]) -> None:
         """Delivered: delete the rows.
@@ -378,7 +422,7 @@ class Outbox:
 
     def dead_letters(self, limit: int = 100) -> list[dict]:
         """The newest dead letters: uuid, event (its name), reason, failed_at, attempts, payload."""
-        with self._lock:
+        with self._read_lock:
             rows = self._query(
                 "SELECT uuid, payload, reason, failed_at, attempts FROM dead_letters"
                 " ORDER BY failed_at DESC, uuid LIMIT ?",
@@ -400,8 +444,7 @@ class Outbox:
         return letters
 
     def dead_letter_count(self) -> int:
-        with self._lock:
-            return self._query("SELECT count(*) FROM dead_letters").fetchone()[0]
+        return self._read_one("SELECT count(*) FROM dead_letters")[0]
 
     def replay_dead_letters(self, uuids: Sequence[str] | None = None) -> int:
         """Move dead letters (all, or those uuids) back to the outbox, due now; returns the count."""
@@ -430,23 +473,24 @@ class Outbox:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             try:
+                self._reader.close()
                 self._db.close()
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox close failed: {exc}") from exc
 
     # -- internals ---------------------------------------------------------------------
 
-    def _read_stats(self) -> tuple[int, int]:
-        try:
-            return self._stats()
-        except sqlite3.Error as exc:
-            raise OutboxError(f"outbox read failed: {exc}") from exc
+    def _read_one(self, sql: str, params: Sequence = ()) -> tuple | None:
+        """One row through the reader connection (a committed snapshot; no writer lock)."""
+        with self._read_lock:
+            return self._query(sql, params).fetchone()
 
     def _query(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
+        """Through the reader connection; the caller holds _read_lock."""
         try:
-            return self._db.execute(sql, params)
+            return self._reader.execute(sql, params)
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox read failed: {exc}") from exc
 

@@ -284,5 +284,5 @@ class DeliveryWorker:
 
 def _size_bytes(event: dict) -> int:
     """The event's stored JSON size (a claimed StoredEvent carries it; others are encoded)."""
-    payload = getattr(event, "payload", None)
-    return len(payload) if payload is not None else len(encode_event(event).encode())
+    size = getattr(event, "size_bytes", None)
+    return size if size is not None else len(encode_event(event).encode())

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from collector.delivery.outbox import Outbox, StoredEvent, encode_event
+from collector.delivery.outbox import Outbox, StoredEvent
 from collector.exporters import Rejected, RetryLater, TooLarge, Unauthorized
 from collector.exporters.posthog import PostHogExporter
 from tests.fakes.posthog import Answer, FakePostHog
@@ -184,7 +184,7 @@ def test_same_request_as_batch_post(posthog, exporter):
 
     batch = [event(1), event(2, properties={"nested": {"a": [1, 2.5, None]}, "é": "ü\u2028"})]
     batch_post("phc_test", host=posthog.host, gzip=True, timeout=5, session=requests.Session(), batch=batch)
-    exporter.export([StoredEvent(e, encode_event(e).encode()) for e in batch])
+    exporter.export([StoredEvent.of(e) for e in batch])
     theirs, ours = posthog.requests
     assert ours.path == theirs.path == "/batch/"
     for header in ("content-type", "content-encoding", "user-agent"):
@@ -198,7 +198,7 @@ def test_same_request_as_batch_post(posthog, exporter):
 
 def test_stored_payload_is_sent_as_stored(posthog, exporter):
     stored = json.dumps(event(1, event="as_stored"), separators=(",", ":")).encode()
-    exporter.export([StoredEvent(event(1, event="decoded_copy"), stored)])
+    exporter.export([StoredEvent(event(1)["uuid"], stored, len(stored))])
     assert [e["event"] for e in posthog.events] == ["as_stored"]
 
 

@@ -259,3 +259,29 @@ def test_non_finite_floats_are_stored_as_null(outbox):
     (claimed,) = outbox.claim(max_events=10, max_bytes=2**20)
     assert claimed["properties"]["values"] == [None, None, 0.5]
     assert b"NaN" not in claimed.payload and b"Infinity" not in claimed.payload
+
+
+def test_a_claimed_event_is_decoded_only_when_read(outbox):
+    outbox.put([event(1)])
+    (claimed,) = outbox.claim(max_events=10, max_bytes=2**20)
+    assert claimed["uuid"] == event(1)["uuid"] and claimed["timestamp"] == event(1)["timestamp"]
+    assert claimed.size_bytes == len(claimed.payload)
+    assert claimed._event is None  # uuid, timestamp and size came from the row
+    assert claimed["properties"] == {"n": 1} and dict(claimed) == event(1)
+
+
+def test_reads_never_wait_for_a_write(outbox):
+    """Gauges and the claim's select use the reader connection: a put holding the writer
+    (here: its lock, held by the test) does not stall them."""
+    outbox.put([event(1), event(2)])
+    seen = []
+    with outbox._lock:
+        reader = threading.Thread(
+            target=lambda: seen.append(
+                (outbox.depth(), outbox.size_bytes(), outbox.oldest_age_s(), outbox.next_due_at(), outbox.dead_letter_count())
+            )
+        )
+        reader.start()
+        reader.join(timeout=10)
+        assert not reader.is_alive()
+    assert seen[0][0] == 2 and seen[0][4] == 0

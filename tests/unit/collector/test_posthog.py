@@ -90,7 +90,7 @@ def test_gzip_level_is_checked():
 
 
 def test_batch_body_splices_stored_payloads_unchanged():
-    stored = StoredEvent({"event": "ignored", "uuid": "u1"}, b'{"event":"as stored","uuid":"u1"}')
+    stored = StoredEvent("u1", b'{"event":"as stored","uuid":"u1"}', 33)
     plain = {"event": "plain", "uuid": "u2", "properties": {"\u00e9": 1.5}}
     body = batch_body([stored, plain], api_key="phc_\"key", sent_at="2026-11-28T05:00:00+00:00")
     assert body == (
@@ -131,7 +131,7 @@ def test_batch_body_matches_batch_post_field_for_field(monkeypatch):
     request_module.batch_post("phc_test", host=exporter.host, gzip=True, session=CapturingSession(), batch=batch)
     theirs = gzip.decompress(captured["data"])
     ours = batch_body(
-        [StoredEvent(event, encode_event(event).encode()) for event in batch],
+        [StoredEvent.of(event) for event in batch],
         api_key="phc_test",
         sent_at=PinnedDatetime.now(timezone.utc).isoformat(),
     )
