@@ -30,7 +30,8 @@ DEFAULT_EXCLUDED_URLS = "/health,/healthz"
 
 REQUEST_ERROR_HANDLERS: list[Callable[[Exception, Scope], None]] = []
 """Called with each exception that leaves an instrumented app, while its server span is still the
-current span (an error reporter registered here links its events to the request's trace)."""
+current span (an error reporter registered here links its events to the request's trace); for an
+excluded URL, with no span."""
 
 
 def _compile_excluded(excluded_urls: str | None) -> Callable[[str], Any] | None:
@@ -112,8 +113,17 @@ class ServerSpanMiddleware:
         self._identify_request = identify_request
 
     async def __call__(self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-        if scope["type"] != "http" or (self._is_excluded is not None and self._is_excluded(scope["path"])):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self._is_excluded is not None and self._is_excluded(scope["path"]):
+            try:
+                await self.app(scope, receive, send)
+            except Exception as exc:
+                with guarded():  # no span to record it on; error reporters still hear of it
+                    for handler in REQUEST_ERROR_HANDLERS:
+                        handler(exc, scope)
+                raise
             return
         try:
             span, token = self._start(scope)

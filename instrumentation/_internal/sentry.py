@@ -1,14 +1,19 @@
 """Sentry in process: errors linked to the OTel trace, scrubbed, with audio context; spans over OTLP.
 
 ``setup_sentry`` runs after the global TracerProvider is set (sentry-sdk 2.75's ``OTLPIntegration``
-links events to the current OTel span through ``register_external_propagation_context``). Two
-things of the integration are replaced by ours:
+links events to the current OTel span through ``register_external_propagation_context``). Three
+things of sentry-sdk are replaced by ours:
 
-- its span exporter: spans go to Sentry's OTLP endpoint through our export queue and the
-  :class:`ScrubbingSpanExporter`, never unscrubbed, and without the collector's
-  ``OTEL_EXPORTER_OTLP_HEADERS`` / TLS settings;
+- its span exporter: spans go to Sentry's OTLP endpoint through our export queue and our
+  :class:`OtlpHttpSpanExporter` (scrubbed chunk by chunk while encoding, never unscrubbed),
+  without the collector's ``OTEL_EXPORTER_OTLP_HEADERS`` / TLS settings; with
+  ``PHONOGLYPH_SENTRY_SPANS=off`` there is no span path to Sentry at all (a Collector forwards them);
 - its propagator (``sentry-trace`` only): W3C ``traceparent`` + ``baggage`` stay the global
-  propagator, and an incoming ``sentry-trace`` is honoured too.
+  propagator, and an incoming ``sentry-trace`` is honoured too;
+- its web-framework integrations (Starlette, FastAPI, ...: an ASGI middleware, a scope and event
+  processors on every request, about 190 µs a request): off. An error that leaves an instrumented
+  app is reported from ``fastapi.REQUEST_ERROR_HANDLERS`` instead, while the server span is current,
+  with the request data those integrations attached (``event["request"]``, scrubbed in before_send).
 
 The OTel sampler is the only sampling decision (no ``traces_sample_rate``: Sentry makes no
 transactions of its own). ``before_send`` scrubs the whole event and adds what the exception
@@ -20,7 +25,9 @@ carries from the operation it left (``exc.__phonoglyph_context__``): tag ``opera
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +35,6 @@ import requests
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import (
     CarrierT,
@@ -42,10 +48,12 @@ from opentelemetry.sdk.trace import Span, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from instrumentation import semconv
+from instrumentation._internal import fastapi as fastapi_layer
 from instrumentation._internal.batching import QueueingSpanProcessor
 from instrumentation._internal.config import QueueConfig
+from instrumentation._internal.exporters import OtlpHttpSpanExporter
 from instrumentation._internal.operations import EXCEPTION_CONTEXT_ATTR
-from instrumentation._internal.scrubbing import SCRUBBED_ATTRIBUTE, Scrubber, ScrubbingSpanExporter
+from instrumentation._internal.scrubbing import SCRUBBED_ATTRIBUTE, Scrubber, scrub_span
 from instrumentation._internal.stats import STATS
 
 _logger = logging.getLogger("instrumentation")
@@ -66,6 +74,25 @@ PIPELINE_LOGGERS = ("instrumentation", "instrumentation.*", "opentelemetry.*")
 """Loggers (fnmatch patterns) Sentry's logging integration ignores: the telemetry pipeline's own
 lines (an unreachable collector, a failed export) are counters and logs, never Sentry events, and
 our own error lines must not come back through before_send."""
+
+SPANS_ENV = "PHONOGLYPH_SENTRY_SPANS"
+"""``on`` (default): spans go to Sentry's OTLP endpoint from this process. ``off``: Sentry gets
+errors only (an OpenTelemetry Collector forwards the spans; otherwise Sentry would get each twice)."""
+
+WEB_FRAMEWORK_INTEGRATIONS = frozenset(
+    {
+        "aiohttp", "asgi", "bottle", "chalice", "django", "falcon", "fastapi", "flask", "litestar",
+        "pyramid", "quart", "sanic", "starlette", "starlite", "tornado",
+    }
+)  # fmt: skip
+"""sentry-sdk integrations (by identifier) that hook every request: never enabled by setup_sentry."""
+
+REQUEST_MECHANISM = "phonoglyph.asgi"
+REQUEST_BODY_SCOPE_KEY = "phonoglyph.request_body"
+"""Where the ASGI scope keeps a body the app read (Starlette's ``Request.body``), for an error event."""
+
+_JSON_TYPES = ("application/json", "+json")
+_FORM_TYPE = "application/x-www-form-urlencoded"
 
 _OTLP_SPAN_QUEUE = QueueConfig()
 _active_span_processor: list[QueueingSpanProcessor] = []
@@ -120,21 +147,40 @@ class SentryOtlpSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
-def _sentry_otlp_exporter(dsn: str, timeout_s: float) -> OTLPSpanExporter:
+def _sentry_otlp_exporter(dsn: str, timeout_s: float, scrubber: Scrubber) -> OtlpHttpSpanExporter:
     from sentry_sdk.consts import VERSION, EndpointType
     from sentry_sdk.utils import Dsn
 
     auth = Dsn(dsn).to_auth(f"sentry.python/{VERSION}")
     session = SentryOtlpSession()
-    exporter = OTLPSpanExporter(
+    exporter = OtlpHttpSpanExporter(
         endpoint=auth.get_api_url(EndpointType.OTLP_TRACES),
         headers={"X-Sentry-Auth": auth.to_header()},
         timeout=timeout_s,
         session=session,
+        prepare=functools.partial(scrub_span, scrubber=scrubber),
     )
     # OTEL_EXPORTER_OTLP_CERTIFICATE / CLIENT_* are the collector's TLS settings, not Sentry's
     session.verify, session.cert = True, None
     return exporter
+
+
+def spans_enabled_from_env() -> bool:
+    """``PHONOGLYPH_SENTRY_SPANS``: ``off`` (or false/0/no) turns the span path to Sentry off."""
+    raw = os.environ.get(SPANS_ENV, "").strip().lower()
+    if raw in ("", "on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    _logger.warning("%s=%r is neither on nor off: spans go to Sentry (on)", SPANS_ENV, raw)
+    return True
+
+
+def _web_framework_integrations() -> list[Any]:
+    """The installed auto-enabling integrations that would hook every request."""
+    from sentry_sdk.integrations import iter_default_integrations
+
+    return [cls for cls in iter_default_integrations(True) if cls.identifier in WEB_FRAMEWORK_INTEGRATIONS]
 
 
 def setup_sentry(
@@ -144,14 +190,21 @@ def setup_sentry(
     release: str | None,
     tracer_provider: TracerProvider,
     scrubber: Scrubber,
+    send_spans: bool | None = None,
 ) -> bool:
-    """Start Sentry when ``dsn`` is set (returns True); without it, do nothing and say nothing."""
+    """Start Sentry when ``dsn`` is set (returns True); without it, do nothing and say nothing.
+
+    ``send_spans`` (default: ``PHONOGLYPH_SENTRY_SPANS``, on) adds the span path to Sentry's OTLP
+    endpoint; off, Sentry gets errors only.
+    """
     if not dsn:
         return False
     import sentry_sdk
     from sentry_sdk.integrations.logging import ignore_logger
     from sentry_sdk.integrations.otlp import OTLPIntegration
 
+    if send_spans is None:
+        send_spans = spans_enabled_from_env()
     for name in PIPELINE_LOGGERS:
         ignore_logger(name)
     sentry_sdk.init(
@@ -159,17 +212,21 @@ def setup_sentry(
         environment=environment,
         release=release,
         integrations=[OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)],
+        disabled_integrations=_web_framework_integrations(),
         before_send=functools.partial(_before_send, scrubber),
         before_breadcrumb=functools.partial(_before_breadcrumb, scrubber),
     )
-    processor = QueueingSpanProcessor(
-        ScrubbingSpanExporter(_sentry_otlp_exporter(dsn, _OTLP_SPAN_QUEUE.export_timeout_s), scrubber),
-        _OTLP_SPAN_QUEUE,
-    )
-    tracer_provider.add_span_processor(processor)
-    _active_span_processor[:] = [processor]
+    if send_spans:
+        processor = QueueingSpanProcessor(
+            _sentry_otlp_exporter(dsn, _OTLP_SPAN_QUEUE.export_timeout_s, scrubber), _OTLP_SPAN_QUEUE
+        )
+        tracer_provider.add_span_processor(processor)
+        _active_span_processor[:] = [processor]
     propagate.set_global_textmap(global_propagator())
     _stamp_exceptions_with_their_span()
+    _keep_request_bodies()
+    if report_request_error not in fastapi_layer.REQUEST_ERROR_HANDLERS:
+        fastapi_layer.REQUEST_ERROR_HANDLERS.append(report_request_error)
     return True
 
 
@@ -177,6 +234,8 @@ def shutdown_sentry(timeout_s: float) -> None:
     """Export the spans still queued for Sentry, then flush, close and unset the Sentry client."""
     import sentry_sdk
 
+    while report_request_error in fastapi_layer.REQUEST_ERROR_HANDLERS:
+        fastapi_layer.REQUEST_ERROR_HANDLERS.remove(report_request_error)
     for processor in _active_span_processor:
         processor.force_flush()
     _active_span_processor.clear()
@@ -184,6 +243,133 @@ def shutdown_sentry(timeout_s: float) -> None:
     if client.is_active():
         client.close(timeout=timeout_s)
         sentry_sdk.get_global_scope().set_client(None)  # Sentry is off until setup_sentry runs again
+
+
+# -- errors that leave a request -------------------------------------------------------------------
+
+
+def report_request_error(exc: Exception, scope: Mapping[str, Any]) -> None:
+    """A ``REQUEST_ERROR_HANDLERS`` entry: report an exception that left an instrumented app.
+
+    Called while the request's server span is current (its trace id goes on the event). What
+    Sentry's Starlette integration used to add comes from the ASGI scope: ``transaction`` = the
+    route, ``request`` (method, URL without query, query string, headers, body the app read;
+    cookies only with ``send_default_pii``), mechanism unhandled. An ``HTTPException`` below 500
+    is a client error, never reported (as Sentry's default; ``before_send`` drops one logged by the
+    server too); one of 500 or more that leaves the app is. Starlette answers an ``HTTPException``
+    a route raises itself, whatever its status: it never gets here (the server span has the 5xx).
+    """
+    import sentry_sdk
+    from sentry_sdk.utils import event_from_exception
+
+    if _is_client_error(exc):
+        return
+    client = sentry_sdk.get_client()
+    if not client.is_active():
+        return
+    event, hint = event_from_exception(
+        exc, client_options=client.options, mechanism={"type": REQUEST_MECHANISM, "handled": False}
+    )
+    event["request"] = _request_data(scope, client)
+    event["transaction"] = _route(scope)
+    event["transaction_info"] = {"source": "route" if scope.get("route") is not None else "url"}
+    with sentry_sdk.isolation_scope() as isolation:
+        if not trace.get_current_span().get_span_context().is_valid:
+            isolation.set_new_propagation_context()  # an excluded URL: a trace of its own
+        sentry_sdk.capture_event(event, hint=hint)
+
+
+def _is_client_error(exc: BaseException | None) -> bool:
+    """An ``HTTPException`` (Starlette's, FastAPI's) with a status below 500."""
+    status_code = getattr(exc, "status_code", None)
+    if not isinstance(status_code, int) or status_code >= 500:
+        return False
+    try:
+        from starlette.exceptions import HTTPException
+    except ImportError:
+        return False
+    return isinstance(exc, HTTPException)
+
+
+def _route(scope: Mapping[str, Any]) -> str:
+    return getattr(scope.get("route"), "path", None) or scope.get("path") or "/"
+
+
+def _request_data(scope: Mapping[str, Any], client: Any) -> dict[str, Any]:
+    headers: dict[str, str] = {}
+    for key, value in scope.get("headers") or ():
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    host = headers.get("host") or _server_host(scope)
+    path = f"{scope.get('root_path', '')}{scope.get('path', '')}"
+    request: dict[str, Any] = {
+        "method": scope.get("method"),
+        "url": f"{scope.get('scheme', 'http')}://{host}{path}",
+        "query_string": (scope.get("query_string") or b"").decode("latin-1"),
+        "headers": headers,
+    }
+    if client.options.get("send_default_pii") and "cookie" in headers:
+        from http.cookies import SimpleCookie
+
+        cookies = SimpleCookie()
+        cookies.load(headers["cookie"])
+        request["cookies"] = {name: morsel.value for name, morsel in cookies.items()}
+    data = _request_body(scope, headers, client)
+    if data is not None:
+        request["data"] = data
+    return request
+
+
+def _server_host(scope: Mapping[str, Any]) -> str:
+    server = scope.get("server")
+    return f"{server[0]}:{server[1]}" if server else "localhost"
+
+
+def _request_body(scope: Mapping[str, Any], headers: Mapping[str, str], client: Any) -> Any:
+    """The body as Sentry's Starlette integration showed it: JSON or form fields, else an annotation."""
+    from sentry_sdk.integrations._wsgi_common import request_body_within_bounds
+    from sentry_sdk.utils import AnnotatedValue
+
+    length = headers.get("content-length", "")
+    if not length.isdigit() or not int(length):
+        return None
+    if not request_body_within_bounds(client, int(length)):
+        return AnnotatedValue.removed_because_over_size_limit()
+    body = scope.get(REQUEST_BODY_SCOPE_KEY)
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if isinstance(body, bytes):
+        try:
+            if content_type.endswith(_JSON_TYPES):
+                return json.loads(body)
+            if content_type == _FORM_TYPE:
+                from urllib.parse import parse_qsl
+
+                return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        except ValueError:
+            pass
+    return AnnotatedValue.removed_because_raw_data()
+
+
+def _keep_request_bodies() -> None:
+    """Wrap Starlette's ``Request.body`` (once) so a body the app read stays in the ASGI scope for an
+    error event: one dict store, only on requests whose body is read (the integration we replace
+    read and parsed every body up front)."""
+    try:
+        from starlette.requests import Request
+    except ImportError:  # no Starlette: no request bodies to keep
+        return
+    original = Request.body
+    if getattr(original, "_phonoglyph_keeps", False):
+        return
+
+    @functools.wraps(original)
+    async def body(self: Request) -> bytes:
+        data = await original(self)
+        self.scope[REQUEST_BODY_SCOPE_KEY] = data
+        return data
+
+    body._phonoglyph_keeps = True  # type: ignore[attr-defined]
+    Request.body = body  # type: ignore[method-assign]
 
 
 # -- linking an exception to its span ----------------------------------------------------------
@@ -280,6 +466,9 @@ def _annotate(event: dict[str, Any], details: Mapping[str, Any]) -> None:
 
 
 def _before_send(scrubber: Scrubber, event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    exc_info = hint.get("exc_info")
+    if exc_info and _is_client_error(exc_info[1]):  # e.g. uvicorn logging a 4xx that left the app
+        return None
     try:
         meta = event.pop("_meta", None)  # Sentry's annotations: lengths and remarks, never values
         scrubbed, paths = scrubber.scrub(event)

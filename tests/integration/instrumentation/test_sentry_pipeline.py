@@ -216,6 +216,17 @@ def test_seeded_secrets_never_leave_and_the_error_keeps_its_context(
     assert {"request.query_string", "request.headers.authorization", "request.data.password"} <= set(scrubbed_paths)
     assert not any(path.startswith("_meta") for path in scrubbed_paths)
     assert any("fetching stems with token=" in (crumb.get("message") or "") for crumb in event["breadcrumbs"]["values"])
+    # reported by our request-error handler (sentry-sdk's Starlette/FastAPI integrations are off),
+    # with what those integrations used to attach
+    assert event["exception"]["values"][-1]["mechanism"] == {"type": "phonoglyph.asgi", "handled": False}
+    assert event["transaction"] == "/v1/files/{file_id}/separate"
+    request = event["request"]
+    assert (request["method"], request["url"]) == ("POST", f"{served}/v1/files/f_1/separate")
+    assert request["query_string"] == "token=[Scrubbed]&page=1"
+    assert request["headers"]["x-user-id"] == "u_42"
+    assert request["headers"]["authorization"] == request["headers"]["cookie"] == "[Scrubbed]"
+    assert request["data"] == {"password": "[Scrubbed]", "email": "[Scrubbed]", "comment": "[Scrubbed]", "memo": "card [Scrubbed]"}
+    assert "cookies" not in request  # only with send_default_pii, as sentry-sdk does
 
     # spans reached Sentry's OTLP endpoint, scrubbed, in the request's trace
     sentry_spans = {span["name"]: span for span in fake_sentry.spans}
@@ -353,7 +364,7 @@ def test_the_collectors_otlp_headers_and_tls_settings_never_go_to_sentry(
     endpoint, capture = otlp
     configure(service_name="worker", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
     (processor,) = sentry._active_span_processor  # noqa: SLF001
-    session = processor._exporter.inner._client._transport._session  # noqa: SLF001
+    session = processor._exporter._client._transport._session  # noqa: SLF001
     assert (session.verify, session.cert) == (True, None)
     with operation("render", {semconv.RENDER_ID: "r_1"}):
         pass
@@ -366,3 +377,77 @@ def test_the_collectors_otlp_headers_and_tls_settings_never_go_to_sentry(
     (collector_request,) = [r for r in capture.snapshot()["requests"] if r["path"] == "/v1/traces"]
     collector_headers = {name.lower(): value for name, value in collector_request["headers"].items()}
     assert collector_headers["authorization"] == "Bearer collector_SEED_7f"
+
+
+def test_with_sentry_spans_off_errors_still_reach_sentry_and_spans_only_the_collector(
+    fresh_otel: None,
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    otlp: tuple[str, OtlpCapture],
+    fake_sentry: FakeSentry,
+) -> None:
+    monkeypatch.setenv("PHONOGLYPH_SENTRY_SPANS", "off")  # a Collector forwards the traces to Sentry
+    endpoint, capture = otlp
+    configure(service_name="api", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
+    app = instrument_fastapi(_make_app(), identify_request=_identify)
+    with _Uvicorn(app) as base_url:
+        assert httpx.get(f"{base_url}/v1/boom", headers={"X-User-Id": "u_5"}, timeout=10).status_code == 500
+        _finish(capture, fake_sentry, "RuntimeError")
+    (event,) = _error_events(fake_sentry, "RuntimeError")
+    (server_span,) = [span for span in capture.snapshot()["spans"] if span["kind"] == "SERVER"]
+    assert event["contexts"]["trace"]["trace_id"] == server_span["trace_id"]
+    assert (event["transaction"], event["user"]["id"]) == ("/v1/boom", "u_5")
+    assert fake_sentry.spans == []
+    assert not [path for path, _ in fake_sentry.request_headers if "/otlp/" in path]
+    assert fake_sentry.errors == []
+
+
+def _app_with_a_failing_middleware() -> FastAPI:
+    """HTTPExceptions raised outside the route (a middleware): Starlette's exception handler never
+    sees them, so they leave the app; a route's own HTTPException is answered inside it."""
+    from fastapi import HTTPException
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    app = FastAPI()
+
+    async def gate(request: Request, call_next: Any) -> Any:
+        status = int(request.query_params.get("status", "0"))
+        if status:
+            raise HTTPException(status_code=status, detail=f"gate says {status}")
+        return await call_next(request)
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=gate)
+
+    @app.get("/v1/gated")
+    async def gated(status: int = 0) -> dict[str, str]:
+        return {"status": "open"}
+
+    @app.get("/v1/missing")
+    async def missing() -> None:
+        raise HTTPException(status_code=503, detail="handled by the route")
+
+    return app
+
+
+def test_http_exceptions_below_500_that_leave_the_app_are_not_reported(
+    fresh_otel: None, clean_env: None, otlp: tuple[str, OtlpCapture], fake_sentry: FakeSentry
+) -> None:
+    endpoint, capture = otlp
+    configure(service_name="api", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
+    app = instrument_fastapi(_app_with_a_failing_middleware())
+    with _Uvicorn(app) as base_url:
+        statuses = [
+            httpx.get(f"{base_url}/v1/gated", params={"status": status}, headers={"Connection": "close"}, timeout=10)
+            for status in (403, 404, 429, 503)
+        ]
+        assert [answer.status_code for answer in statuses] == [500] * 4  # ServerErrorMiddleware's answer
+        assert httpx.get(f"{base_url}/v1/missing", timeout=10).status_code == 503
+    # uvicorn has finished every request (and logged what left the app: Sentry's logging integration)
+    shutdown()
+    assert len([s for s in capture.snapshot()["spans"] if s["kind"] == "SERVER"]) == 5
+    (event,) = _error_events(fake_sentry, "HTTPException")
+    assert event["exception"]["values"][-1]["value"] == "gate says 503"
+    assert event["exception"]["values"][-1]["mechanism"] == {"type": "phonoglyph.asgi", "handled": False}
+    assert event["transaction"] == "/v1/gated"
+    assert [e for e in fake_sentry.events if "gate says" in repr(e)] == [event]
+    assert fake_sentry.errors == []

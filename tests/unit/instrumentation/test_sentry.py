@@ -257,3 +257,141 @@ def test_before_breadcrumb_scrubs() -> None:
     }
     clean = {"category": "query", "message": "SELECT 1"}
     assert sentry._before_breadcrumb(SCRUBBER, clean, {}) is clean
+
+
+# -- setup: integrations, the span switch, the request-error handler ------------------------------
+
+UNREACHABLE_DSN = "http://publickey@127.0.0.1:9/1"  # never contacted: these tests send no event
+
+
+@pytest.fixture
+def sentry_setup(restore_propagator: None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        sentry.shutdown_sentry(timeout_s=0.1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, True), ("", True), ("on", True), ("ON", True), ("off", False), (" Off ", False), ("false", False),
+     ("0", False), ("sometimes", True)],
+)  # fmt: skip
+def test_the_span_switch_reads_the_environment(
+    value: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if value is None:
+        monkeypatch.delenv(sentry.SPANS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(sentry.SPANS_ENV, value)
+    assert sentry.spans_enabled_from_env() is expected
+
+
+@pytest.mark.parametrize(("env", "send_spans", "span_path"), [("on", None, True), ("off", None, False),
+                                                               ("off", True, True), ("on", False, False)])  # fmt: skip
+def test_setup_adds_the_span_path_to_sentry_unless_switched_off(
+    env: str, send_spans: bool | None, span_path: bool, monkeypatch: pytest.MonkeyPatch, sentry_setup: None
+) -> None:
+    from instrumentation._internal import fastapi as fastapi_layer
+    from instrumentation._internal.batching import QueueingSpanProcessor
+
+    monkeypatch.setenv(sentry.SPANS_ENV, env)
+    provider = TracerProvider()
+    assert sentry.setup_sentry(
+        dsn=UNREACHABLE_DSN, environment="test", release="1", tracer_provider=provider, scrubber=SCRUBBER,
+        send_spans=send_spans,
+    )  # fmt: skip
+    processors = provider._active_span_processor._span_processors  # noqa: SLF001
+    assert [type(p) for p in processors] == ([QueueingSpanProcessor] if span_path else [])
+    assert len(sentry._active_span_processor) == len(processors)  # noqa: SLF001
+    assert sentry_sdk.get_client().is_active()  # errors go to Sentry either way
+    assert fastapi_layer.REQUEST_ERROR_HANDLERS.count(sentry.report_request_error) == 1
+    sentry.shutdown_sentry(timeout_s=0.1)
+    assert sentry.report_request_error not in fastapi_layer.REQUEST_ERROR_HANDLERS
+    assert not sentry_sdk.get_client().is_active()
+
+
+def test_no_web_framework_integration_hooks_the_request_path(sentry_setup: None) -> None:
+    sentry.setup_sentry(
+        dsn=UNREACHABLE_DSN, environment="test", release="1", tracer_provider=TracerProvider(), scrubber=SCRUBBER
+    )
+    installed = set(sentry_sdk.get_client().integrations)
+    assert {"starlette", "fastapi"} <= {cls.identifier for cls in sentry._web_framework_integrations()}  # noqa: SLF001
+    assert not installed & sentry.WEB_FRAMEWORK_INTEGRATIONS
+    assert {"logging", "otlp"} <= installed  # errors logged with logger.exception still become events
+
+
+# -- the request data of an error event ------------------------------------------------------------
+
+
+class _Client:
+    def __init__(self, **options: Any) -> None:
+        self.options = {"send_default_pii": False, "max_request_body_size": "medium", **options}
+
+
+def _scope(headers: dict[str, str], body: bytes | None = None) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "POST",
+        "scheme": "https",
+        "server": ("10.0.0.5", 8000),
+        "root_path": "",
+        "path": "/v1/billing",
+        "query_string": b"page=2",
+        "headers": [(name.encode(), value.encode()) for name, value in headers.items()],
+    }
+    if body is not None:
+        scope[sentry.REQUEST_BODY_SCOPE_KEY] = body
+    return scope
+
+
+def test_request_data_has_method_url_query_headers_and_a_json_body() -> None:
+    body = b'{"card": "4111 1111 1111 1111", "plan": "pro"}'
+    headers = {"host": "api.example", "content-type": "application/json", "content-length": str(len(body))}
+    assert sentry._request_data(_scope(headers, body), _Client()) == {  # noqa: SLF001
+        "method": "POST",
+        "url": "https://api.example/v1/billing",
+        "query_string": "page=2",
+        "headers": headers,
+        "data": {"card": "4111 1111 1111 1111", "plan": "pro"},  # before_send scrubs it
+    }
+
+
+def test_request_data_form_fields_and_cookies_only_with_send_default_pii() -> None:
+    body = b"user=bob&password=pw_SEED&empty="
+    headers = {"content-type": "application/x-www-form-urlencoded; charset=utf-8", "content-length": str(len(body)),
+               "cookie": "sessionid=ck_SEED; theme=dark"}  # fmt: skip
+    without_pii = sentry._request_data(_scope(headers, body), _Client())  # noqa: SLF001
+    assert without_pii["url"] == "https://10.0.0.5:8000/v1/billing"  # no Host header: the server address
+    assert without_pii["data"] == {"user": "bob", "password": "pw_SEED", "empty": ""}
+    assert "cookies" not in without_pii
+    with_pii = sentry._request_data(_scope(headers, body), _Client(send_default_pii=True))  # noqa: SLF001
+    assert with_pii["cookies"] == {"sessionid": "ck_SEED", "theme": "dark"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "data"),
+    [
+        ({}, None, None),  # no body
+        ({"content-length": "0"}, b"", None),
+        ({"content-type": "application/json", "content-length": "12"}, None, "raw"),  # the app never read it
+        ({"content-type": "audio/wav", "content-length": "4"}, b"RIFF", "raw"),
+        ({"content-type": "application/json", "content-length": "5"}, b"{nope", "raw"),  # not JSON after all
+        ({"content-type": "application/json", "content-length": "10001"}, b"{}", "over size"),
+    ],
+)
+def test_request_data_annotates_a_body_it_does_not_show(
+    headers: dict[str, str], body: bytes | None, data: str | None
+) -> None:
+    from sentry_sdk.utils import AnnotatedValue
+
+    found = sentry._request_data(_scope(headers, body), _Client()).get("data")  # noqa: SLF001
+    expected = {
+        None: None,
+        "raw": AnnotatedValue.removed_because_raw_data(),
+        "over size": AnnotatedValue.removed_because_over_size_limit(),
+    }[data]
+    if expected is None:
+        assert found is None
+    else:
+        assert (found.value, found.metadata) == (expected.value, expected.metadata)
