@@ -137,6 +137,7 @@ class DeliveryWorker:
         if backoff_s > 0:
             # in slices of idle_poll_s, so the gauges stay fresh during a long backoff
             self._stopping.wait(min(backoff_s, self._idle_poll_s))
+            self._outbox.checkpoint()  # puts go on during a backoff: keep the WAL bounded
             self.refresh_gauges()
             return
         self._busy = True  # force_flush waits for the metrics of a batch, not only its ack
@@ -144,6 +145,7 @@ class DeliveryWorker:
             batch = self._outbox.claim(max_events=self._batch.max_events, max_bytes=self._batch.max_bytes)
             if batch:
                 self._deliver(batch)
+            self._outbox.checkpoint()  # here, not inside a receiver's commit
             self.refresh_gauges()
         finally:
             self._busy = False

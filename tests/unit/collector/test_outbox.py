@@ -285,3 +285,28 @@ def test_reads_never_wait_for_a_write(outbox):
         reader.join(timeout=10)
         assert not reader.is_alive()
     assert seen[0][0] == 2 and seen[0][4] == 0
+
+
+def test_checkpoint_keeps_the_wal_small(tmp_path, clock):
+    outbox = Outbox(tmp_path / "outbox.db", clock=clock, max_bytes=2**30)
+    try:
+        wal = tmp_path / "outbox.db-wal"
+        for start in range(0, 8000, 200):
+            outbox.put([event(n, pad="x" * 800) for n in range(start, start + 200)])
+        # over SQLite's automatic threshold (1000 pages, 4 MiB): the writer leaves it to checkpoint()
+        assert wal.stat().st_size > 8 * 2**20
+        while batch := outbox.claim(max_events=5000, max_bytes=4 * 2**20):
+            outbox.ack(e["uuid"] for e in batch)
+        outbox.checkpoint()
+        for n in range(10_000, 10_020):
+            outbox.put([event(n)])  # the first write after a complete checkpoint restarts the WAL
+            outbox.checkpoint()
+        probe = sqlite3.connect(tmp_path / "outbox.db")
+        try:
+            _, wal_frames, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            probe.close()
+        assert 0 <= wal_frames < 100
+        assert outbox.depth() == 20
+    finally:
+        outbox.close()
