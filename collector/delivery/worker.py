@@ -27,6 +27,8 @@ __all__ = ["DeliveryWorker"]
 logger = logging.getLogger(__name__)
 
 _STORAGE_RETRY_S = 1.0
+# WAL checkpoints at most this often: pages rewritten by several batches are copied once
+_CHECKPOINT_INTERVAL_S = 1.0
 
 
 class DeliveryWorker:
@@ -57,6 +59,7 @@ class DeliveryWorker:
         self._failures = 0  # consecutive retryable failures: the backoff exponent
         self._resume_at = 0.0  # wall-clock time before which nothing is sent (backoff)
         self._busy = False  # between a claim and the end of its delivery
+        self._checkpointed_at = time.monotonic()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -137,7 +140,7 @@ class DeliveryWorker:
         if backoff_s > 0:
             # in slices of idle_poll_s, so the gauges stay fresh during a long backoff
             self._stopping.wait(min(backoff_s, self._idle_poll_s))
-            self._outbox.checkpoint()  # puts go on during a backoff: keep the WAL bounded
+            self._checkpoint()  # puts go on during a backoff: keep the WAL bounded
             self.refresh_gauges()
             return
         self._busy = True  # force_flush waits for the metrics of a batch, not only its ack
@@ -145,12 +148,18 @@ class DeliveryWorker:
             batch = self._outbox.claim(max_events=self._batch.max_events, max_bytes=self._batch.max_bytes)
             if batch:
                 self._deliver(batch)
-            self._outbox.checkpoint()  # here, not inside a receiver's commit
+            self._checkpoint()  # here, not inside a receiver's commit
             self.refresh_gauges()
         finally:
             self._busy = False
         if not batch:
             self._wait_for_work()
+
+    def _checkpoint(self) -> None:
+        now = time.monotonic()
+        if now - self._checkpointed_at >= _CHECKPOINT_INTERVAL_S:
+            self._checkpointed_at = now
+            self._outbox.checkpoint()
 
     def _wait_for_work(self) -> None:
         next_due_at = self._outbox.next_due_at()

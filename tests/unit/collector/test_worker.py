@@ -303,3 +303,15 @@ def test_shutdown_leaves_undelivered_rows_and_shuts_the_exporter(outbox, clock, 
     worker.shutdown(timeout_s=1)
     assert exporter.shut_down
     assert outbox.depth() == 3
+
+
+def test_the_worker_checkpoints_the_wal(outbox, run_worker, monkeypatch):
+    """The writer never checkpoints (a receiver's commit would pay for it): the worker does, about once a second."""
+    calls = []
+    checkpoint = outbox.checkpoint
+    monkeypatch.setattr(outbox, "checkpoint", lambda: calls.append(1) or checkpoint())
+    outbox.put([event(n) for n in range(10)])
+    worker = run_worker(ScriptedExporter())
+    assert worker.force_flush(timeout_s=10)
+    wait_until(lambda: len(calls) >= 1, timeout_s=10)
+    assert outbox.depth() == 0
