@@ -61,8 +61,8 @@ _logger = logging.getLogger("instrumentation")
 EXCEPTION_SPAN_ATTR = "__phonoglyph_span__"
 """Set on an exception when the first OTel span records it: trace/span ids and identity.
 
-A request's error is captured by Sentry's ASGI middleware, outside the server span, after it
-ended; this is how the event still gets the request's trace id."""
+An error captured after its span ended, outside it (the server logging what left the app, the app
+logging an exception it caught higher up) still gets that span's trace id this way."""
 
 OPERATION_TAG = "operation"
 AUDIO_CONTEXT = "audio_processing"
@@ -81,7 +81,7 @@ errors only (an OpenTelemetry Collector forwards the spans; otherwise Sentry wou
 
 WEB_FRAMEWORK_INTEGRATIONS = frozenset(
     {
-        "aiohttp", "asgi", "bottle", "chalice", "django", "falcon", "fastapi", "flask", "litestar",
+        "aiohttp", "bottle", "chalice", "django", "falcon", "fastapi", "flask", "litestar",
         "pyramid", "quart", "sanic", "starlette", "starlite", "tornado",
     }
 )  # fmt: skip

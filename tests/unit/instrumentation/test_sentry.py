@@ -395,3 +395,14 @@ def test_request_data_annotates_a_body_it_does_not_show(
         assert found is None
     else:
         assert (found.value, found.metadata) == (expected.value, expected.metadata)
+
+
+@pytest.mark.parametrize(("status_code", "sent"), [(400, False), (404, False), (499, False), (500, True), (503, True)])
+def test_before_send_drops_http_exceptions_below_500(status_code: int, sent: bool) -> None:
+    from fastapi import HTTPException
+
+    error = HTTPException(status_code=status_code, detail="x")
+    assert (sentry._before_send(SCRUBBER, _event(), _hint_for(error)) is not None) is sent
+    plain = ValueError("x")
+    plain.status_code = status_code  # type: ignore[attr-defined]  # not an HTTPException: always sent
+    assert sentry._before_send(SCRUBBER, _event(), _hint_for(plain)) is not None
