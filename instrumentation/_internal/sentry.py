@@ -14,6 +14,9 @@ things of sentry-sdk are replaced by ours:
   processors on every request, about 190 µs a request): off. An error that leaves an instrumented
   app is reported from ``fastapi.REQUEST_ERROR_HANDLERS`` instead, while the server span is current,
   with the request data those integrations attached (``event["request"]``, scrubbed in before_send).
+  What that costs: no per-request Sentry scope, so an event's breadcrumbs are the process's latest
+  (scrubbed) log lines, not only its request's; an app that is not instrumented is reported only
+  through the server's error log line (the logging integration).
 
 The OTel sampler is the only sampling decision (no ``traces_sample_rate``: Sentry makes no
 transactions of its own). ``before_send`` scrubs the whole event and adds what the exception
