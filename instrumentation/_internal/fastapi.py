@@ -1,15 +1,18 @@
 """instrument_fastapi(): one SERVER span per request from a lean pure-ASGI layer, outermost.
 
 The layer wraps the application's own ``__call__`` (an instance-level subclass), so the server span
-encloses everything the app does, sentry-sdk's Starlette/FastAPI capture included: errors it
-reports carry this request's trace id. FastAPI's native tracing is switched off for the app, so a
-request never gets a second server span.
+encloses everything the app does. An exception that leaves the app is handed to the
+``REQUEST_ERROR_HANDLERS`` while the server span is still current (Sentry's reporter is one: its
+events carry this request's trace id), and each request runs inside the ``REQUEST_SCOPES`` (Sentry's
+isolation scope: one request's breadcrumbs never reach another's error). FastAPI's native tracing is
+switched off for the app, so a request never gets a second server span.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -32,6 +35,10 @@ REQUEST_ERROR_HANDLERS: list[Callable[[Exception, Scope], None]] = []
 """Called with each exception that leaves an instrumented app, while its server span is still the
 current span (an error reporter registered here links its events to the request's trace); for an
 excluded URL, with no span."""
+
+
+REQUEST_SCOPES: list[Callable[[], AbstractContextManager[Any]]] = []
+"""Context managers entered around each request (span or not), outermost first."""
 
 
 def _compile_excluded(excluded_urls: str | None) -> Callable[[str], Any] | None:
@@ -116,6 +123,15 @@ class ServerSpanMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not REQUEST_SCOPES:
+            await self._handle(scope, receive, send)
+            return
+        with ExitStack() as request_scopes:
+            for request_scope in REQUEST_SCOPES:
+                request_scopes.enter_context(request_scope())
+            await self._handle(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if self._is_excluded is not None and self._is_excluded(scope["path"]):
             try:
                 await self.app(scope, receive, send)

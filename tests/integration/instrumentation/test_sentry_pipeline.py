@@ -95,6 +95,11 @@ def _make_app() -> FastAPI:
             _app_logger.exception("render failed for %s", EMAIL)  # Sentry's logging integration: an event
         return {"status": "degraded"}
 
+    @app.get("/v1/chatty")
+    async def chatty() -> dict[str, str]:
+        _app_logger.warning("chatty request for another user")  # a breadcrumb of this request only
+        return {"status": "ok"}
+
     @app.get("/v1/carrier")
     async def carrier() -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -263,6 +268,17 @@ def test_a_route_error_outside_any_operation_carries_the_server_spans_trace(
     assert event["contexts"]["trace"]["trace_id"] == server_span["trace_id"]
     assert event["user"]["id"] == "u_7"
     assert "operation" not in event.get("tags", {})
+
+
+def test_one_requests_breadcrumbs_never_reach_another_requests_error(
+    served: str, fake_sentry: FakeSentry, otlp: tuple[str, OtlpCapture]
+) -> None:
+    assert httpx.get(f"{served}/v1/chatty", headers={"X-User-Id": "u_other"}, timeout=10).status_code == 200
+    assert httpx.get(f"{served}/v1/boom", headers={"X-User-Id": "u_7"}, timeout=10).status_code == 500
+    _finish(otlp[1], fake_sentry, "RuntimeError")
+    (event,) = _error_events(fake_sentry, "RuntimeError")
+    messages = [crumb.get("message") or "" for crumb in event.get("breadcrumbs", {}).get("values", [])]
+    assert not any("chatty request" in message for message in messages), messages
 
 
 def test_a_logged_error_inside_a_request_carries_its_trace_and_is_scrubbed(
