@@ -8,10 +8,11 @@ process that sends pre-built requests (both pinned to CPU 1). Every 200 is a dur
 collector answers only after the derived events are committed to its SQLite outbox.
 
 Phases: (1) throughput, closed loop with N connections; (2) ack latency at the target rate
-(50,000 spans/s, or 80% of the measured maximum if lower; or each of --latency-rates), open loop, latency counted from the
-scheduled send time; (3) delivery: the backlog left in the outbox drained to the fake PostHog.
-Reported: spans/s, spans per CPU-second of the collector, ack p50/p99, delivered events/s,
-peak RSS (VmHWM). With --py-spy PATH, every collector thread is sampled during phase 1.
+(50,000 spans/s, or 80% of the measured maximum if lower; or each of --latency-rates), open loop,
+latency counted from the scheduled send time; (3) delivery: the backlog left in the outbox drained
+to the fake PostHog. Reported: spans/s, spans per CPU-second of the collector, ack p50/p99, delivered events/s,
+peak RSS (VmHWM), and the CPU per span with every ingested event delivered (ingest CPU plus queued
+events times the drain CPU per event). With --py-spy PATH, every collector thread is sampled in phase 1.
 ``--stages`` times each ingest stage in-process (gunzip, decode, map, scrub, outbox put).
 """
 

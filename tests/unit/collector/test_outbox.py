@@ -278,7 +278,8 @@ def test_reads_never_wait_for_a_write(outbox):
     with outbox._lock:
         reader = threading.Thread(
             target=lambda: seen.append(
-                (outbox.depth(), outbox.size_bytes(), outbox.oldest_age_s(), outbox.next_due_at(), outbox.dead_letter_count())
+                (outbox.depth(), outbox.size_bytes(), outbox.oldest_age_s(), outbox.next_due_at())
+                + (outbox.dead_letter_count(),)
             )
         )
         reader.start()

@@ -299,7 +299,8 @@ def test_shutdown_leaves_undelivered_rows_and_shuts_the_exporter(outbox, clock, 
     outbox.put([event(n) for n in range(3)])
     worker = DeliveryWorker(outbox, exporter, retry=NO_JITTER, batch=EAGER, metrics=Metrics(), clock=clock, idle_poll_s=0.01)
     worker.start()
-    wait_until(lambda: outbox.next_due_at() is not None and outbox.next_due_at() > clock.now)
+    # one read per poll: the worker may claim the rows between two reads (next_due_at is None then)
+    wait_until(lambda: (due_at := outbox.next_due_at()) is not None and due_at > clock.now)
     worker.shutdown(timeout_s=1)
     assert exporter.shut_down
     assert outbox.depth() == 3
