@@ -100,6 +100,8 @@ def encode_event(event: dict) -> str:
     Infinity) becomes null, as posthog-python's batch_post does. Mapping already turns them
     into strings, so the fallback costs nothing on the normal path.
     """
+    if isinstance(event, StoredEvent):
+        return event.payload.decode()
     try:
         return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
@@ -388,7 +390,7 @@ class Outbox:
                         ).rowcount
                         if moved:
                             self._db.execute("DELETE FROM outbox WHERE uuid=?", (uuid,))
-                        elif isinstance(item, dict):
+                        elif isinstance(item, Mapping):  # a dict, or a claimed StoredEvent
                             payload = encode_event(item)
                             self._db.execute(
                                 "INSERT OR REPLACE INTO dead_letters"

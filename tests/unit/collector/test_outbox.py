@@ -311,3 +311,13 @@ def test_checkpoint_keeps_the_wal_small(tmp_path, clock):
         assert outbox.depth() == 20
     finally:
         outbox.close()
+
+
+def test_a_claimed_event_dead_lettered_after_its_row_is_gone_keeps_its_payload(outbox):
+    outbox.put([event(1)])
+    (claimed,) = outbox.claim(max_events=10, max_bytes=2**20)
+    outbox.ack([claimed["uuid"]])
+    assert encode_event(claimed) == claimed.payload.decode()
+    assert outbox.dead_letter([claimed], reason="kept from the claimed copy") == 1
+    (letter,) = outbox.dead_letters()
+    assert letter["payload"] == event(1) and letter["reason"] == "kept from the claimed copy"
