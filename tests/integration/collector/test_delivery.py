@@ -16,7 +16,7 @@ from collector.delivery.retry import BatchConfig, RetryConfig
 from collector.delivery.worker import DeliveryWorker
 from collector.exporters.posthog import PostHogExporter
 from collector.metrics import Metrics
-from tests.fakes.posthog import Answer, FakePostHog
+from tests.fakes.posthog import Answer
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +34,6 @@ def event(n: int, **overrides) -> dict:
     }
     base.update(overrides)
     return base
-
-
-@pytest.fixture
-def posthog():
-    fake = FakePostHog(api_keys=("phc_test",)).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture

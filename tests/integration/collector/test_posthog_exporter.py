@@ -13,7 +13,7 @@ import requests
 from collector.delivery.outbox import Outbox, StoredEvent
 from collector.exporters import Rejected, RetryLater, TooLarge, Unauthorized
 from collector.exporters.posthog import PostHogExporter
-from tests.fakes.posthog import Answer, FakePostHog
+from tests.fakes.posthog import Answer
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +28,6 @@ def event(n: int, **overrides) -> dict:
     }
     base.update(overrides)
     return base
-
-
-@pytest.fixture
-def posthog():
-    fake = FakePostHog(api_keys=("phc_test",)).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture
