@@ -21,6 +21,7 @@ YAML (every section optional; unknown keys are errors, so a typo never passes si
       max_inflight_requests: 32           # beyond: 429 + Retry-After
       outbox_max_bytes: 268435456         # outbox full: 429 + Retry-After
       retry_after_s: 1
+      body_timeout_s: 30                  # a body not received whole in this long: 408 (slow senders)
     drain_timeout_s: 10                   # SIGTERM: flush deliveries for at most this long
 """
 
@@ -63,6 +64,7 @@ class LimitsConfig:
     max_inflight_requests: int = 32
     outbox_max_bytes: int = 256 * 2**20
     retry_after_s: int = 1
+    body_timeout_s: int = 30
 
 
 @dataclass(frozen=True)

@@ -61,11 +61,12 @@ JSON = "application/json"
 
 # google.rpc.Code values used in error bodies
 _INVALID_ARGUMENT = 3
+_DEADLINE_EXCEEDED = 4
 _RESOURCE_EXHAUSTED = 8
 _INTERNAL = 13
 _UNAVAILABLE = 14
 _UNAUTHENTICATED = 16
-_STATUS_CODES = {400: _INVALID_ARGUMENT, 401: _UNAUTHENTICATED, 413: _INVALID_ARGUMENT,
+_STATUS_CODES = {400: _INVALID_ARGUMENT, 401: _UNAUTHENTICATED, 408: _DEADLINE_EXCEEDED, 413: _INVALID_ARGUMENT,
                  415: _INVALID_ARGUMENT, 429: _RESOURCE_EXHAUSTED, 500: _INTERNAL, 503: _UNAVAILABLE}
 
 _ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
@@ -290,17 +291,22 @@ class OtlpHttpReceiver:
             raise _HttpError(413, f"body over {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _HttpError(400, "client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _HttpError(413, f"body over {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        timeout_s = self._limits.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):  # one deadline for the whole body: a trickle cannot hold a slot
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _HttpError(400, "client disconnected")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise _HttpError(413, f"body over {limit} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise _HttpError(408, f"body not received within {timeout_s} s") from None
 
     def _process(self, signal: _Signal, body: bytes, gzipped: bool, is_json: bool) -> _Response:
         try:

@@ -139,6 +139,24 @@ def test_chunked_body_over_the_limit_is_413(collector):
     assert response.status_code == 413
 
 
+def test_a_body_that_trickles_past_the_deadline_is_408(tmp_path):
+    with CollectorProcess(tmp_path, config_yaml="limits: {body_timeout_s: 1}\n") as c:
+        host, port = c.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=20) as sock:
+            sock.sendall(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n"
+                         b"content-length: 100\r\n\r\n" + b"\x00" * 10)  # 90 bytes never come
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                answer += data
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert c.metric("rejected_requests_total", status="408") == 1
+        # the collector still serves everyone else
+        assert httpx.get(f"{c.url}/readyz").status_code == 200
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -53,7 +53,7 @@ def test_environment_errors_name_the_key(env, message):
         ("limits: {max_request_bytes: -1}\n", "limits.max_request_bytes: must be at least 1, got -1"),
         ("limits: {max_request_bytes: big}\n", "limits.max_request_bytes: must be an integer, got 'big'"),
         ("limits: {max_body: 1}\n", "limits.max_body: unknown key (expected one of: max_request_bytes, "
-         "max_decompressed_bytes, max_inflight_requests, outbox_max_bytes, retry_after_s)"),
+         "max_decompressed_bytes, max_inflight_requests, outbox_max_bytes, retry_after_s, body_timeout_s)"),
         ("drain_timeout_s: soon\n", "drain_timeout_s: must be a number, got 'soon'"),
         ("mapping: {rename_events: {a: 'bad name!'}}\n", "mapping.rename_events.a: 'bad name!' is not a valid event name"),
         ("mapping: {drop_properties: x}\n", "mapping.drop_properties: must be a list of non-empty strings"),
