@@ -64,32 +64,51 @@ def build_template(seed: int) -> tuple[bytes, bytes]:
     marker = rng.randbytes(8)
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
-    resource_spans.resource.attributes.extend([kv("service.name", "api"), kv("deployment.environment", "bench"),
-                                               kv("service.version", "1.0.0"), kv("host.name", "bench-host")])
+    resource_spans.resource.attributes.extend(
+        [
+            kv("service.name", "api"),
+            kv("deployment.environment", "bench"),
+            kv("service.version", "1.0.0"),
+            kv("host.name", "bench-host"),
+        ]
+    )
     scope = resource_spans.scope_spans.add()
     scope.scope.name = "phonoglyph"
     start = time.time_ns()
     tagged_every = round(1 / TAGGED_RATIO)
     operations = ("stem_separation", "audio_analysis", "render", "file_upload")
     for index in range(SPANS_PER_REQUEST):
-        span = scope.spans.add(trace_id=marker + rng.randbytes(8), span_id=rng.randbytes(8),
-                               parent_span_id=rng.randbytes(8), kind=2)
+        span = scope.spans.add(
+            trace_id=marker + rng.randbytes(8), span_id=rng.randbytes(8), parent_span_id=rng.randbytes(8), kind=2
+        )
         span.start_time_unix_nano = start + index * 1000
         span.end_time_unix_nano = span.start_time_unix_nano + rng.randint(1_000_000, 900_000_000)
         user = f"user-{rng.randint(1, 5000)}"
-        attributes = [kv("http.request.method", "GET"), kv("http.route", "/api/projects/{project_id}"),
-                      kv("url.path", f"/api/projects/p{rng.randint(1, 10**6)}"), kv("http.response.status_code", 200),
-                      kv("server.address", "api.internal"), kv("network.protocol.version", "1.1"),
-                      kv("user.id", user), kv("session.id", f"s-{user}"), kv("user_agent.original", "phonoglyph-web/3.2")]
+        attributes = [
+            kv("http.request.method", "GET"),
+            kv("http.route", "/api/projects/{project_id}"),
+            kv("url.path", f"/api/projects/p{rng.randint(1, 10**6)}"),
+            kv("http.response.status_code", 200),
+            kv("server.address", "api.internal"),
+            kv("network.protocol.version", "1.1"),
+            kv("user.id", user),
+            kv("session.id", f"s-{user}"),
+            kv("user_agent.original", "phonoglyph-web/3.2"),
+        ]
         span.name = "GET /api/projects/{project_id}"
         if index % tagged_every == 0:
             operation = operations[index // tagged_every % len(operations)]
             span.name = operation
-            attributes += [kv("phonoglyph.operation", operation), kv("phonoglyph.outcome", "completed"),
-                           kv("phonoglyph.file.id", f"file-{rng.randint(1, 10**6)}"),
-                           kv("phonoglyph.project.id", f"proj-{rng.randint(1, 10**5)}"),
-                           kv("audio.duration_s", rng.uniform(5, 600)), kv("audio.sample_rate_hz", 44100),
-                           kv("audio.channels", 2), kv("file.size", rng.randint(10**5, 10**8))]
+            attributes += [
+                kv("phonoglyph.operation", operation),
+                kv("phonoglyph.outcome", "completed"),
+                kv("phonoglyph.file.id", f"file-{rng.randint(1, 10**6)}"),
+                kv("phonoglyph.project.id", f"proj-{rng.randint(1, 10**5)}"),
+                kv("audio.duration_s", rng.uniform(5, 600)),
+                kv("audio.sample_rate_hz", 44100),
+                kv("audio.channels", 2),
+                kv("file.size", rng.randint(10**5, 10**8)),
+            ]
         span.attributes.extend(attributes)
     return request.SerializeToString(), marker
 
@@ -176,9 +195,20 @@ def client_main(argv: list[str]) -> None:
         return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] if latencies else None
 
     usage = os.times()
-    print(json.dumps({"elapsed_s": elapsed_s, "statuses": statuses, "client_cpu_s": usage.user + usage.system, "ok_requests": len(latencies),
-                      "p50_ms": percentile(0.5) * 1000, "p99_ms": percentile(0.99) * 1000,
-                      "max_ms": latencies[-1] * 1000}), flush=True)
+    print(
+        json.dumps(
+            {
+                "elapsed_s": elapsed_s,
+                "statuses": statuses,
+                "client_cpu_s": usage.user + usage.system,
+                "ok_requests": len(latencies),
+                "p50_ms": percentile(0.5) * 1000,
+                "p99_ms": percentile(0.99) * 1000,
+                "max_ms": latencies[-1] * 1000,
+            }
+        ),
+        flush=True,
+    )
 
 
 # -- the driver -----------------------------------------------------------------------------
@@ -212,8 +242,14 @@ def metric(url: str, name: str) -> float:
 
 
 def run_client(url: str, *extra: str) -> dict:
-    client = subprocess.Popen([sys.executable, __file__, "--client", url, *extra], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, preexec_fn=pinned(CLIENT_CPU), cwd=ROOT)
+    client = subprocess.Popen(
+        [sys.executable, __file__, "--client", url, *extra],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=pinned(CLIENT_CPU),
+        cwd=ROOT,
+    )
     ready = json.loads(client.stdout.readline())
     return {"process": client, "ready": ready}
 
@@ -253,25 +289,41 @@ def stages(requests: int = 200) -> None:
         marks.append(time.process_time())
         outbox.put(events)
         marks.append(time.process_time())
-        for name, start, end in zip(totals, marks, marks[1:]):
+        for name, start, end in zip(totals, marks, marks[1:], strict=False):
             totals[name] += end - start
     outbox.close()
     per_request_ms = {name: round(total / requests * 1000, 3) for name, total in totals.items()}
     total_ms = sum(per_request_ms.values())
-    print(json.dumps({"stages_ms_per_request": per_request_ms, "total_ms": round(total_ms, 3),
-                      "spans_per_cpu_s": round(SPANS_PER_REQUEST / total_ms * 1000)}))
+    print(
+        json.dumps(
+            {
+                "stages_ms_per_request": per_request_ms,
+                "total_ms": round(total_ms, 3),
+                "spans_per_cpu_s": round(SPANS_PER_REQUEST / total_ms * 1000),
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--py-spy", metavar="PATH", help="py-spy executable: sample all collector threads "
-                        "during the throughput phase and print where the time goes (pip install py-spy)")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="py-spy executable: sample all collector threads "
+        "during the throughput phase and print where the time goes (pip install py-spy)",
+    )
     parser.add_argument("--stages", action="store_true", help="only time each ingest stage in-process")
-    parser.add_argument("--latency-rates", type=float, nargs="+", metavar="SPANS_PER_S",
-                        help="offered loads (spans/s) for the open-loop ack-latency phase, one run each"
-                             " (default: the 50,000 spans/s target, or 80%% of the measured maximum if lower)")
+    parser.add_argument(
+        "--latency-rates",
+        type=float,
+        nargs="+",
+        metavar="SPANS_PER_S",
+        help="offered loads (spans/s) for the open-loop ack-latency phase, one run each"
+        " (default: the 50,000 spans/s target, or 80%% of the measured maximum if lower)",
+    )
     args = parser.parse_args()
     if args.stages:
         stages()
@@ -281,33 +333,82 @@ def main() -> None:
     os.sched_setaffinity(0, {CLIENT_CPU})
     workdir = Path(tempfile.mkdtemp(prefix="collector-bench-"))
     fake = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tests.fakes.posthog import FakePostHog; f = FakePostHog().start();"
-         " print(f.host, flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=pinned(CLIENT_CPU))
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tests.fakes.posthog import FakePostHog; f = FakePostHog().start();"
+            " print(f.host, flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=pinned(CLIENT_CPU),
+    )
     posthog_host = fake.stdout.readline().strip()
-    env = {**os.environ, "COLLECTOR_ENDPOINT": "127.0.0.1:0", "COLLECTOR_DATA_DIR": str(workdir / "data"),
-           "POSTHOG_API_KEY": "phc_test", "POSTHOG_HOST": posthog_host}
+    env = {
+        **os.environ,
+        "COLLECTOR_ENDPOINT": "127.0.0.1:0",
+        "COLLECTOR_DATA_DIR": str(workdir / "data"),
+        "POSTHOG_API_KEY": "phc_test",
+        "POSTHOG_HOST": posthog_host,
+    }
     command = [sys.executable, "-m", "collector", "serve"]
-    collector = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(workdir / "stderr", "w"),
-                                 text=True, preexec_fn=pinned(COLLECTOR_CPU))
+    collector = subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(workdir / "stderr", "w"),  # noqa: SIM115 (the child owns it)
+        text=True,
+        preexec_fn=pinned(COLLECTOR_CPU),
+    )
     try:
         url = collector.stdout.readline().split("listening on ")[1].split()[0]
-        results = {"spans_per_request": SPANS_PER_REQUEST, "tagged_ratio": TAGGED_RATIO,
-                   "load_average_at_start": os.getloadavg()[0]}
+        results = {
+            "spans_per_request": SPANS_PER_REQUEST,
+            "tagged_ratio": TAGGED_RATIO,
+            "load_average_at_start": os.getloadavg()[0],
+        }
 
         # (1) throughput, closed loop
-        client = run_client(url, "--mode", "closed", "--concurrency", str(args.concurrency),
-                            "--duration-s", str(args.duration_s), "--seed", "1")
+        client = run_client(
+            url,
+            "--mode",
+            "closed",
+            "--concurrency",
+            str(args.concurrency),
+            "--duration-s",
+            str(args.duration_s),
+            "--seed",
+            "1",
+        )
         results["request_bytes"] = client["ready"]
         cpu_before, delivered_before = proc_cpu_s(collector.pid), metric(url, "delivered_events_total")
         queued_before = metric(url, "queued_events_total")
         other_cpu_before = proc_cpu_s(fake.pid) + proc_cpu_s(client["process"].pid)
         spy = None
         if args.py_spy:
-            spy = subprocess.Popen([args.py_spy, "record", "--pid", str(collector.pid), "--threads", "--rate", "200",
-                                    "--nonblocking", "--duration", str(int(args.duration_s)), "--format", "raw",
-                                    "--output", str(workdir / "py-spy.txt")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    args.py_spy,
+                    "record",
+                    "--pid",
+                    str(collector.pid),
+                    "--threads",
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--duration",
+                    str(int(args.duration_s)),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(workdir / "py-spy.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         closed = go(client)
         if spy is not None:
             spy.wait(60)
@@ -319,8 +420,10 @@ def main() -> None:
             "spans_per_collector_cpu_s": round(spans / cpu_s),
             "collector_cpu_utilisation": round(cpu_s / closed["elapsed_s"], 3),
             "client_and_fake_posthog_cpu_utilisation": round(other_cpu_s / closed["elapsed_s"], 3),
-            "ack_p50_ms": round(closed["p50_ms"], 1), "ack_p99_ms": round(closed["p99_ms"], 1),
-            "statuses": closed["statuses"], "concurrency": args.concurrency,
+            "ack_p50_ms": round(closed["p50_ms"], 1),
+            "ack_p99_ms": round(closed["p99_ms"], 1),
+            "statuses": closed["statuses"],
+            "concurrency": args.concurrency,
             "events_delivered_during_ingest": metric(url, "delivered_events_total") - delivered_before,
             "events_queued_during_ingest": metric(url, "queued_events_total") - queued_before,
         }
@@ -335,18 +438,31 @@ def main() -> None:
         drain_s = time.monotonic() - drain_started
         drained = metric(url, "delivered_events_total") - delivered_start
         drain_cpu_s = proc_cpu_s(collector.pid) - drain_cpu_before
-        results["delivery"] = {"backlog_events": depth, "drain_s": round(drain_s, 2),
-                               "events_per_s": round(drained / drain_s) if drain_s > 0 else None,
-                               "events_per_collector_cpu_s": round(drained / drain_cpu_s) if drain_cpu_s else None}
+        results["delivery"] = {
+            "backlog_events": depth,
+            "drain_s": round(drain_s, 2),
+            "events_per_s": round(drained / drain_s) if drain_s > 0 else None,
+            "events_per_collector_cpu_s": round(drained / drain_cpu_s) if drain_cpu_s else None,
+        }
         if drained and drain_cpu_s:
             ingest_cpu_s = cpu_s - results["throughput"]["events_delivered_during_ingest"] * drain_cpu_s / drained
             results["throughput"]["ingest_only_spans_per_collector_cpu_s"] = round(spans / ingest_cpu_s)
             # every event ingested in phase 1 delivered too, whether or not delivery kept up during the phase
             queued = results["throughput"]["events_queued_during_ingest"]
             results["throughput"]["ingest_and_delivery_spans_per_collector_cpu_s"] = round(
-                spans / (ingest_cpu_s + queued * drain_cpu_s / drained))
-            print(json.dumps({k: results["throughput"][k] for k in ("ingest_only_spans_per_collector_cpu_s",
-                                                                    "ingest_and_delivery_spans_per_collector_cpu_s")}))
+                spans / (ingest_cpu_s + queued * drain_cpu_s / drained)
+            )
+            print(
+                json.dumps(
+                    {
+                        k: results["throughput"][k]
+                        for k in (
+                            "ingest_only_spans_per_collector_cpu_s",
+                            "ingest_and_delivery_spans_per_collector_cpu_s",
+                        )
+                    }
+                )
+            )
         print(json.dumps({"delivery": results["delivery"]}), flush=True)
 
         # (2) ack latency at the target rate (or 80% of the maximum), open loop; or at each --latency-rates
@@ -355,14 +471,27 @@ def main() -> None:
         rates = rates or [min(TARGET_SPANS_PER_S / SPANS_PER_REQUEST, 0.8 * max_rate)]
         results["latency_at_rate"] = []
         for rate in rates:
-            client = run_client(url, "--mode", "open", "--rate", f"{rate:.2f}", "--concurrency", "16",
-                                "--duration-s", str(args.duration_s), "--seed", "2")
+            client = run_client(
+                url,
+                "--mode",
+                "open",
+                "--rate",
+                f"{rate:.2f}",
+                "--concurrency",
+                "16",
+                "--duration-s",
+                str(args.duration_s),
+                "--seed",
+                "2",
+            )
             cpu_before, delivered_before = proc_cpu_s(collector.pid), metric(url, "delivered_events_total")
             opened = go(client)
             latency = {
                 "spans_per_s_offered": round(rate * SPANS_PER_REQUEST),
-                "ack_p50_ms": round(opened["p50_ms"], 1), "ack_p99_ms": round(opened["p99_ms"], 1),
-                "ack_max_ms": round(opened["max_ms"], 1), "statuses": opened["statuses"],
+                "ack_p50_ms": round(opened["p50_ms"], 1),
+                "ack_p99_ms": round(opened["p99_ms"], 1),
+                "ack_max_ms": round(opened["max_ms"], 1),
+                "statuses": opened["statuses"],
                 "collector_cpu_utilisation": round((proc_cpu_s(collector.pid) - cpu_before) / opened["elapsed_s"], 3),
                 "events_delivered": metric(url, "delivered_events_total") - delivered_before,
                 "outbox_depth_at_end": metric(url, "outbox_depth"),

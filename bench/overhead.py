@@ -225,10 +225,10 @@ def run_sink(port: int) -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with lock:
                 counts[self.path] = counts.get(self.path, 0) + 1
@@ -236,7 +236,7 @@ def run_sink(port: int) -> None:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             with lock:
                 body = json.dumps(counts).encode()
             self.send_response(200)
@@ -359,7 +359,7 @@ def main() -> None:
             _wait_for_port(port)
             servers[config] = (process.pid, port)
 
-        for config, (pid, port) in servers.items():
+        for pid, port in servers.values():
             for path, connections in ENDPOINTS.values():
                 measure(pid, port, path, connections, args.warmup_s)
 
@@ -384,12 +384,15 @@ def main() -> None:
 def _report(configs: list[str], results: dict[tuple[str, str], list[Window]], sink_port: int) -> None:
     import urllib.request
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; windows per cell: "
-          f"{len(next(iter(results.values())))}")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; windows per cell: {len(next(iter(results.values())))}"
+    )
     for endpoint, (path, connections) in ENDPOINTS.items():
         print(f"\n{endpoint} (GET {path}, {connections} keep-alive connections)")
-        print(f"{'config':<8} {'req/s':>8} {'ratio':>6} {'p50 ms':>8} {'p50 x':>6} {'p99 ms':>8} {'p99 x':>6} "
-              f"{'CPU us/req':>10} {'errors':>6}")
+        print(
+            f"{'config':<8} {'req/s':>8} {'ratio':>6} {'p50 ms':>8} {'p50 x':>6} {'p99 ms':>8} {'p99 x':>6} "
+            f"{'CPU us/req':>10} {'errors':>6}"
+        )
         base: dict[str, float] = {}
         for config in configs:
             windows = results[(config, endpoint)]

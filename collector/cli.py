@@ -82,15 +82,21 @@ def _serve(config: CollectorConfig, args) -> int:
     try:
         listener = _listen(config.host, config.port)
     except OSError as exc:
-        print(f"phonoglyph-collector: configuration error: COLLECTOR_ENDPOINT: cannot listen on "
-              f"{config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"phonoglyph-collector: configuration error: COLLECTOR_ENDPOINT: cannot listen on "
+            f"{config.host}:{config.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     try:
         app = build_app(config)
     except (OutboxError, OSError, sqlite3.Error) as exc:
         listener.close()
-        print(f"phonoglyph-collector: configuration error: COLLECTOR_DATA_DIR: cannot use {str(config.data_dir)!r}: "
-              f"{exc}", file=sys.stderr)
+        print(
+            f"phonoglyph-collector: configuration error: COLLECTOR_DATA_DIR: cannot use {str(config.data_dir)!r}: "
+            f"{exc}",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -104,8 +110,11 @@ def _serve(config: CollectorConfig, args) -> int:
         )
     )
     app.start()
-    print(f"phonoglyph-collector listening on http://{shown_host}:{port} data_dir={config.data_dir.resolve()} "
-          f"exporter={app.exporter_name}", flush=True)
+    print(
+        f"phonoglyph-collector listening on http://{shown_host}:{port} data_dir={config.data_dir.resolve()} "
+        f"exporter={app.exporter_name}",
+        flush=True,
+    )
     try:
         server.run(sockets=[listener])
     finally:
@@ -148,8 +157,10 @@ def _local_store(config: CollectorConfig):
     from collector.exporters.local import LocalStoreExporter
 
     if config.posthog_api_key:
-        print("phonoglyph-collector: POSTHOG_API_KEY is set: events go to PostHog, the local store is not used",
-              file=sys.stderr)
+        print(
+            "phonoglyph-collector: POSTHOG_API_KEY is set: events go to PostHog, the local store is not used",
+            file=sys.stderr,
+        )
     return LocalStoreExporter(config.events_path)
 
 
@@ -162,8 +173,13 @@ def _outbox(config: CollectorConfig):
 
 def _print_event(event: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({key: event[key] for key in ("uuid", "event", "distinct_id", "timestamp", "properties")},
-                         ensure_ascii=False), flush=True)
+        print(
+            json.dumps(
+                {key: event[key] for key in ("uuid", "event", "distinct_id", "timestamp", "properties")},
+                ensure_ascii=False,
+            ),
+            flush=True,
+        )
         return
     props = event["properties"]
     keys = ", ".join(f"{key}={props[key]}" for key in sorted(props) if not key.startswith("$"))
@@ -201,8 +217,10 @@ def _funnel(config: CollectorConfig, args) -> int:
         return 0
     print(f"{'step':<28} {'distinct ids':>12} {'from first':>11} {'from previous':>14}")
     for index, step in enumerate(steps, 1):
-        print(f"{index}. {step.event:<25} {step.count:>12} {step.conversion_from_first:>10.1%}"
-              f" {step.conversion_from_previous:>13.1%}")
+        print(
+            f"{index}. {step.event:<25} {step.count:>12} {step.conversion_from_first:>10.1%}"
+            f" {step.conversion_from_previous:>13.1%}"
+        )
     return 0
 
 

@@ -41,14 +41,14 @@ def reset_otel_globals() -> None:
     """Shut down what configure() installed and forget every OTel global (providers, propagator)."""
     setup.shutdown(timeout_s=2.0)
     setup.INSTALLED.clear()
-    trace._TRACER_PROVIDER_SET_ONCE = Once()  # noqa: SLF001 - the documented way tests reset OTel
-    trace._TRACER_PROVIDER = None  # noqa: SLF001
-    _logs._internal._LOGGER_PROVIDER_SET_ONCE = Once()  # noqa: SLF001
-    _logs._internal._LOGGER_PROVIDER = None  # noqa: SLF001
-    _logs._internal._PROXY_LOGGER_PROVIDER = _logs._internal.ProxyLoggerProvider()  # noqa: SLF001
-    metrics._internal._METER_PROVIDER_SET_ONCE = Once()  # noqa: SLF001
-    metrics._internal._METER_PROVIDER = None  # noqa: SLF001
-    metrics._internal._PROXY_METER_PROVIDER = metrics._internal._ProxyMeterProvider()  # noqa: SLF001
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    _logs._internal._LOGGER_PROVIDER_SET_ONCE = Once()
+    _logs._internal._LOGGER_PROVIDER = None
+    _logs._internal._PROXY_LOGGER_PROVIDER = _logs._internal.ProxyLoggerProvider()
+    metrics._internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics._internal._METER_PROVIDER = None
+    metrics._internal._PROXY_METER_PROVIDER = metrics._internal._ProxyMeterProvider()
     propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
     pipeline.CURRENT[0] = pipeline.Pipeline()
     STATS.reset()

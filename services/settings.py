@@ -34,7 +34,5 @@ class ServiceSettings:
             max_upload_bytes=int(env.get("PHONOGLYPH_MAX_UPLOAD_BYTES", defaults.max_upload_bytes)),
             max_duration_s=float(env.get("PHONOGLYPH_MAX_DURATION_S", defaults.max_duration_s)),
             job_lease_s=float(env.get("PHONOGLYPH_JOB_LEASE_S", defaults.job_lease_s)),
-            worker_poll_interval_s=float(
-                env.get("PHONOGLYPH_WORKER_POLL_INTERVAL_S", defaults.worker_poll_interval_s)
-            ),
+            worker_poll_interval_s=float(env.get("PHONOGLYPH_WORKER_POLL_INTERVAL_S", defaults.worker_poll_interval_s)),
         )

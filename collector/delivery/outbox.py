@@ -201,9 +201,7 @@ class Outbox:
         self._read_lock = threading.Lock()  # the reader connection
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-            )
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
         try:
@@ -215,9 +213,7 @@ class Outbox:
                 with self._transaction():
                     # crash resume: whatever a previous process claimed goes back to pending
                     self._db.execute("UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT))
-            self._reader = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-            )
+            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         except sqlite3.Error as exc:
             self._db.close()
             raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
@@ -344,9 +340,7 @@ class Outbox:
             with self._lock:
                 try:
                     with self._transaction():
-                        self._db.execute(
-                            f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})", chunk
-                        )
+                        self._db.execute(f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})", chunk)
                 except sqlite3.Error as exc:
                     raise OutboxError(f"outbox ack failed: {exc}") from exc
 
@@ -405,9 +399,7 @@ class Outbox:
                 raise OutboxError(f"outbox dead-letter failed: {exc}") from exc
         return count
 
-    def dead_letter_expired(
-        self, uuids: Iterable[str], *, enqueued_before: float, reason: str
-    ) -> list[str]:
+    def dead_letter_expired(self, uuids: Iterable[str], *, enqueued_before: float, reason: str) -> list[str]:
         """Dead-letter those of uuids enqueued before the given time; returns their uuids."""
         uuids = list(uuids)
         with self._lock:
@@ -417,8 +409,7 @@ class Outbox:
                     expired += [
                         uuid
                         for (uuid,) in self._db.execute(
-                            f"SELECT uuid FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})"
-                            " AND enqueued_at<?",
+                            f"SELECT uuid FROM outbox WHERE uuid IN ({_placeholders(len(chunk))}) AND enqueued_at<?",
                             (*chunk, enqueued_before),
                         )
                     ]

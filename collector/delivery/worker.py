@@ -111,9 +111,7 @@ class DeliveryWorker:
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
             if self._thread.is_alive():
-                logger.warning(
-                    "delivery worker still exporting at shutdown; its batch stays in the outbox"
-                )
+                logger.warning("delivery worker still exporting at shutdown; its batch stays in the outbox")
                 return
         self._exporter.shutdown()
 
@@ -168,10 +166,14 @@ class DeliveryWorker:
             timeout_s = min(timeout_s, max(0.0, next_due_at - self._clock()))
         woken = self._wake.wait(timeout_s)
         self._wake.clear()
-        if woken and not self._flushes_waiting and self._batch.max_delay_s > 0:
-            # let a partial batch fill a little: fewer, fuller requests
-            if self._outbox.depth() < self._batch.max_events:
-                self._stopping.wait(self._batch.max_delay_s)
+        # let a partial batch fill a little: fewer, fuller requests
+        if (
+            woken
+            and not self._flushes_waiting
+            and self._batch.max_delay_s > 0
+            and self._outbox.depth() < self._batch.max_events
+        ):
+            self._stopping.wait(self._batch.max_delay_s)
 
     # -- one batch ---------------------------------------------------------------------
 
@@ -267,9 +269,7 @@ class DeliveryWorker:
                 delay_s,
             )
         else:
-            logger.warning(
-                "delivery failed (%s): %d events rescheduled in %.1f s", exc, len(uuids), delay_s
-            )
+            logger.warning("delivery failed (%s): %d events rescheduled in %.1f s", exc, len(uuids), delay_s)
         self._metrics.inc("export_errors_total", kind=kind)
         self._metrics.inc("retried_batches_total")  # last: tests wait for it
 

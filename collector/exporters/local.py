@@ -105,8 +105,14 @@ class LocalStoreExporter:
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         return [
-            {"seq": seq, "uuid": uuid, "event": name, "distinct_id": distinct_id, "timestamp": timestamp,
-             "properties": json.loads(properties)}
+            {
+                "seq": seq,
+                "uuid": uuid,
+                "event": name,
+                "distinct_id": distinct_id,
+                "timestamp": timestamp,
+                "properties": json.loads(properties),
+            }
             for seq, uuid, name, distinct_id, timestamp, properties in rows
         ]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import requests
@@ -62,7 +62,7 @@ class PostHogExporter:
         self._session.mount("http://", adapter)
 
     def export(self, batch: Sequence[dict]) -> None:
-        body = batch_body(batch, api_key=self._api_key, sent_at=datetime.now(tz=timezone.utc).isoformat())
+        body = batch_body(batch, api_key=self._api_key, sent_at=datetime.now(tz=UTC).isoformat())
         compressor = zlib.compressobj(self.gzip_level, zlib.DEFLATED, _GZIP_WBITS)
         data = compressor.compress(body) + compressor.flush()
         with suppress_instrumentation(), suppress_http_instrumentation():
@@ -124,7 +124,7 @@ def _retry_after_s(response: requests.Response) -> float | None:
     except ValueError:
         pass
     try:
-        return max(0.0, (parsedate_to_datetime(header) - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (parsedate_to_datetime(header) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
 

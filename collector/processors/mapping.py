@@ -27,17 +27,17 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from hashlib import sha1
 from typing import Any
-
-from instrumentation import semconv
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from instrumentation import semconv
 
 UUID_NAMESPACE = uuid.UUID("5f1c2b0e-7d3a-5c8e-9b4f-0a6d1e2c3b4a")
 """uuid5 namespace of span-derived events: ``uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event}")``."""
@@ -141,7 +141,7 @@ def iso_timestamp(time_unix_nano: int) -> str:
     if text is None:
         if len(_seconds_text) > 4096:  # a small memo: events of one request share their seconds
             _seconds_text.clear()
-        text = _seconds_text[seconds] = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        text = _seconds_text[seconds] = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{text}.{micros:06d}Z"
 
 
@@ -238,7 +238,10 @@ def _outcome_extra(outcome_failed: bool, duration_ms: float, attributes: dict[st
 
 
 def map_span(
-    span, operation: str, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES,
+    span,
+    operation: str,
+    resource: dict[str, Any],
+    rules: MappingRules = DEFAULT_RULES,
     attributes: dict[str, Any] | None = None,
 ) -> dict:
     """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``."""
@@ -256,7 +259,9 @@ def map_span(
     failed = outcome == semconv.OUTCOME_FAILED
     name = operation + (semconv.FAILED_SUFFIX if failed else semconv.COMPLETED_SUFFIX)
     extra = _outcome_extra(failed, (end - start) / 1e6, attributes)
-    return _event(name, span_event_uuid(trace_id, span_id, name), end, attributes, resource, trace_id, span_id, extra, rules)
+    return _event(
+        name, span_event_uuid(trace_id, span_id, name), end, attributes, resource, trace_id, span_id, extra, rules
+    )
 
 
 def map_log_record(record, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES) -> dict | None:
@@ -424,7 +429,11 @@ def map_traces(
 
 
 def _map_one_span(
-    result: MappingResult, span, operation, resource: dict[str, Any], rules: MappingRules,
+    result: MappingResult,
+    span,
+    operation,
+    resource: dict[str, Any],
+    rules: MappingRules,
     attributes: dict[str, Any] | None = None,
 ) -> None:
     try:

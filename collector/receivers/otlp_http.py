@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import json
 import logging
@@ -66,8 +65,16 @@ _RESOURCE_EXHAUSTED = 8
 _INTERNAL = 13
 _UNAVAILABLE = 14
 _UNAUTHENTICATED = 16
-_STATUS_CODES = {400: _INVALID_ARGUMENT, 401: _UNAUTHENTICATED, 408: _DEADLINE_EXCEEDED, 413: _INVALID_ARGUMENT,
-                 415: _INVALID_ARGUMENT, 429: _RESOURCE_EXHAUSTED, 500: _INTERNAL, 503: _UNAVAILABLE}
+_STATUS_CODES = {
+    400: _INVALID_ARGUMENT,
+    401: _UNAUTHENTICATED,
+    408: _DEADLINE_EXCEEDED,
+    413: _INVALID_ARGUMENT,
+    415: _INVALID_ARGUMENT,
+    429: _RESOURCE_EXHAUSTED,
+    500: _INTERNAL,
+    503: _UNAVAILABLE,
+}
 
 _ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 
@@ -83,12 +90,30 @@ class _Signal:
 
 
 _SIGNALS = {
-    "/v1/traces": _Signal("traces", ExportTraceServiceRequest, ExportTraceServiceResponse,
-                          ExportTracePartialSuccess, "rejected_spans", "received_spans_total"),
-    "/v1/logs": _Signal("logs", ExportLogsServiceRequest, ExportLogsServiceResponse,
-                        ExportLogsPartialSuccess, "rejected_log_records", "received_log_records_total"),
-    "/v1/metrics": _Signal("metrics", ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-                           ExportMetricsPartialSuccess, "rejected_data_points", "received_metric_points_total"),
+    "/v1/traces": _Signal(
+        "traces",
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+        ExportTracePartialSuccess,
+        "rejected_spans",
+        "received_spans_total",
+    ),
+    "/v1/logs": _Signal(
+        "logs",
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+        ExportLogsPartialSuccess,
+        "rejected_log_records",
+        "received_log_records_total",
+    ),
+    "/v1/metrics": _Signal(
+        "metrics",
+        ExportMetricsServiceRequest,
+        ExportMetricsServiceResponse,
+        ExportMetricsPartialSuccess,
+        "rejected_data_points",
+        "received_metric_points_total",
+    ),
 }
 
 
@@ -234,14 +259,17 @@ class OtlpHttpReceiver:
                 return
             response = await self._export(signal, scope, receive)
         elif method not in ("GET", "HEAD"):
-            response = _Response(404 if path not in ("/healthz", "/readyz", "/metrics") else 405,
-                                 b"not found\n", "text/plain")
+            response = _Response(
+                404 if path not in ("/healthz", "/readyz", "/metrics") else 405, b"not found\n", "text/plain"
+            )
         elif path == "/healthz":
             response = _Response(200, b"ok\n", "text/plain")
         elif path == "/readyz":
             # probes run on the loop's default executor, never queued behind ingest work
             ready = await asyncio.get_running_loop().run_in_executor(None, self._ready)
-            response = _Response(200, b"ready\n", "text/plain") if ready else _Response(503, b"not ready\n", "text/plain")
+            response = (
+                _Response(200, b"ready\n", "text/plain") if ready else _Response(503, b"not ready\n", "text/plain")
+            )
         elif path == "/metrics":
             text = await asyncio.get_running_loop().run_in_executor(None, self._render_metrics)
             response = _Response(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
@@ -369,8 +397,9 @@ class OtlpHttpReceiver:
         headers = ()
         if exc.retry_after_s is not None:
             headers = ((b"retry-after", str(exc.retry_after_s).encode()),)
-        return _Response(exc.status, _status_body(exc.status, exc.message, is_json=is_json),
-                         JSON if is_json else PROTOBUF, headers)
+        return _Response(
+            exc.status, _status_body(exc.status, exc.message, is_json=is_json), JSON if is_json else PROTOBUF, headers
+        )
 
 
 async def _send(send, response: _Response) -> None:

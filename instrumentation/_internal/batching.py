@@ -95,7 +95,7 @@ class ExportQueue(Generic[ItemT]):
                 batch = [queue.popleft() for _ in range(min(len(queue), batch_size))]
                 try:
                     succeeded = self._export(batch)
-                except Exception:  # noqa: BLE001 - an exporter bug must not kill the worker
+                except Exception:
                     _logger.exception("exporting %d %s failed", len(batch), self._signal)
                     succeeded = False
                 if not succeeded:
@@ -175,4 +175,3 @@ class QueueingLogRecordProcessor(LogRecordProcessor):
     def shutdown(self, timeout_s: float = 5.0) -> None:
         self._queue.shutdown(timeout_s)
         self._exporter.shutdown()
-

@@ -43,7 +43,7 @@ def _send(
     prepare: Callable[[Any], Any] | None,
     signal: str,
 ) -> bool:
-    if exporter._shutdown:  # noqa: SLF001 - the SDK exporter's own flag
+    if exporter._shutdown:
         return False
     if prepare is not None:
         encode_items = encode
@@ -53,10 +53,10 @@ def _send(
 
     try:
         payload = encode_in_chunks(items, encode)
-    except Exception:  # noqa: BLE001 - one bad attribute must not kill the export thread
+    except Exception:
         _logger.exception("encoding %d %s failed", len(items), signal)
         return False
-    return exporter._client.export(payload).success  # noqa: SLF001 - the SDK's transport and retries
+    return exporter._client.export(payload).success
 
 
 class OtlpHttpSpanExporter(OTLPSpanExporter):

@@ -143,7 +143,7 @@ class ServerSpanMiddleware:
             return
         try:
             span, token = self._start(scope)
-        except Exception as exc:  # noqa: BLE001 - the request continues without a span
+        except Exception as exc:
             report(exc)
             await self.app(scope, receive, send)
             return
@@ -171,7 +171,7 @@ class ServerSpanMiddleware:
         finally:
             try:
                 self._end(scope, span, status_code)
-            except Exception as exc:  # noqa: BLE001 - the response is already on its way
+            except Exception as exc:
                 report(exc)
             finally:
                 context.detach(token)
@@ -214,7 +214,7 @@ def _instrumented_class(cls: type) -> type:
     instrumented = _INSTRUMENTED_CLASSES.get(cls)
     if instrumented is None:
 
-        async def __call__(self: Any, scope: Scope, receive: Any, send: Any) -> None:  # noqa: N807
+        async def __call__(self: Any, scope: Scope, receive: Any, send: Any) -> None:
             await self.__phonoglyph_server_spans__(scope, receive, send)
 
         instrumented = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
@@ -272,7 +272,7 @@ def instrument_every_fastapi_app(*, excluded_urls: str | None) -> None:
     if getattr(original_init, "__phonoglyph_instruments__", False):
         return
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         instrument_fastapi(self, excluded_urls=excluded_urls)
 

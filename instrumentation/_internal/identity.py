@@ -51,7 +51,7 @@ def identity_attributes(ctx: Context | None = None) -> dict[str, Any]:
     return attributes
 
 
-class identify:  # noqa: N801 - used like a function: identify(...) and `with identify(...)`
+class identify:
     """Put the caller's identity in the context (baggage), so spans and events below carry it.
 
     A plain call attaches it for the rest of the current context (a request's task, a job); used

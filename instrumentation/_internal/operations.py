@@ -121,7 +121,7 @@ def _set_exception_context(exc: BaseException, name: str, span: Span, ctx: Conte
         pass
 
 
-class operation:  # noqa: N801 - a context manager and decorator used like a function
+class operation:
     """A Phonoglyph operation: ``with operation("render", {...}) as span:`` or ``@operation("render")``.
 
     The block's exception is recorded on the span, tagged, and re-raised unchanged.

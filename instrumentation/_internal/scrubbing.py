@@ -414,9 +414,7 @@ def scrub_log_record(record: ReadableLogRecord, scrubber: Scrubber) -> ReadableL
     paths: list[str] = []
     body = scrubber._scrub(log_record.body, "body", paths)
     attributes = (
-        scrubber._scrub(log_record.attributes, "attributes", paths)
-        if log_record.attributes
-        else log_record.attributes
+        scrubber._scrub(log_record.attributes, "attributes", paths) if log_record.attributes else log_record.attributes
     )
     if not paths:
         return record

@@ -485,7 +485,7 @@ def _before_send(scrubber: Scrubber, event: dict[str, Any], hint: dict[str, Any]
             scrubbed.setdefault("extra", {})[SCRUBBED_ATTRIBUTE] = paths
         _annotate(scrubbed, {**_current_details(), **_exception_details(hint)})
         return scrubbed
-    except Exception:  # noqa: BLE001 - an event we could not scrub must not leave the process
+    except Exception:
         STATS.increment("sentry_events_dropped_unscrubbed")
         _logger.exception("instrumentation error: a Sentry event was dropped because scrubbing failed")
         return None
@@ -494,6 +494,6 @@ def _before_send(scrubber: Scrubber, event: dict[str, Any], hint: dict[str, Any]
 def _before_breadcrumb(scrubber: Scrubber, crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
     try:
         return scrubber.scrub(crumb)[0]
-    except Exception:  # noqa: BLE001
+    except Exception:
         STATS.increment("sentry_breadcrumbs_dropped_unscrubbed")
         return None

@@ -28,7 +28,6 @@ from instrumentation._internal.config import Settings, resolve
 from instrumentation._internal.exporters import OtlpHttpLogRecordExporter, OtlpHttpSpanExporter
 from instrumentation._internal.guard import guarded, rate_limit_export_logs
 from instrumentation._internal.identity import IdentitySpanProcessor
-from instrumentation._internal.sentry import setup_sentry, shutdown_sentry
 from instrumentation._internal.scrubbing import (
     Scrubber,
     ScrubbingConfig,
@@ -37,6 +36,8 @@ from instrumentation._internal.scrubbing import (
     scrub_log_record,
     scrub_span,
 )
+from instrumentation._internal.sentry import setup_sentry, shutdown_sentry
+
 
 @dataclass
 class Exporters:

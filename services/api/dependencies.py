@@ -46,7 +46,7 @@ def resolve(db: Database, headers: Mapping[str, str]) -> Principal | None:
     return resolve_credential(db.read(), token, kind=kind)
 
 
-def identity_hook(db: Database):  # noqa: ANN201 - returns the hook instrument_fastapi calls
+def identity_hook(db: Database):
     """``identify_request`` for instrument_fastapi: ASGI scope → the caller's Identity (or None).
 
     The principal it resolves is kept in the request's state for ``optional_principal``.

@@ -89,14 +89,23 @@ async def store_upload(
         if size_bytes == 0:
             raise api_error(400, "empty_file", "the request body is empty")
         duration_s, sample_rate_hz, channels = await run_in_threadpool(_validate, temp_path, settings.max_duration_s)
-        span.set_attributes({
-            semconv.AUDIO_DURATION_S: duration_s,
-            semconv.AUDIO_SAMPLE_RATE_HZ: sample_rate_hz,
-            semconv.AUDIO_CHANNELS: channels,
-        })
+        span.set_attributes(
+            {
+                semconv.AUDIO_DURATION_S: duration_s,
+                semconv.AUDIO_SAMPLE_RATE_HZ: sample_rate_hz,
+                semconv.AUDIO_CHANNELS: channels,
+            }
+        )
         record = catalog.FileRecord(
-            id=file_id, project_id=project_id, user_id=user_id, filename=filename, path=str(final_path),
-            size_bytes=size_bytes, duration_s=duration_s, sample_rate_hz=sample_rate_hz, channels=channels,
+            id=file_id,
+            project_id=project_id,
+            user_id=user_id,
+            filename=filename,
+            path=str(final_path),
+            size_bytes=size_bytes,
+            duration_s=duration_s,
+            sample_rate_hz=sample_rate_hz,
+            channels=channels,
         )
         await run_in_threadpool(_publish, db, record, temp_path, final_path)
     finally:

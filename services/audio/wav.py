@@ -29,7 +29,7 @@ class AudioError(Exception):
 
     code: str = "audio_error"
 
-    def __new__(cls, code: str, message: str) -> AudioError:  # noqa: ARG004 - __init__ takes them
+    def __new__(cls, code: str, message: str) -> AudioError:
         return super().__new__(_coded(cls, code))
 
     def __init__(self, code: str, message: str) -> None:
@@ -112,9 +112,7 @@ def read_info(data: bytes) -> WavInfo:
 def _parse_fmt(data: bytes, offset: int, chunk_bytes: int) -> tuple[int, int, int, int, int]:
     if chunk_bytes < 16 or offset + chunk_bytes > len(data):
         raise AudioError("corrupt_audio", "the fmt chunk is truncated")
-    format_tag, channels, sample_rate_hz, _byte_rate, block_align, bits = struct.unpack_from(
-        "<HHIIHH", data, offset
-    )
+    format_tag, channels, sample_rate_hz, _byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", data, offset)
     if format_tag == _FORMAT_EXTENSIBLE:
         if chunk_bytes < 40:
             raise AudioError("corrupt_audio", "the extensible fmt chunk is truncated")
@@ -181,7 +179,18 @@ def encode(samples: np.ndarray, sample_rate_hz: int, *, bits_per_sample: int = 1
     pad = b"\x00" * (len(payload) & 1)
     out = io.BytesIO()
     out.write(b"RIFF" + struct.pack("<I", 36 + len(payload) + len(pad)) + b"WAVE")
-    out.write(b"fmt " + struct.pack("<IHHIIHH", 16, format_tag, channels, sample_rate_hz,
-                                    sample_rate_hz * block_align, block_align, bits_per_sample))
+    out.write(
+        b"fmt "
+        + struct.pack(
+            "<IHHIIHH",
+            16,
+            format_tag,
+            channels,
+            sample_rate_hz,
+            sample_rate_hz * block_align,
+            block_align,
+            bits_per_sample,
+        )
+    )
     out.write(b"data" + struct.pack("<I", len(payload)) + payload + pad)
     return out.getvalue()

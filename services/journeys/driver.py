@@ -66,14 +66,17 @@ class JourneyReport:
 
     def summary(self) -> str:
         totals = self.totals()
-        return "summary: " + ", ".join(f"{key}={totals[key]}" for key in sorted(totals)) + (
-            f", problems={len(self.problems)}"
+        return (
+            "summary: "
+            + ", ".join(f"{key}={totals[key]}" for key in sorted(totals))
+            + (f", problems={len(self.problems)}")
         )
 
 
 class _Journey:
-    def __init__(self, client: ApiClient, rng: random.Random, user: UserJourney, billing_secret: str | None,
-                 deadline_s: float) -> None:
+    def __init__(
+        self, client: ApiClient, rng: random.Random, user: UserJourney, billing_secret: str | None, deadline_s: float
+    ) -> None:
         self.client = client
         self.rng = rng
         self.user = user
@@ -136,8 +139,9 @@ class _Journey:
         kind = self.rng.choice(BAD_UPLOADS)
         body, content_type = make_bad_upload(kind, self.rng)
         status, code = EXPECTED_REFUSALS[kind]
-        answer = self.call("POST", f"/projects/{project_id}/files", (status,), body=body,
-                           headers={"Content-Type": content_type})
+        answer = self.call(
+            "POST", f"/projects/{project_id}/files", (status,), body=body, headers={"Content-Type": content_type}
+        )
         if answer.error_code != code:
             raise UnexpectedAnswer(f"bad upload {kind}: error code {answer.error_code}, expected {code}")
         self.user.counts["uploads.refused"] += 1
@@ -145,8 +149,13 @@ class _Journey:
 
     def upload(self, project_id: str) -> str:
         body, tempo_bpm = make_track(self.rng)
-        answer = self.call("POST", f"/projects/{project_id}/files?filename=track.wav", (201,), body=body,
-                           headers={"Content-Type": "audio/wav"}).json()
+        answer = self.call(
+            "POST",
+            f"/projects/{project_id}/files?filename=track.wav",
+            (201,),
+            body=body,
+            headers={"Content-Type": "audio/wav"},
+        ).json()
         self.user.counts["uploads.accepted"] += 1
         self.user.steps.append(f"uploaded {answer['duration_s']:.1f}s at {tempo_bpm:.0f} BPM")
         return answer["file_id"]

@@ -49,8 +49,18 @@ def insert_file(conn: sqlite3.Connection, record: FileRecord) -> None:
     conn.execute(
         "INSERT INTO files (id, project_id, user_id, filename, path, size_bytes, duration_s, sample_rate_hz, "
         "channels, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (record.id, record.project_id, record.user_id, record.filename, record.path, record.size_bytes,
-         record.duration_s, record.sample_rate_hz, record.channels, now_s()),
+        (
+            record.id,
+            record.project_id,
+            record.user_id,
+            record.filename,
+            record.path,
+            record.size_bytes,
+            record.duration_s,
+            record.sample_rate_hz,
+            record.channels,
+            now_s(),
+        ),
     )
 
 

@@ -36,7 +36,9 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(temp_path, path)
 
 
-def separate_stems(job: Job, record: FileRecord, span: Span, settings: ServiceSettings, _conn: sqlite3.Connection) -> dict[str, Any]:
+def separate_stems(
+    job: Job, record: FileRecord, span: Span, settings: ServiceSettings, _conn: sqlite3.Connection
+) -> dict[str, Any]:
     audio = load_audio(record)
     stems = separation.separate(audio)
     result: dict[str, Any] = {"stems": {}}
@@ -48,11 +50,15 @@ def separate_stems(job: Job, record: FileRecord, span: Span, settings: ServiceSe
     return result
 
 
-def analyse_audio(job: Job, record: FileRecord, span: Span, settings: ServiceSettings, conn: sqlite3.Connection) -> dict[str, Any]:
+def analyse_audio(
+    job: Job, record: FileRecord, span: Span, settings: ServiceSettings, conn: sqlite3.Connection
+) -> dict[str, Any]:
     return analysis.analyse(load_audio(record)).to_dict()  # the runner caches it with the job's completion
 
 
-def render_image(job: Job, record: FileRecord, span: Span, settings: ServiceSettings, conn: sqlite3.Connection) -> dict[str, Any]:
+def render_image(
+    job: Job, record: FileRecord, span: Span, settings: ServiceSettings, conn: sqlite3.Connection
+) -> dict[str, Any]:
     audio = load_audio(record)
     cached = jobs.cached_analysis(conn, record.id)
     features = analysis.Analysis(**cached) if cached else analysis.analyse(audio)

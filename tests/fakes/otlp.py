@@ -63,7 +63,9 @@ def _json_ids_to_base64(node: Any) -> Any:
     """OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping expects base64."""
     if isinstance(node, dict):
         return {
-            key: base64.b64encode(bytes.fromhex(value)).decode() if key in _ID_FIELDS and value else _json_ids_to_base64(value)
+            key: base64.b64encode(bytes.fromhex(value)).decode()
+            if key in _ID_FIELDS and value
+            else _json_ids_to_base64(value)
             for key, value in node.items()
         }
     if isinstance(node, list):
@@ -211,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
@@ -223,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         capture = self.server.capture
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         signal = _SIGNALS.get(self.path)

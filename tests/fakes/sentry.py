@@ -118,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _answer(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
@@ -132,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.sentry._error(f"{status} {self.path}: {reason}")
         self._answer(status, json.dumps({"detail": reason}).encode())
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         sentry = self.server.sentry
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:

@@ -40,9 +40,7 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def sources_text() -> str:
-    return "\n".join(
-        path.read_text() for package in SOURCE_PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
-    )
+    return "\n".join(path.read_text() for package in SOURCE_PACKAGES for path in sorted((ROOT / package).rglob("*.py")))
 
 
 def port_of(address: str) -> int:
@@ -93,9 +91,7 @@ def test_collector_outbox_and_sidecar_queue_live_on_volumes(compose):
     assert mounts[data_dir] in compose["volumes"]
     storage = load_yaml("otel-collector.yaml")["extensions"]["file_storage"]["directory"]
     sidecar_mounts = [volume.split(":") for volume in services["otel-collector"]["volumes"]]
-    assert any(
-        source in compose["volumes"] and storage.startswith(target) for source, target, *_ in sidecar_mounts
-    )
+    assert any(source in compose["volumes"] and storage.startswith(target) for source, target, *_ in sidecar_mounts)
 
 
 def test_every_compose_command_names_a_real_module_or_script(compose):

@@ -63,9 +63,5 @@ def create_api_token(principal: PrincipalDep, db: DbDep) -> dict[str, str]:
     if principal.guest:
         raise api_error(403, "guest_not_allowed", "sign up to create API tokens")
     with db.transaction() as conn:
-        token = accounts.issue_credential(
-            conn, user_id=principal.user_id, session_id=new_id("s"), kind="api_token"
-        )
+        token = accounts.issue_credential(conn, user_id=principal.user_id, session_id=new_id("s"), kind="api_token")
     return {"token": token}
-
-

@@ -75,8 +75,12 @@ async def billing_webhook(request: Request, db: DbDep, settings: SettingsDep) ->
     try:
         with db.transaction() as conn:
             credited = accounts.record_purchase(
-                conn, event_id=event.id, user_id=purchase.user_id, credits=purchase.credits,
-                amount_cents=purchase.amount_cents, currency=purchase.currency,
+                conn,
+                event_id=event.id,
+                user_id=purchase.user_id,
+                credits=purchase.credits,
+                amount_cents=purchase.amount_cents,
+                currency=purchase.currency,
             )
             user = accounts.get_user(conn, purchase.user_id)
     except NotFoundError:
@@ -84,9 +88,12 @@ async def billing_webhook(request: Request, db: DbDep, settings: SettingsDep) ->
     if not credited:
         return {"status": "duplicate", "event_id": event.id}
     with identify(user_id=purchase.user_id, session_id=purchase.session_id, guest=bool(user["guest"])):
-        track("credits_purchased", {
-            semconv.CREDITS: purchase.credits,
-            semconv.AMOUNT: purchase.amount_cents / 100,
-            semconv.CURRENCY: purchase.currency,
-        })
+        track(
+            "credits_purchased",
+            {
+                semconv.CREDITS: purchase.credits,
+                semconv.AMOUNT: purchase.amount_cents / 100,
+                semconv.CURRENCY: purchase.currency,
+            },
+        )
     return {"status": "credited", "event_id": event.id, "balance": int(user["credits"])}

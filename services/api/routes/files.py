@@ -61,14 +61,17 @@ async def upload_file(
             settings=settings,
             span=span,
         )
-        track("file_uploaded", {
-            semconv.FILE_ID: record.id,
-            semconv.PROJECT_ID: project_id,
-            semconv.FILE_SIZE: record.size_bytes,
-            semconv.AUDIO_DURATION_S: record.duration_s,
-            semconv.AUDIO_SAMPLE_RATE_HZ: record.sample_rate_hz,
-            semconv.AUDIO_CHANNELS: record.channels,
-        })
+        track(
+            "file_uploaded",
+            {
+                semconv.FILE_ID: record.id,
+                semconv.PROJECT_ID: project_id,
+                semconv.FILE_SIZE: record.size_bytes,
+                semconv.AUDIO_DURATION_S: record.duration_s,
+                semconv.AUDIO_SAMPLE_RATE_HZ: record.sample_rate_hz,
+                semconv.AUDIO_CHANNELS: record.channels,
+            },
+        )
     return file_body(record)
 
 

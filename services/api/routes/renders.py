@@ -26,13 +26,16 @@ def start_render(file_id: str, principal: PrincipalDep, db: DbDep, settings: Set
             balance = accounts.spend_credits(conn, principal.user_id, cost)
             job = enqueue(conn, kind=KIND, file_id=file_id, user_id=principal.user_id, credits_spent=cost)
             # emitted before the commit makes the job claimable: always ahead of the worker's records
-            track("render_started", {
-                semconv.RENDER_ID: job.id,
-                semconv.JOB_ID: job.id,
-                semconv.FILE_ID: file_id,
-                semconv.PROJECT_ID: record.project_id,
-                semconv.CREDITS_SPENT: cost,
-            })
+            track(
+                "render_started",
+                {
+                    semconv.RENDER_ID: job.id,
+                    semconv.JOB_ID: job.id,
+                    semconv.FILE_ID: file_id,
+                    semconv.PROJECT_ID: record.project_id,
+                    semconv.CREDITS_SPENT: cost,
+                },
+            )
     except accounts.InsufficientCreditsError as exc:
         attributes = {semconv.FILE_ID: file_id, semconv.PROJECT_ID: record.project_id}
         # a render refused for credits is a failed render that never started: render_failed alone

@@ -23,10 +23,10 @@ class CollectorProcess:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
-        self.env = {key: value for key, value in os.environ.items()
-                    if not key.startswith(("POSTHOG_", "COLLECTOR_"))}
-        self.env.update({"COLLECTOR_ENDPOINT": "127.0.0.1:0", "COLLECTOR_DATA_DIR": str(self.data_dir),
-                         "PYTHONUNBUFFERED": "1"})
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith(("POSTHOG_", "COLLECTOR_"))}
+        self.env.update(
+            {"COLLECTOR_ENDPOINT": "127.0.0.1:0", "COLLECTOR_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        )
         if config_yaml is not None:
             config_path = self.workdir / "collector.yaml"
             config_path.write_text(config_yaml)
@@ -40,8 +40,12 @@ class CollectorProcess:
     def start(self) -> CollectorProcess:
         with open(self.stderr_path, "ab") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "collector", "serve"], env=self.env, cwd=self.workdir,
-                stdout=subprocess.PIPE, stderr=stderr, text=True,
+                [sys.executable, "-m", "collector", "serve"],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
             )
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: lines.put(self.process.stdout.readline()), daemon=True).start()
@@ -100,8 +104,14 @@ class CollectorProcess:
             self.process.wait(10)
 
     def cli(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "collector", *args], env=self.env, cwd=self.workdir,
-                              capture_output=True, text=True, timeout=timeout_s)
+        return subprocess.run(
+            [sys.executable, "-m", "collector", *args],
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
 
     def metric(self, name: str, **labels: str) -> float:
         text = httpx.get(f"{self.url}/metrics", timeout=5).text

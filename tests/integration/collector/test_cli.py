@@ -21,8 +21,12 @@ JOURNEYS = {
 
 
 def send(collector, *records) -> None:
-    response = httpx.post(f"{collector.url}/v1/logs", content=logs(*records).SerializeToString(),
-                          headers={"content-type": "application/x-protobuf"}, timeout=30)
+    response = httpx.post(
+        f"{collector.url}/v1/logs",
+        content=logs(*records).SerializeToString(),
+        headers={"content-type": "application/x-protobuf"},
+        timeout=30,
+    )
     assert response.status_code == 200, response.content
 
 
@@ -34,10 +38,14 @@ def json_lines(text: str) -> list[dict]:
 def collector(tmp_path_factory):
     process = CollectorProcess(tmp_path_factory.mktemp("cli"), config_yaml="drain_timeout_s: 2\n")
     with process:
-        send(process, *(
-            record(name, {"phonoglyph.event.id": str(uuid.uuid4()), "user.id": user}, time=T0 + offset * SECOND)
-            for user, steps in JOURNEYS.items() for name, offset in steps
-        ))
+        send(
+            process,
+            *(
+                record(name, {"phonoglyph.event.id": str(uuid.uuid4()), "user.id": user}, time=T0 + offset * SECOND)
+                for user, steps in JOURNEYS.items()
+                for name, offset in steps
+            ),
+        )
         wait_for(lambda: len(json_lines(process.cli("events", "--json").stdout)) == 9, message="9 stored events")
         yield process
 
@@ -45,7 +53,8 @@ def collector(tmp_path_factory):
 def test_events_json_and_filter(collector):
     events = json_lines(collector.cli("events", "--json").stdout)
     assert {(event["distinct_id"], event["event"]) for event in events} == {
-        (user, name) for user, steps in JOURNEYS.items() for name, _ in steps}
+        (user, name) for user, steps in JOURNEYS.items() for name, _ in steps
+    }
     assert all(set(event) == {"uuid", "event", "distinct_id", "timestamp", "properties"} for event in events)
     renders = json_lines(collector.cli("events", "--json", "--event", "render_started").stdout)
     assert sorted(event["distinct_id"] for event in renders) == ["u1", "u4"]
@@ -75,9 +84,13 @@ def test_follow_prints_new_events(collector):
     import subprocess
     import sys
 
-    follower = subprocess.Popen([sys.executable, "-m", "collector", "events", "--follow", "--json",
-                                 "--event", "credits_purchased"], env=collector.env, cwd=collector.workdir,
-                                stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "collector", "events", "--follow", "--json", "--event", "credits_purchased"],
+        env=collector.env,
+        cwd=collector.workdir,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         event_id = str(uuid.uuid4())
         send(collector, record("credits_purchased", {"phonoglyph.event.id": event_id, "user.id": "u9"}))
@@ -92,8 +105,9 @@ def test_dead_letters_list_and_replay(collector):
     event_id = str(uuid.uuid4())
     oversized = ["lorem"] * 200_000  # about 1.6 MB as JSON: over PostHog's ~1 MiB an event
     send(collector, record("file_uploaded", {"phonoglyph.event.id": event_id, "user.id": "big", "chunks": oversized}))
-    letters = wait_for(lambda: json_lines(collector.cli("dead-letters", "list", "--json").stdout),
-                       message="a dead letter")
+    letters = wait_for(
+        lambda: json_lines(collector.cli("dead-letters", "list", "--json").stdout), message="a dead letter"
+    )
     assert [letter["uuid"] for letter in letters] == [event_id]
     assert letters[0]["reason"]
     assert "file_uploaded" in collector.cli("dead-letters", "list").stdout

@@ -105,7 +105,7 @@ class Collector:
 
     def start(self) -> None:
         self.starts += 1
-        log = open(self.log_dir / f"collector-{self.starts}.log", "wb")
+        log = open(self.log_dir / f"collector-{self.starts}.log", "wb")  # noqa: SIM115 (kept for the child)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "collector", "serve"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
@@ -156,20 +156,29 @@ def test_kill_9_during_ingest_and_delivery_loses_no_accepted_event(tmp_path):
     try:
         collector.start()
         sender = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.collector.test_crash_recovery", f"127.0.0.1:{port}", str(SPANS), str(BATCH)],
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.collector.test_crash_recovery",
+                f"127.0.0.1:{port}",
+                str(SPANS),
+                str(BATCH),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
-            stderr=open(tmp_path / "sender.log", "wb"),
+            stderr=open(tmp_path / "sender.log", "wb"),  # noqa: SIM115 (the child owns it)
             text=True,
         )
-        reader = threading.Thread(target=lambda: accepted.extend(json.loads(line) for line in sender.stdout), daemon=True)
+        reader = threading.Thread(
+            target=lambda: accepted.extend(json.loads(line) for line in sender.stdout), daemon=True
+        )
         reader.start()
         batches = SPANS // BATCH
 
         # during ingest, at three points, the second while a delivery is in flight as well
         for kill_after, during_delivery in ((batches // 6, False), (batches // 3, True), (batches // 2, False)):
-            wait_until(lambda: len(accepted) >= kill_after, 60, f"{kill_after} accepted batches")
+            wait_until(lambda kill_after=kill_after: len(accepted) >= kill_after, 60, f"{kill_after} accepted batches")
             if during_delivery:
                 wait_until(lambda: posthog.in_flight() > 0, 30, "a delivery in flight")
             assert sender.poll() is None  # ingest is still going on

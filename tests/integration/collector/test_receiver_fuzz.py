@@ -19,12 +19,29 @@ pytestmark = pytest.mark.integration
 
 ALLOWED = {200, 400, 413, 415, 429, 503}
 PATHS = st.sampled_from(["/v1/traces", "/v1/logs", "/v1/metrics"])
-ATTRIBUTE_KEYS = st.sampled_from(["phonoglyph.operation", "phonoglyph.outcome", "user.id", "session.id",
-                                  "phonoglyph.event.id", "phonoglyph.operation.duration_ms", "error.type",
-                                  "phonoglyph.user.guest", "event.name", "password", "x"])
+ATTRIBUTE_KEYS = st.sampled_from(
+    [
+        "phonoglyph.operation",
+        "phonoglyph.outcome",
+        "user.id",
+        "session.id",
+        "phonoglyph.event.id",
+        "phonoglyph.operation.duration_ms",
+        "error.type",
+        "phonoglyph.user.guest",
+        "event.name",
+        "password",
+        "x",
+    ]
+)
 ATTRIBUTE_VALUES = st.recursive(
-    st.one_of(st.text(max_size=20), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True), st.booleans(),
-              st.binary(max_size=8)),
+    st.one_of(
+        st.text(max_size=20),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=True),
+        st.booleans(),
+        st.binary(max_size=8),
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
     max_leaves=6,
 )
@@ -38,12 +55,23 @@ IDS8 = st.one_of(st.binary(min_size=8, max_size=8), st.binary(max_size=10))
 def odd_otlp(draw) -> tuple[str, bytes]:
     """Valid protobuf framing with arbitrary field values: exercises the mapping, not the decoder."""
     if draw(st.booleans()):
-        spans = [span(draw(ATTRIBUTES), name=draw(st.text(max_size=10)), start=draw(TIMES), end=draw(TIMES),
-                      trace_id=draw(IDS16), span_id=draw(IDS8), error=draw(st.booleans()))
-                 for _ in range(draw(st.integers(0, 4)))]
+        spans = [
+            span(
+                draw(ATTRIBUTES),
+                name=draw(st.text(max_size=10)),
+                start=draw(TIMES),
+                end=draw(TIMES),
+                trace_id=draw(IDS16),
+                span_id=draw(IDS8),
+                error=draw(st.booleans()),
+            )
+            for _ in range(draw(st.integers(0, 4)))
+        ]
         return "/v1/traces", traces(*spans, resource=draw(ATTRIBUTES)).SerializeToString()
-    records = [record(draw(st.text(max_size=15)), draw(ATTRIBUTES), time=draw(TIMES), trace_id=draw(IDS16),
-                      span_id=draw(IDS8)) for _ in range(draw(st.integers(0, 4)))]
+    records = [
+        record(draw(st.text(max_size=15)), draw(ATTRIBUTES), time=draw(TIMES), trace_id=draw(IDS16), span_id=draw(IDS8))
+        for _ in range(draw(st.integers(0, 4)))
+    ]
     return "/v1/logs", logs(*records, resource=draw(ATTRIBUTES)).SerializeToString()
 
 
@@ -66,10 +94,33 @@ def mutated(draw, body: bytes) -> bytes:
 
 JSON_VALUES = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=10)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(
-        st.sampled_from(["resourceSpans", "scopeSpans", "spans", "traceId", "spanId", "attributes", "key",
-                         "value", "stringValue", "intValue", "resourceLogs", "scopeLogs", "logRecords",
-                         "eventName", "timeUnixNano", "x"]), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceSpans",
+                    "scopeSpans",
+                    "spans",
+                    "traceId",
+                    "spanId",
+                    "attributes",
+                    "key",
+                    "value",
+                    "stringValue",
+                    "intValue",
+                    "resourceLogs",
+                    "scopeLogs",
+                    "logRecords",
+                    "eventName",
+                    "timeUnixNano",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
     max_leaves=20,
 )
 
@@ -119,8 +170,9 @@ def rss_baseline(collector):
     return collector.rss_kb()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(request=requests())
 def test_receiver_answers_only_4xx_or_backpressure(collector, client, rss_baseline, request):
     path, body, headers = request

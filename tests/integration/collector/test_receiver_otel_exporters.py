@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "it-secret-token"
 
-CLIENT = r'''
+CLIENT = r"""
 import sys, uuid
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
@@ -65,7 +65,7 @@ with tracer.start_as_current_span("GET /health"):
 logger.emit(body="a plain log line")
 tracer_provider.shutdown()
 logger_provider.shutdown()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +78,19 @@ def collector(tmp_path_factory):
 @pytest.mark.parametrize("compression", ["gzip", "none"])
 def test_official_exporters_deliver_events_to_the_local_store(collector, compression):
     run = f"run-{compression}"
-    client = subprocess.run([sys.executable, "-c", CLIENT, collector.url, compression, run, TOKEN],
-                            capture_output=True, text=True, timeout=60)
+    client = subprocess.run(
+        [sys.executable, "-c", CLIENT, collector.url, compression, run, TOKEN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert client.returncode == 0, client.stderr
     assert client.stdout.split("\n").count("spans SUCCESS") == 3, client.stdout + client.stderr
     assert client.stdout.split("\n").count("logs SUCCESS") == 2, client.stdout + client.stderr
 
     store = LocalStoreExporter(collector.data_dir / "events.db")
     try:
+
         def mine():
             events = [e for e in store.read_events() if e["distinct_id"] == f"user-{run}"]
             return events if len(events) == 3 else None
@@ -104,8 +109,12 @@ def test_official_exporters_deliver_events_to_the_local_store(collector, compres
 
 
 def test_a_wrong_token_is_refused_by_the_exporter(collector):
-    client = subprocess.run([sys.executable, "-c", CLIENT, collector.url, "gzip", "bad-token", "wrong"],
-                            capture_output=True, text=True, timeout=60)
+    client = subprocess.run(
+        [sys.executable, "-c", CLIENT, collector.url, "gzip", "bad-token", "wrong"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert client.returncode == 0, client.stderr
     assert "spans FAILURE" in client.stdout and "spans SUCCESS" not in client.stdout
     assert collector.metric("rejected_requests_total", status="401") >= 3

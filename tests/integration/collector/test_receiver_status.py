@@ -23,21 +23,41 @@ JSON = {**AUTH, "content-type": "application/json"}
 LIMITS = "limits: {max_request_bytes: 65536, max_decompressed_bytes: 1048576}\n"
 
 
-def event_record_json(name: str, event_id: str, user: str = "json-user", time_unix_nano: int = 1_764_300_000_000_000_000):
-    return {"resourceLogs": [{"resource": {"attributes": [
-        {"key": "service.name", "value": {"stringValue": "json-client"}}]},
-        "scopeLogs": [{"logRecords": [{
-            "timeUnixNano": str(time_unix_nano), "eventName": name, "severityNumber": 9,
-            "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
-            "attributes": [{"key": "phonoglyph.event.id", "value": {"stringValue": event_id}},
-                           {"key": "user.id", "value": {"stringValue": user}},
-                           {"key": "credits", "value": {"intValue": "25"}}]}]}]}]}
+def event_record_json(
+    name: str, event_id: str, user: str = "json-user", time_unix_nano: int = 1_764_300_000_000_000_000
+):
+    return {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-client"}}]},
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {
+                                "timeUnixNano": str(time_unix_nano),
+                                "eventName": name,
+                                "severityNumber": 9,
+                                "traceId": "5b8efff798038103d269b633813fc60c",
+                                "spanId": "eee19b7ec3c1b174",
+                                "attributes": [
+                                    {"key": "phonoglyph.event.id", "value": {"stringValue": event_id}},
+                                    {"key": "user.id", "value": {"stringValue": user}},
+                                    {"key": "credits", "value": {"intValue": "25"}},
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
 
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory):
-    process = CollectorProcess(tmp_path_factory.mktemp("status"), env={"COLLECTOR_AUTH_TOKEN": TOKEN},
-                               config_yaml=LIMITS)
+    process = CollectorProcess(
+        tmp_path_factory.mktemp("status"), env={"COLLECTOR_AUTH_TOKEN": TOKEN}, config_yaml=LIMITS
+    )
     with process:
         yield process
 
@@ -62,9 +82,18 @@ def test_otlp_json_is_mapped_and_answered_in_json(collector):
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {}
-    rows = wait_for(lambda: [e for e in json.loads("[" + ",".join(
-        collector.cli("events", "--json", "--event", "credits_purchased").stdout.split("\n")[:-1]) + "]")
-        if e["uuid"] == event_id], message="the JSON event in the store")
+    rows = wait_for(
+        lambda: [
+            e
+            for e in json.loads(
+                "["
+                + ",".join(collector.cli("events", "--json", "--event", "credits_purchased").stdout.split("\n")[:-1])
+                + "]"
+            )
+            if e["uuid"] == event_id
+        ],
+        message="the JSON event in the store",
+    )
     assert rows[0]["properties"]["credits"] == 25
     assert rows[0]["distinct_id"] == "json-user"
 
@@ -76,20 +105,43 @@ def test_partial_success_in_json_and_protobuf(collector):
     document["resourceLogs"][0]["scopeLogs"][0]["logRecords"].append(bad)
     response = post(collector, "/v1/logs", json.dumps(document), JSON)
     assert response.status_code == 200
-    assert response.json() == {"partialSuccess": {"rejectedLogRecords": "1",
-                                                  "errorMessage": "phonoglyph.event.id is not a UUID"}}
-    request = traces(span({"phonoglyph.operation": "render"}), span({"phonoglyph.operation": "render"},
-                                                                     span_id=b"\x01\x02"))
+    assert response.json() == {
+        "partialSuccess": {"rejectedLogRecords": "1", "errorMessage": "phonoglyph.event.id is not a UUID"}
+    }
+    request = traces(
+        span({"phonoglyph.operation": "render"}), span({"phonoglyph.operation": "render"}, span_id=b"\x01\x02")
+    )
     response = post(collector, "/v1/traces", request.SerializeToString(), PROTOBUF)
     assert response.status_code == 200 and response.headers["content-type"] == "application/x-protobuf"
     answer = ExportTraceServiceResponse.FromString(response.content)
     assert (answer.partial_success.rejected_spans, answer.partial_success.error_message) == (
-        1, "invalid trace_id or span_id")
+        1,
+        "invalid trace_id or span_id",
+    )
 
 
 def test_metrics_signal_is_accepted_and_counted(collector):
-    body = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "m", "sum": {"dataPoints": [
-        {"asInt": "3", "timeUnixNano": "1"}, {"asInt": "4", "timeUnixNano": "2"}]}}]}]}]}
+    body = {
+        "resourceMetrics": [
+            {
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {
+                                "name": "m",
+                                "sum": {
+                                    "dataPoints": [
+                                        {"asInt": "3", "timeUnixNano": "1"},
+                                        {"asInt": "4", "timeUnixNano": "2"},
+                                    ]
+                                },
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
     before = collector.metric("received_metric_points_total")
     response = post(collector, "/v1/metrics", json.dumps(body), JSON)
     assert (response.status_code, response.json()) == (200, {})
@@ -143,8 +195,10 @@ def test_a_body_that_trickles_past_the_deadline_is_408(tmp_path):
     with CollectorProcess(tmp_path, config_yaml="limits: {body_timeout_s: 1}\n") as c:
         host, port = c.url.removeprefix("http://").rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=20) as sock:
-            sock.sendall(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n"
-                         b"content-length: 100\r\n\r\n" + b"\x00" * 10)  # 90 bytes never come
+            sock.sendall(
+                b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n"
+                b"content-length: 100\r\n\r\n" + b"\x00" * 10
+            )  # 90 bytes never come
             answer = b""
             while b"\r\n\r\n" not in answer:
                 data = sock.recv(4096)
@@ -165,7 +219,9 @@ def _closed_port() -> int:
 
 def test_outbox_full_is_429_with_retry_after(tmp_path):
     env = {"POSTHOG_API_KEY": "phc_test", "POSTHOG_HOST": f"http://127.0.0.1:{_closed_port()}"}
-    with CollectorProcess(tmp_path, env=env, config_yaml="limits: {outbox_max_bytes: 3000, retry_after_s: 7}\ndrain_timeout_s: 1\n") as c:
+    with CollectorProcess(
+        tmp_path, env=env, config_yaml="limits: {outbox_max_bytes: 3000, retry_after_s: 7}\ndrain_timeout_s: 1\n"
+    ) as c:
         statuses = []
         for index in range(20):
             body = logs(record("file_uploaded", {"phonoglyph.event.id": str(uuid.uuid4()), "user.id": f"u{index}"}))

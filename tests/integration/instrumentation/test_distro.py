@@ -117,9 +117,7 @@ def _assert_one_server_span_per_request(capture: OtlpCapture) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_uvicorn_under_opentelemetry_instrument(
-    workers: int, otlp: tuple[str, OtlpCapture], tmp_path: Path
-) -> None:
+def test_uvicorn_under_opentelemetry_instrument(workers: int, otlp: tuple[str, OtlpCapture], tmp_path: Path) -> None:
     endpoint, capture = otlp
     command = [str(BIN / "uvicorn"), "plain_app:app", "--host", "127.0.0.1", "--port", "0"]
     if workers > 1:

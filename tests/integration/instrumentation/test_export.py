@@ -41,9 +41,7 @@ def test_all_three_signals_reach_the_collector_with_the_resource(
     assert {r["content_type"] for r in data["requests"]} == {"application/x-protobuf"}
 
 
-def test_a_503_with_retry_after_is_retried_and_nothing_is_lost(
-    otlp: tuple[str, OtlpCapture], fresh_otel: None
-) -> None:
+def test_a_503_with_retry_after_is_retried_and_nothing_is_lost(otlp: tuple[str, OtlpCapture], fresh_otel: None) -> None:
     endpoint, capture = otlp
     capture.answer_unavailable(times=2, retry_after_s=0)
     configure(service_name="api", otlp_endpoint=endpoint)

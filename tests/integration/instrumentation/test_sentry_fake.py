@@ -50,9 +50,10 @@ def test_parse_envelope_with_and_without_length() -> None:
     assert envelope.payloads("event") == [{"event_id": EVENT_ID, "message": "hello\nworld"}]
     # a payload with an explicit length may contain newlines
     with_newline = b'{"event_id":"%s","message":"a\nb"}' % EVENT_ID.encode()
-    assert parse_envelope(_envelope(({"type": "attachment", "length": len(with_newline)}, with_newline))).items[0][
-        1
-    ] == with_newline
+    assert (
+        parse_envelope(_envelope(({"type": "attachment", "length": len(with_newline)}, with_newline))).items[0][1]
+        == with_newline
+    )
 
 
 @pytest.mark.parametrize(

@@ -145,9 +145,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def served(
-    fresh_otel: None, clean_env: None, otlp: tuple[str, OtlpCapture], fake_sentry: FakeSentry
-) -> Iterator[str]:
+def served(fresh_otel: None, clean_env: None, otlp: tuple[str, OtlpCapture], fake_sentry: FakeSentry) -> Iterator[str]:
     endpoint, _ = otlp
     configure(service_name="api", environment="test", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
     app = instrument_fastapi(_make_app(), identify_request=_identify)
@@ -230,7 +228,12 @@ def test_seeded_secrets_never_leave_and_the_error_keeps_its_context(
     assert request["query_string"] == "token=[Scrubbed]&page=1"
     assert request["headers"]["x-user-id"] == "u_42"
     assert request["headers"]["authorization"] == request["headers"]["cookie"] == "[Scrubbed]"
-    assert request["data"] == {"password": "[Scrubbed]", "email": "[Scrubbed]", "comment": "[Scrubbed]", "memo": "card [Scrubbed]"}
+    assert request["data"] == {
+        "password": "[Scrubbed]",
+        "email": "[Scrubbed]",
+        "comment": "[Scrubbed]",
+        "memo": "card [Scrubbed]",
+    }
     assert "cookies" not in request  # only with send_default_pii, as sentry-sdk does
 
     # spans reached Sentry's OTLP endpoint, scrubbed, in the request's trace
@@ -379,8 +382,8 @@ def test_the_collectors_otlp_headers_and_tls_settings_never_go_to_sentry(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/collector-ca.pem")
     endpoint, capture = otlp
     configure(service_name="worker", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
-    (processor,) = sentry._active_span_processor  # noqa: SLF001
-    session = processor._exporter._client._transport._session  # noqa: SLF001
+    (processor,) = sentry._active_span_processor
+    session = processor._exporter._client._transport._session
     assert (session.verify, session.cert) == (True, None)
     with operation("render", {semconv.RENDER_ID: "r_1"}):
         pass

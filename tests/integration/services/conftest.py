@@ -52,9 +52,9 @@ def wav_body(duration_s: float = 2.0, *, sample_rate_hz: int = SAMPLE_RATE_HZ, b
 @contextmanager
 def serve(app: FastAPI, startup_timeout_s: float = 10.0) -> Iterator[str]:
     """Run ``app`` under uvicorn on 127.0.0.1:<free port> in a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", reset_contextvars=True
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", reset_contextvars=True)
+    )
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     try:
@@ -113,7 +113,8 @@ class Api:
 
     def spans(self, **attributes: Any) -> list[dict[str, Any]]:
         return [
-            span for span in self.captured.spans()
+            span
+            for span in self.captured.spans()
             if all(span["attributes"].get(key) == value for key, value in attributes.items())
         ]
 

@@ -50,7 +50,10 @@ def test_a_guest_who_signs_up_stays_one_person(api: Api) -> None:
     assert (member["user_id"], member["session_id"]) == (guest_me["user_id"], guest_me["session_id"])
     me = api.client.get("/users/me", headers={"Authorization": f"Bearer {member['token']}"}).json()
     assert (me["guest"], me["credits"]) == (False, api.settings.guest_credits + api.settings.signup_credits)
-    assert api.client.get(f"/projects/{project_id}", headers={"Authorization": f"Bearer {member['token']}"}).status_code == 200
+    assert (
+        api.client.get(f"/projects/{project_id}", headers={"Authorization": f"Bearer {member['token']}"}).status_code
+        == 200
+    )
 
     (created,) = api.events("project_created")
     (signup,) = api.events("user_signed_up")
@@ -123,7 +126,9 @@ def test_a_bad_upload_gets_its_exact_error_and_leaves_nothing(api: Api, code: st
     body, content_type, status = BAD_UPLOADS[code]
     headers, _ = api.member()
     project_id = api.project(headers)
-    answer = api.client.post(f"/projects/{project_id}/files", content=body, headers={**headers, "Content-Type": content_type})
+    answer = api.client.post(
+        f"/projects/{project_id}/files", content=body, headers={**headers, "Content-Type": content_type}
+    )
     assert (answer.status_code, answer.json()["error"]["code"]) == (status, code)
 
     (upload,) = api.spans(**{semconv.OPERATION: "file_upload"})
@@ -140,7 +145,9 @@ def test_an_oversized_streamed_upload_is_cut_off_at_the_limit(api: Api) -> None:
     headers, _ = api.member()
     project_id = api.project(headers)
     chunks = (b"\x00" * 65_536 for _ in range(10))  # chunked: no Content-Length to check up front
-    answer = api.client.post(f"/projects/{project_id}/files", content=chunks, headers={**headers, "Content-Type": "audio/wav"})
+    answer = api.client.post(
+        f"/projects/{project_id}/files", content=chunks, headers={**headers, "Content-Type": "audio/wav"}
+    )
     assert (answer.status_code, answer.json()["error"]["code"]) == (413, "file_too_large")
     assert [path for path in api.settings.data_dir.rglob("*") if path.is_file()] == []
 
@@ -154,7 +161,10 @@ def test_a_good_upload_is_stored_with_its_audio_metadata(api: Api, bits_per_samp
     assert answer.status_code == 201
     stored = answer.json()
     assert (stored["duration_s"], stored["sample_rate_hz"], stored["channels"], stored["size_bytes"]) == (
-        2.0, 22050, 1, len(body),
+        2.0,
+        22050,
+        1,
+        len(body),
     )
     (upload,) = api.spans(**{semconv.OPERATION: "file_upload"})
     assert upload["attributes"][semconv.OUTCOME] == semconv.OUTCOME_COMPLETED
@@ -192,7 +202,10 @@ def test_jobs_run_in_the_trace_of_the_request_that_queued_them(api: Api) -> None
         attributes = job_span["attributes"]
         assert attributes[semconv.OUTCOME] == semconv.OUTCOME_COMPLETED
         assert (attributes[semconv.JOB_ID], attributes[semconv.FILE_ID]) == (job_id, file_id)
-        assert (attributes[semconv.USER_ID], attributes[semconv.SESSION_ID]) == (member["user_id"], member["session_id"])
+        assert (attributes[semconv.USER_ID], attributes[semconv.SESSION_ID]) == (
+            member["user_id"],
+            member["session_id"],
+        )
         assert attributes[semconv.AUDIO_SAMPLE_RATE_HZ] == 22050
 
     stem_job = api.client.get(f"/stems/{stems.json()['job_id']}", headers=headers).json()
@@ -241,7 +254,8 @@ def test_render_without_enough_credits_is_402_and_a_failed_render(api: Api) -> N
     assert (answer.status_code, answer.json()["error"]["code"]) == (402, "insufficient_credits")
     (span,) = api.spans(**{semconv.OPERATION: "render"})
     assert (span["attributes"][semconv.OUTCOME], span["attributes"][semconv.ERROR_TYPE]) == (
-        "failed", "insufficient_credits",
+        "failed",
+        "insufficient_credits",
     )
     assert span["attributes"][semconv.FILE_ID] == file_id
     assert api.events("render_started") == []  # refused: render_failed alone, no start
@@ -313,7 +327,6 @@ def test_a_bad_webhook_gets_its_exact_error_and_credits_nothing(api: Api, case: 
     assert api.events("credits_purchased") == []
 
 
-
 @pytest.fixture
 def unsampled_api(settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
@@ -335,9 +348,16 @@ def test_with_no_trace_sampled_every_outcome_still_arrives_as_an_event(unsampled
     assert api.captured.spans() == []
     records = [(event["event_name"], event["attributes"]) for event in api.captured.events()]
     assert [name for name, _attributes in records] == [
-        "user_signed_up", "project_created", "file_upload_started", "file_uploaded", "file_upload_completed",
-        "project_created", "file_upload_started", "file_upload_failed",
-        "stem_separation_started", "stem_separation_completed",
+        "user_signed_up",
+        "project_created",
+        "file_upload_started",
+        "file_uploaded",
+        "file_upload_completed",
+        "project_created",
+        "file_upload_started",
+        "file_upload_failed",
+        "stem_separation_started",
+        "stem_separation_completed",
     ]
     assert {attributes[semconv.USER_ID] for _name, attributes in records} == {member["user_id"]}
     failed = dict(records)["file_upload_failed"]

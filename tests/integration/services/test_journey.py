@@ -66,7 +66,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, OtlpC
         port = _free_port()
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
-            for name, args in (("api", ["-m", "services.api", "--port", str(port)]), ("worker", ["-m", "services.worker"])):
+            for name, args in (
+                ("api", ["-m", "services.api", "--port", str(port)]),
+                ("worker", ["-m", "services.worker"]),
+            ):
                 log = (tmp_path / f"{name}.log").open("wb")
                 processes[name] = subprocess.Popen(
                     [sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -104,14 +107,26 @@ def _posthog_like(capture: OtlpCapture) -> list[tuple[int, str, dict[str, Any], 
     Reads the capture's lists directly: callable inside ``capture.wait_for`` (which holds its lock)."""
     snapshot = {"log_records": list(capture.log_records), "spans": list(capture.spans)}
     derived = [
-        (record["time_ns"], record["event_name"], record["attributes"], record["trace_id"],
-         record["resource"]["service.name"])
-        for record in snapshot["log_records"] if record["event_name"]
+        (
+            record["time_ns"],
+            record["event_name"],
+            record["attributes"],
+            record["trace_id"],
+            record["resource"]["service.name"],
+        )
+        for record in snapshot["log_records"]
+        if record["event_name"]
     ]
     derived += [
-        (span["end_time_ns"], f"{span['attributes'][semconv.OPERATION]}_{span['attributes'][semconv.OUTCOME]}",
-         span["attributes"], span["trace_id"], span["resource"]["service.name"])
-        for span in snapshot["spans"] if semconv.OPERATION in span["attributes"]
+        (
+            span["end_time_ns"],
+            f"{span['attributes'][semconv.OPERATION]}_{span['attributes'][semconv.OUTCOME]}",
+            span["attributes"],
+            span["trace_id"],
+            span["resource"]["service.name"],
+        )
+        for span in snapshot["spans"]
+        if semconv.OPERATION in span["attributes"]
     ]
     return sorted(derived, key=lambda item: item[0])
 
@@ -140,8 +155,9 @@ def test_a_user_journey_across_api_and_worker(stack: tuple[str, OtlpCapture]) ->
         project_id = client.post("/projects", json={"name": "journey"}, headers=headers).json()["project_id"]
         member = client.post("/auth/signup", json={"email": "journey@example.test"}, headers=headers).json()
         headers = {"Authorization": f"Bearer {member['token']}"}
-        upload = client.post(f"/projects/{project_id}/files", content=wav_body(3.0),
-                             headers={**headers, "Content-Type": "audio/wav"})
+        upload = client.post(
+            f"/projects/{project_id}/files", content=wav_body(3.0), headers={**headers, "Content-Type": "audio/wav"}
+        )
         assert upload.status_code == 201
         file_id = upload.json()["file_id"]
         queued = {}
@@ -153,11 +169,22 @@ def test_a_user_journey_across_api_and_worker(stack: tuple[str, OtlpCapture]) ->
             job_id = client.post(path, headers=headers).json()["job_id"]
             assert _wait_for_job(client, status_path.format(job_id), headers)["status"] == "completed"
             queued[operation] = path
-        purchase = json.dumps({"id": "evt_journey", "type": "credits.purchased", "data": {
-            "user_id": member["user_id"], "session_id": member["session_id"],
-            "credits": 20, "amount_cents": 999, "currency": "EUR"}}).encode()
-        credited = client.post("/billing/webhook", content=purchase,
-                               headers={SIGNATURE_HEADER: sign(purchase, BILLING_SECRET)})
+        purchase = json.dumps(
+            {
+                "id": "evt_journey",
+                "type": "credits.purchased",
+                "data": {
+                    "user_id": member["user_id"],
+                    "session_id": member["session_id"],
+                    "credits": 20,
+                    "amount_cents": 999,
+                    "currency": "EUR",
+                },
+            }
+        ).encode()
+        credited = client.post(
+            "/billing/webhook", content=purchase, headers={SIGNATURE_HEADER: sign(purchase, BILLING_SECRET)}
+        )
         assert credited.json()["status"] == "credited"
     assert guest["user_id"] == member["user_id"] and guest["session_id"] == member["session_id"]
 
@@ -187,10 +214,11 @@ def test_a_user_journey_across_api_and_worker(stack: tuple[str, OtlpCapture]) ->
     # no request inherits another's context (uvicorn's reset_contextvars: the upload body pauses reading)
     assert [span["parent_span_id"] for span in server_spans] == [None] * len(server_spans)
     request_of_trace = {span["trace_id"]: span for span in server_spans}
-    for _t, event, attributes, trace_id, service in events:
+    for _t, event, _attributes, trace_id, service in events:
         assert trace_id in request_of_trace, (event, service)
     worker_spans = [
-        span for span in capture.snapshot()["spans"]
+        span
+        for span in capture.snapshot()["spans"]
         if span["resource"]["service.name"] == "phonoglyph-worker" and span["trace_id"] in journey_traces
     ]
     assert sorted(span["attributes"][semconv.OPERATION] for span in worker_spans) == sorted(queued)
@@ -204,10 +232,24 @@ def test_the_journeys_cli_drives_the_stack(stack: tuple[str, OtlpCapture]) -> No
     base_url, capture = stack
     users = 6
     run = subprocess.run(
-        [sys.executable, "-m", "services.journeys", "--base-url", base_url, "--users", str(users), "--seed", "4",
-         "--deadline-s", "60"],
-        cwd=REPO_ROOT, env={**os.environ, "PHONOGLYPH_BILLING_SECRET": BILLING_SECRET},
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "services.journeys",
+            "--base-url",
+            base_url,
+            "--users",
+            str(users),
+            "--seed",
+            "4",
+            "--deadline-s",
+            "60",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PHONOGLYPH_BILLING_SECRET": BILLING_SECRET},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()

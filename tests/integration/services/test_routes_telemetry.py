@@ -4,10 +4,10 @@ the request's trace id (a recording fake Sentry; the app sees only `instrumentat
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -123,7 +123,8 @@ def test_an_exception_inside_every_route_reaches_sentry_with_the_request_trace(s
     routes = _routes(served.app)
     for method, template in routes:
         answer = served.client.request(  # uvicorn drops the connection after an unhandled error: use a fresh one
-            method, _concrete(template, served.ids),
+            method,
+            _concrete(template, served.ids),
             headers={**served.headers, "Connection": "close"},
         )
         assert answer.status_code == 500, (method, template, answer.status_code)
@@ -134,7 +135,8 @@ def test_an_exception_inside_every_route_reaches_sentry_with_the_request_trace(s
 
     def events_with_marker(sentry: FakeSentry) -> list[dict[str, Any]]:
         return [
-            event for event in sentry.events
+            event
+            for event in sentry.events
             if any(MARKER in (value.get("value") or "") for value in event.get("exception", {}).get("values", []))
         ]
 
@@ -149,7 +151,8 @@ def test_an_exception_inside_every_route_reaches_sentry_with_the_request_trace(s
         assert event is not None, f"no Sentry event in the trace of {route}"
         assert event["transaction"] == route[1]
         assert (event["request"]["method"], urlsplit(event["request"]["url"]).path) == (
-            route[0], trace_of[route]["attributes"]["url.path"],
+            route[0],
+            trace_of[route]["attributes"]["url.path"],
         )  # the request of this error, not one that came before it
     untraced = [route for route in routes if route not in traced]
     assert sorted(event["transaction"] for event in events if event["transaction"] in EXCLUDED_URLS.split(",")) == [

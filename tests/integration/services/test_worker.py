@@ -43,7 +43,10 @@ def test_an_unexpected_processing_error_fails_the_job_and_its_operation(
     job = api.client.get(f"/stems/{job_id}", headers=headers).json()
     assert (job["status"], job["error"]["code"]) == ("failed", "processing_error")
     (span,) = api.spans(**{semconv.OPERATION: "stem_separation"})
-    assert (span["attributes"][semconv.OUTCOME], span["attributes"][semconv.ERROR_TYPE]) == ("failed", "ZeroDivisionError")
+    assert (span["attributes"][semconv.OUTCOME], span["attributes"][semconv.ERROR_TYPE]) == (
+        "failed",
+        "ZeroDivisionError",
+    )
     assert span["status"] == "ERROR"
 
 
@@ -70,6 +73,8 @@ def test_a_processing_error_reaches_sentry_with_the_job_context(
     assert event["user"]["id"] == member["user_id"]
     audio = event["contexts"]["audio_processing"]
     assert (audio[semconv.RENDER_ID], audio[semconv.FILE_ID], audio[semconv.AUDIO_DURATION_S]) == (
-        render_id, file_id, 2.0,
+        render_id,
+        file_id,
+        2.0,
     )
     assert sentry.errors == []

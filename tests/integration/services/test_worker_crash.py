@@ -36,8 +36,15 @@ def _queue_a_long_stem_job(db: Database, data_dir: Path) -> str:
         user_id = accounts.create_user(conn, email=None, name=None, guest=True, credits=0)
         project_id = catalog.create_project(conn, user_id=user_id, name="p")
         record = catalog.FileRecord(
-            id=catalog.new_file_id(), project_id=project_id, user_id=user_id, filename="long.wav",
-            path=str(path), size_bytes=path.stat().st_size, duration_s=60.0, sample_rate_hz=22050, channels=1,
+            id=catalog.new_file_id(),
+            project_id=project_id,
+            user_id=user_id,
+            filename="long.wav",
+            path=str(path),
+            size_bytes=path.stat().st_size,
+            duration_s=60.0,
+            sample_rate_hz=22050,
+            channels=1,
         )
         catalog.insert_file(conn, record)
         carrier = {"traceparent": TRACEPARENT, "baggage": f"user.id={user_id},session.id=s_crash"}
@@ -69,10 +76,15 @@ def test_a_job_interrupted_by_a_crash_is_picked_up_again(tmp_path: Path) -> None
         workers: list[subprocess.Popen[bytes]] = []
         try:
             for _ in range(2):
-                workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "services.worker"], cwd=REPO_ROOT, env=env,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))
+                workers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "services.worker"],
+                        cwd=REPO_ROOT,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
                 if len(workers) == 1:
                     assert _wait_for_status(db, job_id, "running").status == "running"
                     workers[0].send_signal(signal.SIGKILL)

@@ -40,10 +40,24 @@ def attributes(values: dict[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=key, value=any_value(value)) for key, value in values.items()]
 
 
-def span(attrs: dict[str, Any], *, name: str = "op", start: int = T0, end: int = T0 + 1_500_000_000,
-         trace_id: bytes = TRACE_ID, span_id: bytes = SPAN_ID, error: bool = False) -> Span:
-    result = Span(trace_id=trace_id, span_id=span_id, name=name, start_time_unix_nano=start,
-                  end_time_unix_nano=end, kind=Span.SPAN_KIND_INTERNAL)
+def span(
+    attrs: dict[str, Any],
+    *,
+    name: str = "op",
+    start: int = T0,
+    end: int = T0 + 1_500_000_000,
+    trace_id: bytes = TRACE_ID,
+    span_id: bytes = SPAN_ID,
+    error: bool = False,
+) -> Span:
+    result = Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        name=name,
+        start_time_unix_nano=start,
+        end_time_unix_nano=end,
+        kind=Span.SPAN_KIND_INTERNAL,
+    )
     result.attributes.extend(attributes(attrs))
     if error:
         result.status.code = Status.STATUS_CODE_ERROR
@@ -61,10 +75,17 @@ def traces(*spans: Span, resource: dict[str, Any] = RESOURCE) -> ExportTraceServ
     return request
 
 
-def record(event_name: str, attrs: dict[str, Any], *, time: int = T0, trace_id: bytes = TRACE_ID,
-           span_id: bytes = SPAN_ID) -> LogRecord:
-    result = LogRecord(time_unix_nano=time, observed_time_unix_nano=time + 5, event_name=event_name,
-                       trace_id=trace_id, span_id=span_id, severity_number=9)
+def record(
+    event_name: str, attrs: dict[str, Any], *, time: int = T0, trace_id: bytes = TRACE_ID, span_id: bytes = SPAN_ID
+) -> LogRecord:
+    result = LogRecord(
+        time_unix_nano=time,
+        observed_time_unix_nano=time + 5,
+        event_name=event_name,
+        trace_id=trace_id,
+        span_id=span_id,
+        severity_number=9,
+    )
     result.attributes.extend(attributes(attrs))
     return result
 

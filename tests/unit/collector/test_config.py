@@ -33,11 +33,17 @@ def _error(env: dict) -> str:
     ("env", "message"),
     [
         ({"COLLECTOR_ENDPOINT": "4318"}, "COLLECTOR_ENDPOINT: '4318': expected host:port, e.g. 127.0.0.1:4318"),
-        ({"COLLECTOR_ENDPOINT": "localhost:99999"}, "COLLECTOR_ENDPOINT: 'localhost:99999': port must be a number from 0 to 65535"),
+        (
+            {"COLLECTOR_ENDPOINT": "localhost:99999"},
+            "COLLECTOR_ENDPOINT: 'localhost:99999': port must be a number from 0 to 65535",
+        ),
         ({"POSTHOG_HOST": "ftp://x"}, "POSTHOG_HOST: 'ftp://x' is not an http(s) URL"),
         ({"POSTHOG_API_KEY": "phc abc"}, "POSTHOG_API_KEY: must not contain whitespace"),
         ({"COLLECTOR_AUTH_TOKEN": " t"}, "COLLECTOR_AUTH_TOKEN: must be printable with no surrounding whitespace"),
-        ({"COLLECTOR_CONFIG": "/nonexistent/c.yaml"}, "COLLECTOR_CONFIG: cannot read '/nonexistent/c.yaml': No such file or directory"),
+        (
+            {"COLLECTOR_CONFIG": "/nonexistent/c.yaml"},
+            "COLLECTOR_CONFIG: cannot read '/nonexistent/c.yaml': No such file or directory",
+        ),
     ],
 )
 def test_environment_errors_name_the_key(env, message):
@@ -52,15 +58,29 @@ def test_environment_errors_name_the_key(env, message):
         ("mappings: {}\n", "mappings: unknown key (expected one of: mapping, limits, drain_timeout_s)"),
         ("limits: {max_request_bytes: -1}\n", "limits.max_request_bytes: must be at least 1, got -1"),
         ("limits: {max_request_bytes: big}\n", "limits.max_request_bytes: must be an integer, got 'big'"),
-        ("limits: {max_body: 1}\n", "limits.max_body: unknown key (expected one of: max_request_bytes, "
-         "max_decompressed_bytes, max_inflight_requests, outbox_max_bytes, retry_after_s, body_timeout_s)"),
+        (
+            "limits: {max_body: 1}\n",
+            "limits.max_body: unknown key (expected one of: max_request_bytes, "
+            "max_decompressed_bytes, max_inflight_requests, outbox_max_bytes, retry_after_s, body_timeout_s)",
+        ),
         ("drain_timeout_s: soon\n", "drain_timeout_s: must be a number, got 'soon'"),
-        ("mapping: {rename_events: {a: 'bad name!'}}\n", "mapping.rename_events.a: 'bad name!' is not a valid event name"),
+        (
+            "mapping: {rename_events: {a: 'bad name!'}}\n",
+            "mapping.rename_events.a: 'bad name!' is not a valid event name",
+        ),
         ("mapping: {drop_properties: x}\n", "mapping.drop_properties: must be a list of non-empty strings"),
-        ("mapping: {include_spans: [{operation: x}]}\n", "mapping.include_spans[0]: needs exactly one of span_name or http_route"),
-        ("mapping: {include_spans: [{span_name: a, http_route: b, operation: x}]}\n",
-         "mapping.include_spans[0]: needs exactly one of span_name or http_route"),
-        ("mapping: {include_spans: [{span_name: a}]}\n", "mapping.include_spans[0].operation: None is not a valid event name"),
+        (
+            "mapping: {include_spans: [{operation: x}]}\n",
+            "mapping.include_spans[0]: needs exactly one of span_name or http_route",
+        ),
+        (
+            "mapping: {include_spans: [{span_name: a, http_route: b, operation: x}]}\n",
+            "mapping.include_spans[0]: needs exactly one of span_name or http_route",
+        ),
+        (
+            "mapping: {include_spans: [{span_name: a}]}\n",
+            "mapping.include_spans[0].operation: None is not a valid event name",
+        ),
     ],
 )
 def test_yaml_errors_name_the_key(tmp_path, yaml_text, message):
@@ -99,4 +119,6 @@ def test_yaml_rules_and_limits(tmp_path):
 def test_data_dir_that_is_a_file(tmp_path):
     file = tmp_path / "f"
     file.write_text("")
-    assert _error({"COLLECTOR_DATA_DIR": str(file)}) == f"COLLECTOR_DATA_DIR: {str(file)!r} exists and is not a directory"
+    assert (
+        _error({"COLLECTOR_DATA_DIR": str(file)}) == f"COLLECTOR_DATA_DIR: {str(file)!r} exists and is not a directory"
+    )

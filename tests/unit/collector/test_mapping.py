@@ -11,32 +11,43 @@ EVENT_ID = "0b6f4b8e-2f3a-4c1d-9e8f-7a6b5c4d3e2f"
 
 
 def test_tagged_span_becomes_completed_event_with_identity_and_duration():
-    request = traces(span({
-        "phonoglyph.operation": "stem_separation", "phonoglyph.outcome": "completed",
-        "user.id": "user-42", "session.id": "sess-1", "phonoglyph.file.id": "file-9",
-        "audio.duration_s": 31.5, "audio.channels": 2, "tags": ["a", "b"],
-    }))
+    request = traces(
+        span(
+            {
+                "phonoglyph.operation": "stem_separation",
+                "phonoglyph.outcome": "completed",
+                "user.id": "user-42",
+                "session.id": "sess-1",
+                "phonoglyph.file.id": "file-9",
+                "audio.duration_s": 31.5,
+                "audio.channels": 2,
+                "tags": ["a", "b"],
+            }
+        )
+    )
     result = map_traces(request)
     assert (result.received, result.rejected, result.ignored) == (1, 0, 0)
-    assert result.events == [{
-        "event": "stem_separation_completed",
-        "distinct_id": "user-42",
-        "properties": {
-            "phonoglyph.file.id": "file-9",
-            "audio.duration_s": 31.5,
-            "audio.channels": 2,
-            "tags": ["a", "b"],
-            "processing_time_ms": 1500.0,
-            "trace_id": TRACE,
-            "span_id": SPAN,
-            "service.name": "api",
-            "deployment.environment": "test",
-            "$ignore_sent_at": True,
-            "$session_id": "sess-1",
-        },
-        "timestamp": "2025-11-28T03:20:01.500000Z",
-        "uuid": "ee0f8864-61b9-5b16-b2af-1ecbb99ee591",
-    }]
+    assert result.events == [
+        {
+            "event": "stem_separation_completed",
+            "distinct_id": "user-42",
+            "properties": {
+                "phonoglyph.file.id": "file-9",
+                "audio.duration_s": 31.5,
+                "audio.channels": 2,
+                "tags": ["a", "b"],
+                "processing_time_ms": 1500.0,
+                "trace_id": TRACE,
+                "span_id": SPAN,
+                "service.name": "api",
+                "deployment.environment": "test",
+                "$ignore_sent_at": True,
+                "$session_id": "sess-1",
+            },
+            "timestamp": "2025-11-28T03:20:01.500000Z",
+            "uuid": "ee0f8864-61b9-5b16-b2af-1ecbb99ee591",
+        }
+    ]
 
 
 def test_uuid_is_uuid5_of_trace_span_and_event_name():
@@ -63,15 +74,17 @@ def test_failed_span_by_outcome_or_status(attrs, error, error_type):
 
 
 def test_outcome_attribute_wins_over_status():
-    event = map_traces(traces(span({"phonoglyph.operation": "render", "phonoglyph.outcome": "completed"},
-                                   error=True))).events[0]
+    event = map_traces(
+        traces(span({"phonoglyph.operation": "render", "phonoglyph.outcome": "completed"}, error=True))
+    ).events[0]
     assert event["event"] == "render_completed"
     assert "error_type" not in event["properties"]
 
 
 def test_guest_keeps_its_id_and_is_flagged():
-    event = map_traces(traces(span({"phonoglyph.operation": "render", "user.id": "guest-7",
-                                    "phonoglyph.user.guest": True}))).events[0]
+    event = map_traces(
+        traces(span({"phonoglyph.operation": "render", "user.id": "guest-7", "phonoglyph.user.guest": True}))
+    ).events[0]
     assert event["distinct_id"] == "guest-7"
     assert event["properties"]["is_guest"] is True
     assert "$process_person_profile" not in event["properties"]
@@ -88,32 +101,47 @@ def test_no_identity_gives_a_person_less_event(attrs, distinct_id):
 
 
 def test_event_record_keeps_its_id_and_time():
-    request = logs(record("project_created", {
-        "phonoglyph.event.id": EVENT_ID, "user.id": "user-42", "session.id": "sess-1",
-        "phonoglyph.project.id": "proj-1",
-    }, time=T0 + 123_456_789))
+    request = logs(
+        record(
+            "project_created",
+            {
+                "phonoglyph.event.id": EVENT_ID,
+                "user.id": "user-42",
+                "session.id": "sess-1",
+                "phonoglyph.project.id": "proj-1",
+            },
+            time=T0 + 123_456_789,
+        )
+    )
     result = map_logs(request)
-    assert result.events == [{
-        "event": "project_created",
-        "distinct_id": "user-42",
-        "properties": {
-            "phonoglyph.project.id": "proj-1",
-            "trace_id": TRACE,
-            "span_id": SPAN,
-            "service.name": "api",
-            "deployment.environment": "test",
-            "$ignore_sent_at": True,
-            "$session_id": "sess-1",
-        },
-        "timestamp": "2025-11-28T03:20:00.123456Z",
-        "uuid": EVENT_ID,
-    }]
+    assert result.events == [
+        {
+            "event": "project_created",
+            "distinct_id": "user-42",
+            "properties": {
+                "phonoglyph.project.id": "proj-1",
+                "trace_id": TRACE,
+                "span_id": SPAN,
+                "service.name": "api",
+                "deployment.environment": "test",
+                "$ignore_sent_at": True,
+                "$session_id": "sess-1",
+            },
+            "timestamp": "2025-11-28T03:20:00.123456Z",
+            "uuid": EVENT_ID,
+        }
+    ]
 
 
 def test_started_record_without_trace_context_is_person_less_by_uuid():
-    request = logs(record("render_started", {"phonoglyph.event.id": EVENT_ID.upper(),
-                                             "phonoglyph.operation": "render"},
-                          trace_id=b"", span_id=b""))
+    request = logs(
+        record(
+            "render_started",
+            {"phonoglyph.event.id": EVENT_ID.upper(), "phonoglyph.operation": "render"},
+            trace_id=b"",
+            span_id=b"",
+        )
+    )
     event = map_logs(request).events[0]
     assert event["event"] == "render_started"
     assert event["uuid"] == EVENT_ID
@@ -124,23 +152,34 @@ def test_started_record_without_trace_context_is_person_less_by_uuid():
 
 @pytest.mark.parametrize("outcome", ["completed", "failed"])
 def test_outcome_record_of_an_unsampled_span_equals_the_span_event(outcome):
-    common = {"phonoglyph.operation": "audio_analysis", "phonoglyph.outcome": outcome, "user.id": "u-1",
-              "session.id": "s-1", "phonoglyph.file.id": "f-1", "audio.sample_rate_hz": 44100}
+    common = {
+        "phonoglyph.operation": "audio_analysis",
+        "phonoglyph.outcome": outcome,
+        "user.id": "u-1",
+        "session.id": "s-1",
+        "phonoglyph.file.id": "f-1",
+        "audio.sample_rate_hz": 44100,
+    }
     if outcome == "failed":
         common["error.type"] = "ValueError"
     from_span = map_traces(traces(span(common, start=T0, end=T0 + 2_000_000_000))).events
-    from_record = map_logs(logs(record(
-        f"audio_analysis_{outcome}",
-        {**common, "phonoglyph.operation.duration_ms": 2000.0, "phonoglyph.event.id": EVENT_ID},
-        time=T0 + 2_000_000_000,
-    ))).events
+    from_record = map_logs(
+        logs(
+            record(
+                f"audio_analysis_{outcome}",
+                {**common, "phonoglyph.operation.duration_ms": 2000.0, "phonoglyph.event.id": EVENT_ID},
+                time=T0 + 2_000_000_000,
+            )
+        )
+    ).events
     assert from_record == from_span
     assert from_span[0]["event"] == f"audio_analysis_{outcome}"
 
 
 def test_plain_log_records_are_ignored_and_event_name_attribute_is_honoured():
-    request = logs(record("", {"message": "hello"}), record("", {"event.name": "file_uploaded",
-                                                                "phonoglyph.event.id": EVENT_ID}))
+    request = logs(
+        record("", {"message": "hello"}), record("", {"event.name": "file_uploaded", "phonoglyph.event.id": EVENT_ID})
+    )
     result = map_logs(request)
     assert (result.received, result.ignored, result.rejected) == (2, 1, 0)
     assert [event["event"] for event in result.events] == ["file_uploaded"]
@@ -172,8 +211,10 @@ def test_unmappable_spans_are_rejected_with_a_reason(item, reason):
     ("attrs", "reason"),
     [
         ({"phonoglyph.event.id": "not-a-uuid"}, "phonoglyph.event.id is not a UUID"),
-        ({"phonoglyph.operation": "render", "phonoglyph.outcome": "completed"},
-         "outcome event record without a numeric phonoglyph.operation.duration_ms"),
+        (
+            {"phonoglyph.operation": "render", "phonoglyph.outcome": "completed"},
+            "outcome event record without a numeric phonoglyph.operation.duration_ms",
+        ),
     ],
 )
 def test_unmappable_records_are_rejected_with_a_reason(attrs, reason):
@@ -213,8 +254,9 @@ def test_untagged_spans_build_no_dicts(monkeypatch):
     monkeypatch.setattr(mapping, "attributes_dict", forbidden)
     monkeypatch.setattr(mapping, "any_value", forbidden)
     monkeypatch.setattr(mapping, "_resource_properties", forbidden)
-    request = traces(*(span({"http.route": "/x", "user.id": "u", "k": i}, span_id=bytes([i + 1]) * 8)
-                       for i in range(50)))
+    request = traces(
+        *(span({"http.route": "/x", "user.id": "u", "k": i}, span_id=bytes([i + 1]) * 8) for i in range(50))
+    )
     result = map_traces(request)
     assert (result.received, result.ignored, result.events) == (50, 50, [])
 
@@ -265,8 +307,9 @@ def test_fast_path_equals_the_full_scan_across_resources_scopes_and_sizes():
     index = 0
     for resource_index in range(2):
         resource_spans = request.resource_spans.add()
-        resource_spans.resource.attributes.extend(traces(resource={"service.name": f"svc-{resource_index}"})
-                                                  .resource_spans[0].resource.attributes)
+        resource_spans.resource.attributes.extend(
+            traces(resource={"service.name": f"svc-{resource_index}"}).resource_spans[0].resource.attributes
+        )
         for _ in range(2):
             scope = resource_spans.scope_spans.add()
             for size in (0, 200, 20_000, 3):  # one-, two- and three-byte lengths

@@ -34,8 +34,18 @@ def otlp_json(message) -> bytes:
 
 def test_json_and_protobuf_map_to_the_same_events():
     request = traces(
-        span({"phonoglyph.operation": "render", "user.id": "u", "n": 2**40, "ratio": 0.5, "ok": True,
-              "raw": b"\x01\xff", "nested": {"a": [1, "x"]}}, error=True),
+        span(
+            {
+                "phonoglyph.operation": "render",
+                "user.id": "u",
+                "n": 2**40,
+                "ratio": 0.5,
+                "ok": True,
+                "raw": b"\x01\xff",
+                "nested": {"a": [1, "x"]},
+            },
+            error=True,
+        ),
         span({"http.route": "/x"}, span_id=b"\x02" * 8),
     )
     body = otlp_json(request)
@@ -50,18 +60,42 @@ def test_json_and_protobuf_map_to_the_same_events():
 
 
 def test_json_unknown_fields_are_ignored_and_snake_case_is_accepted():
-    body = json.dumps({"resource_spans": [{"scope_spans": [{"spans": [{
-        "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174", "name": "x",
-        "start_time_unix_nano": 1, "end_time_unix_nano": "2", "futureField": {"x": 1},
-        "attributes": [{"key": "phonoglyph.operation", "value": {"stringValue": "render"}}]}]}]}]}).encode()
+    body = json.dumps(
+        {
+            "resource_spans": [
+                {
+                    "scope_spans": [
+                        {
+                            "spans": [
+                                {
+                                    "trace_id": "5b8efff798038103d269b633813fc60c",
+                                    "span_id": "eee19b7ec3c1b174",
+                                    "name": "x",
+                                    "start_time_unix_nano": 1,
+                                    "end_time_unix_nano": "2",
+                                    "futureField": {"x": 1},
+                                    "attributes": [{"key": "phonoglyph.operation", "value": {"stringValue": "render"}}],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ]
+        }
+    ).encode()
     events = map_traces(decode(TRACES, body, is_json=True)).events
     assert [event["event"] for event in events] == ["render_completed"]
 
 
 @pytest.mark.parametrize(
     "body",
-    [b"\xff\xff\xff", b"{", b"[]", b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
-     b'{"resourceSpans": 3}'],
+    [
+        b"\xff\xff\xff",
+        b"{",
+        b"[]",
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+        b'{"resourceSpans": 3}',
+    ],
 )
 def test_undecodable_bodies_are_400(body):
     is_json = body[:1] in (b"{", b"[")
@@ -101,7 +135,6 @@ def test_status_body_is_a_google_rpc_status():
 
 def _asgi_post(receiver, body: bytes):
     """Drive the ASGI app directly: returns (status, headers) of one POST /v1/logs."""
-    import asyncio
 
     async def run():
         messages = [{"type": "http.request", "body": body, "more_body": False}]
@@ -113,8 +146,12 @@ def _asgi_post(receiver, body: bytes):
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "path": "/v1/logs", "method": "POST",
-                 "headers": [(b"content-type", b"application/x-protobuf")]}
+        scope = {
+            "type": "http",
+            "path": "/v1/logs",
+            "method": "POST",
+            "headers": [(b"content-type", b"application/x-protobuf")],
+        }
         await receiver(scope, receive, send)
         return sent[0]["status"], dict(sent[0]["headers"])
 
@@ -136,10 +173,12 @@ async def test_too_many_requests_in_flight_is_429():
         release.wait(10)
         return len(events)
 
-    receiver = OtlpHttpReceiver(put=slow_put, metrics=Metrics(),
-                                limits=LimitsConfig(max_inflight_requests=1, retry_after_s=2))
-    body = logs(record("file_uploaded", {"phonoglyph.event.id": "0b6f4b8e-2f3a-4c1d-9e8f-7a6b5c4d3e2f"})
-                ).SerializeToString()
+    receiver = OtlpHttpReceiver(
+        put=slow_put, metrics=Metrics(), limits=LimitsConfig(max_inflight_requests=1, retry_after_s=2)
+    )
+    body = logs(
+        record("file_uploaded", {"phonoglyph.event.id": "0b6f4b8e-2f3a-4c1d-9e8f-7a6b5c4d3e2f"})
+    ).SerializeToString()
     try:
         first = asyncio.ensure_future(_asgi_post(receiver, body))
         await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)

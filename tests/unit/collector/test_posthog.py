@@ -2,7 +2,7 @@
 
 import gzip
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -92,7 +92,7 @@ def test_gzip_level_is_checked():
 def test_batch_body_splices_stored_payloads_unchanged():
     stored = StoredEvent("u1", b'{"event":"as stored","uuid":"u1"}', 33)
     plain = {"event": "plain", "uuid": "u2", "properties": {"\u00e9": 1.5}}
-    body = batch_body([stored, plain], api_key="phc_\"key", sent_at="2026-11-28T05:00:00+00:00")
+    body = batch_body([stored, plain], api_key='phc_"key', sent_at="2026-11-28T05:00:00+00:00")
     assert body == (
         b'{"batch": [{"event":"as stored","uuid":"u1"}, '
         + encode_event(plain).encode()
@@ -109,12 +109,17 @@ def test_batch_body_matches_batch_post_field_for_field(monkeypatch):
     class PinnedDatetime(datetime):
         @classmethod
         def now(cls, tz=None):
-            return datetime(2026, 11, 28, 5, 0, 0, 123456, tzinfo=timezone.utc)
+            return datetime(2026, 11, 28, 5, 0, 0, 123456, tzinfo=UTC)
 
     monkeypatch.setattr(request_module, "datetime", PinnedDatetime)
     batch = [
-        {"event": "render_completed", "distinct_id": "user-1", "uuid": "u1", "timestamp": "2026-11-28T04:00:00+00:00",
-         "properties": {"processing_time_ms": 12.5, "nested": {"a": [1, None, True]}, "name": "ü\u2028"}},
+        {
+            "event": "render_completed",
+            "distinct_id": "user-1",
+            "uuid": "u1",
+            "timestamp": "2026-11-28T04:00:00+00:00",
+            "properties": {"processing_time_ms": 12.5, "nested": {"a": [1, None, True]}, "name": "ü\u2028"},
+        },
         {"event": "file_uploaded", "distinct_id": "user-2", "uuid": "u2", "properties": {}},
     ]
     captured = {}
@@ -133,13 +138,13 @@ def test_batch_body_matches_batch_post_field_for_field(monkeypatch):
     ours = batch_body(
         [StoredEvent.of(event) for event in batch],
         api_key="phc_test",
-        sent_at=PinnedDatetime.now(timezone.utc).isoformat(),
+        sent_at=PinnedDatetime.now(UTC).isoformat(),
     )
     assert json.loads(ours) == json.loads(theirs)
     assert list(json.loads(ours)) == list(json.loads(theirs)) == ["batch", "sent_at", "api_key"]
     # the envelope is byte-identical; only the events' inner whitespace and escaping differ
     assert ours.startswith(b'{"batch": [{') and theirs.startswith(b'{"batch": [{')
-    assert ours[ours.rindex(b"]"):] == theirs[theirs.rindex(b"]"):]
+    assert ours[ours.rindex(b"]") :] == theirs[theirs.rindex(b"]") :]
     try:
         assert exporter.url == captured["url"] == "https://eu.i.posthog.com/batch/"
         assert exporter._headers == captured["headers"]

@@ -33,8 +33,12 @@ def test_extra_patterns_from_config():
     processor = ScrubProcessor(ScrubbingConfig(extra_key_patterns=("^internal_",), extra_value_patterns=("ZZ-\\d+",)))
     events = [{"properties": {"internal_note": "x", "ref": "order ZZ-1234", "plain": "ok"}}]
     processor.process(events)
-    assert events[0]["properties"] == {"internal_note": "[Scrubbed]", "ref": "order [Scrubbed]", "plain": "ok",
-                                       "phonoglyph.scrubbed": ["internal_note", "ref"]}
+    assert events[0]["properties"] == {
+        "internal_note": "[Scrubbed]",
+        "ref": "order [Scrubbed]",
+        "plain": "ok",
+        "phonoglyph.scrubbed": ["internal_note", "ref"],
+    }
 
 
 def test_long_strings_are_cut_before_scrubbing():

@@ -134,7 +134,9 @@ def test_delivers_everything_once_in_bounded_batches(outbox, run_worker):
 def test_batches_are_bounded_by_bytes(outbox, run_worker):
     exporter = ScriptedExporter()
     outbox.put([event(n, padding="x" * 10_000) for n in range(20)])
-    worker = run_worker(exporter, batch=BatchConfig(max_events=50, max_bytes=50_000, max_event_bytes=20_000, max_delay_s=0))
+    worker = run_worker(
+        exporter, batch=BatchConfig(max_events=50, max_bytes=50_000, max_event_bytes=20_000, max_delay_s=0)
+    )
     assert worker.force_flush(timeout_s=10)
     assert len(exporter.delivered) == 20
     assert max(len(call) for call in exporter.calls) == 4  # 4 x ~10 KB fit in 50 KB, 5 do not
@@ -220,7 +222,11 @@ def test_backoff_grows_exponentially_then_resets(outbox, run_worker, clock):
     run_worker(exporter)
     delays = []
     for attempt in range(1, 5):
-        wait_until(lambda: len(exporter.calls) == attempt and outbox.next_due_at() is not None and outbox.next_due_at() > clock.now)
+        wait_until(
+            lambda attempt=attempt: (
+                len(exporter.calls) == attempt and outbox.next_due_at() is not None and outbox.next_due_at() > clock.now
+            )
+        )
         delay = outbox.next_due_at() - clock.now
         delays.append(delay)
         clock.now += delay
@@ -297,7 +303,9 @@ def test_force_flush_fails_fast_when_backing_off_past_the_deadline(outbox, run_w
 def test_shutdown_leaves_undelivered_rows_and_shuts_the_exporter(outbox, clock, tmp_path):
     exporter = ScriptedExporter(script=[RetryLater("HTTP 503", retry_after_s=3600)])
     outbox.put([event(n) for n in range(3)])
-    worker = DeliveryWorker(outbox, exporter, retry=NO_JITTER, batch=EAGER, metrics=Metrics(), clock=clock, idle_poll_s=0.01)
+    worker = DeliveryWorker(
+        outbox, exporter, retry=NO_JITTER, batch=EAGER, metrics=Metrics(), clock=clock, idle_poll_s=0.01
+    )
     worker.start()
     # one read per poll: the worker may claim the rows between two reads (next_due_at is None then)
     wait_until(lambda: (due_at := outbox.next_due_at()) is not None and due_at > clock.now)

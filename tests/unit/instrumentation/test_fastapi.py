@@ -60,7 +60,9 @@ def make_app() -> FastAPI:
 @pytest.fixture
 def client(captured: Captured) -> httpx.AsyncClient:
     app = instrument_fastapi(make_app(), identify_request=_identity_from_header)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://testserver")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://testserver"
+    )
 
 
 async def test_one_server_span_per_request_named_by_route(client: httpx.AsyncClient, captured: Captured) -> None:
@@ -99,9 +101,7 @@ async def test_sentry_trace_is_honoured_without_traceparent(client: httpx.AsyncC
     assert (span["trace_id"], span["parent_span_id"]) == (TRACE_ID, PARENT_SPAN_ID)
 
 
-async def test_a_request_never_inherits_the_context_it_starts_in(
-    client: httpx.AsyncClient, captured: Captured
-) -> None:
+async def test_a_request_never_inherits_the_context_it_starts_in(client: httpx.AsyncClient, captured: Captured) -> None:
     """uvicorn can run a keep-alive connection's next request inside the previous one's context
     (CPython #140947): a request without propagation headers must still start a new trace, with
     no identity but its own."""

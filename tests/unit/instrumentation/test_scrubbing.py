@@ -231,9 +231,7 @@ def test_patterns_are_extensible() -> None:
             safe_keys=("api_key_id",),
         )
     )
-    scrubbed, paths = scrubber.scrub(
-        {"x-tenant-sig": "v", "note": "charge ACCT_123456 now", "api_key_id": "k_1"}
-    )
+    scrubbed, paths = scrubber.scrub({"x-tenant-sig": "v", "note": "charge ACCT_123456 now", "api_key_id": "k_1"})
     assert scrubbed == {"x-tenant-sig": SCRUBBED, "note": f"charge {SCRUBBED} now", "api_key_id": "k_1"}
     assert paths == ["x-tenant-sig", "note"]
     # the default policy does not know these

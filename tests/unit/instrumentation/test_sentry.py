@@ -39,15 +39,13 @@ def test_without_dsn_nothing_happens_and_nothing_logs(
     propagator = propagate.get_global_textmap()
     with caplog.at_level(logging.DEBUG):
         assert (
-            sentry.setup_sentry(
-                dsn=dsn, environment="test", release="1", tracer_provider=provider, scrubber=SCRUBBER
-            )
+            sentry.setup_sentry(dsn=dsn, environment="test", release="1", tracer_provider=provider, scrubber=SCRUBBER)
             is False
         )
     assert caplog.records == []
     assert not sentry_sdk.get_client().is_active()
     assert propagate.get_global_textmap() is propagator
-    assert provider._active_span_processor._span_processors == ()  # noqa: SLF001
+    assert provider._active_span_processor._span_processors == ()
 
 
 def _remote_context(carrier: dict[str, str]) -> SpanContext:
@@ -301,9 +299,9 @@ def test_setup_adds_the_span_path_to_sentry_unless_switched_off(
         dsn=UNREACHABLE_DSN, environment="test", release="1", tracer_provider=provider, scrubber=SCRUBBER,
         send_spans=send_spans,
     )  # fmt: skip
-    processors = provider._active_span_processor._span_processors  # noqa: SLF001
+    processors = provider._active_span_processor._span_processors
     assert [type(p) for p in processors] == ([QueueingSpanProcessor] if span_path else [])
-    assert len(sentry._active_span_processor) == len(processors)  # noqa: SLF001
+    assert len(sentry._active_span_processor) == len(processors)
     assert sentry_sdk.get_client().is_active()  # errors go to Sentry either way
     assert fastapi_layer.REQUEST_ERROR_HANDLERS.count(sentry.report_request_error) == 1
     sentry.shutdown_sentry(timeout_s=0.1)
@@ -316,7 +314,7 @@ def test_no_web_framework_integration_hooks_the_request_path(sentry_setup: None)
         dsn=UNREACHABLE_DSN, environment="test", release="1", tracer_provider=TracerProvider(), scrubber=SCRUBBER
     )
     installed = set(sentry_sdk.get_client().integrations)
-    assert {"starlette", "fastapi"} <= {cls.identifier for cls in sentry._web_framework_integrations()}  # noqa: SLF001
+    assert {"starlette", "fastapi"} <= {cls.identifier for cls in sentry._web_framework_integrations()}
     assert not installed & sentry.WEB_FRAMEWORK_INTEGRATIONS
     assert {"logging", "otlp"} <= installed  # errors logged with logger.exception still become events
 
@@ -348,7 +346,7 @@ def _scope(headers: dict[str, str], body: bytes | None = None) -> dict[str, Any]
 def test_request_data_has_method_url_query_headers_and_a_json_body() -> None:
     body = b'{"card": "4111 1111 1111 1111", "plan": "pro"}'
     headers = {"host": "api.example", "content-type": "application/json", "content-length": str(len(body))}
-    assert sentry._request_data(_scope(headers, body), _Client()) == {  # noqa: SLF001
+    assert sentry._request_data(_scope(headers, body), _Client()) == {
         "method": "POST",
         "url": "https://api.example/v1/billing",
         "query_string": "page=2",
@@ -361,11 +359,11 @@ def test_request_data_form_fields_and_cookies_only_with_send_default_pii() -> No
     body = b"user=bob&password=pw_SEED&empty="
     headers = {"content-type": "application/x-www-form-urlencoded; charset=utf-8", "content-length": str(len(body)),
                "cookie": "sessionid=ck_SEED; theme=dark"}  # fmt: skip
-    without_pii = sentry._request_data(_scope(headers, body), _Client())  # noqa: SLF001
+    without_pii = sentry._request_data(_scope(headers, body), _Client())
     assert without_pii["url"] == "https://10.0.0.5:8000/v1/billing"  # no Host header: the server address
     assert without_pii["data"] == {"user": "bob", "password": "pw_SEED", "empty": ""}
     assert "cookies" not in without_pii
-    with_pii = sentry._request_data(_scope(headers, body), _Client(send_default_pii=True))  # noqa: SLF001
+    with_pii = sentry._request_data(_scope(headers, body), _Client(send_default_pii=True))
     assert with_pii["cookies"] == {"sessionid": "ck_SEED", "theme": "dark"}
 
 
@@ -385,7 +383,7 @@ def test_request_data_annotates_a_body_it_does_not_show(
 ) -> None:
     from sentry_sdk.utils import AnnotatedValue
 
-    found = sentry._request_data(_scope(headers, body), _Client()).get("data")  # noqa: SLF001
+    found = sentry._request_data(_scope(headers, body), _Client()).get("data")
     expected = {
         None: None,
         "raw": AnnotatedValue.removed_because_raw_data(),

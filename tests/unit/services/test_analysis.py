@@ -36,11 +36,13 @@ def test_levels_of_a_half_scale_sine() -> None:
 def test_silence_is_floored_not_minus_infinity() -> None:
     result = analysis.analyse(_audio(np.zeros(SAMPLE_RATE_HZ)))
     assert (result.rms_dbfs, result.peak_dbfs, result.tempo_bpm, result.spectral_centroid_hz) == (
-        -120.0, -120.0, None, 0.0,
+        -120.0,
+        -120.0,
+        None,
+        0.0,
     )
 
 
 def test_result_is_plain_json_types() -> None:
     result = analysis.analyse(_audio(click_track(120, 3.0))).to_dict()
     assert all(type(value) in (int, float, type(None)) for value in result.values())
-

@@ -18,7 +18,8 @@ def _imported_modules(tree: ast.AST) -> list[str]:
             names.append(node.module)
             names += [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-            "import_module", "__import__",
+            "import_module",
+            "__import__",
         ):
             names += [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
     return names
@@ -47,6 +48,10 @@ def test_the_scan_catches_each_forbidden_form() -> None:
     )
     found = [name for name in _imported_modules(ast.parse(source)) if _forbidden(name)]
     assert found == [
-        "sentry_sdk", "posthog", "posthog.Posthog", "instrumentation._internal",
-        "instrumentation._internal.setup", "sentry_sdk.integrations",
+        "sentry_sdk",
+        "posthog",
+        "posthog.Posthog",
+        "instrumentation._internal",
+        "instrumentation._internal.setup",
+        "sentry_sdk.integrations",
     ]

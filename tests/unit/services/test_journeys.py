@@ -47,7 +47,5 @@ def test_the_report_summarises_counts_and_problems() -> None:
     broken = UserJourney(index=1, persona="guest", problem="POST /projects -> 500")
     report = JourneyReport(users=[ok, broken])
     assert report.problems == ["user 1: POST /projects -> 500"]
-    assert report.summary() == (
-        "summary: persona.guest=1, persona.member=1, signups=1, uploads.accepted=1, problems=1"
-    )
+    assert report.summary() == ("summary: persona.guest=1, persona.member=1, signups=1, uploads.accepted=1, problems=1")
     assert ok.line().split() == ["user", "0", "u_1", "member", "signed", "up"]

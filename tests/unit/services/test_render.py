@@ -16,6 +16,6 @@ def test_render_draws_a_png_of_the_track() -> None:
     image = Image.open(io.BytesIO(png))
     assert (image.format, image.size) == ("PNG", (render.WIDTH_PX, render.HEIGHT_PX))
     pixels = np.asarray(image.convert("RGB"), dtype=np.int32)
-    drawn = np.any(pixels != np.array(render._BACKGROUND), axis=2)  # noqa: SLF001
+    drawn = np.any(pixels != np.array(render._BACKGROUND), axis=2)
     assert drawn[render.HEIGHT_PX // 2].mean() > 0.9  # every column has a bar through the middle
     assert drawn[5].mean() < 0.5  # the top is mostly background (only the loudest slices and the beat grid)

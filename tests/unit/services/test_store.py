@@ -18,8 +18,15 @@ def file_id(db: Database) -> str:
         user_id = accounts.create_user(conn, email="a@example.test", name=None, guest=False, credits=10)
         project_id = catalog.create_project(conn, user_id=user_id, name="p")
         record = catalog.FileRecord(
-            id=catalog.new_file_id(), project_id=project_id, user_id=user_id, filename="a.wav", path="/x",
-            size_bytes=1, duration_s=1.0, sample_rate_hz=8000, channels=1,
+            id=catalog.new_file_id(),
+            project_id=project_id,
+            user_id=user_id,
+            filename="a.wav",
+            path="/x",
+            size_bytes=1,
+            duration_s=1.0,
+            sample_rate_hz=8000,
+            channels=1,
         )
         catalog.insert_file(conn, record)
     return record.id
@@ -32,8 +39,12 @@ def _user_of(db: Database, file_id: str) -> str:
 def _enqueue(db: Database, file_id: str, kind: str = "audio_analysis", credits_spent: int = 0) -> jobs.Job:
     with db.transaction() as conn:
         return jobs.enqueue(
-            conn, kind=kind, file_id=file_id, user_id=_user_of(db, file_id),
-            carrier={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}, credits_spent=credits_spent,
+            conn,
+            kind=kind,
+            file_id=file_id,
+            user_id=_user_of(db, file_id),
+            carrier={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+            credits_spent=credits_spent,
         )
 
 
@@ -122,7 +133,10 @@ def test_concurrent_claims_take_each_job_once(tmp_path: Path, file_id: str, db: 
         while (job := _claim(database)) is not None:
             into.append(job.id)
 
-    threads = [threading.Thread(target=drain, args=(database, into)) for database, into in zip((db, other), claimed)]
+    threads = [
+        threading.Thread(target=drain, args=(database, into))
+        for database, into in zip((db, other), claimed, strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -53,8 +53,10 @@ PCM16_MONO = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
         (_wav_with(struct.pack("<HHIIHH", 2, 1, 8000, 4000, 256, 4), b"\x00" * 256), "unsupported_encoding"),
         (_wav_with(struct.pack("<HHIIHH", 1, 1, 8000, 12000, 1, 12), b"\x00" * 6), "unsupported_encoding"),
         (_wav_with(PCM16_MONO, b""), "empty_audio"),
-        (_wav_with(struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32), np.array([np.nan], "<f4").tobytes()),
-         "corrupt_audio"),
+        (
+            _wav_with(struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32), np.array([np.nan], "<f4").tobytes()),
+            "corrupt_audio",
+        ),
     ],
 )
 def test_bad_files_fail_with_a_precise_code(data: bytes, code: str) -> None:

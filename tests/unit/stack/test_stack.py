@@ -39,8 +39,12 @@ EVENTS = [
     event("stem_separation_completed", "u1", "2026-11-28T10:02:00Z", processing_time_ms=100.0, trace_id="t1"),
     event("stem_separation_completed", "u2", "2026-11-28T09:00:00Z", processing_time_ms=300.0, trace_id="t2"),
     event(
-        "stem_separation_failed", "u3", "2026-11-28T10:02:00Z",
-        processing_time_ms=50.0, error_type="DecodeError", trace_id="t3",
+        "stem_separation_failed",
+        "u3",
+        "2026-11-28T10:02:00Z",
+        processing_time_ms=50.0,
+        error_type="DecodeError",
+        trace_id="t3",
     ),
     event("render_started", "u1", "2026-11-28T10:03:00Z"),
     event("credits_purchased", "u1", "2026-11-28T10:04:00Z"),
@@ -163,8 +167,7 @@ def test_stop_ends_a_process_and_its_children(tmp_path):
 
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
     script = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "print('ready', flush=True); time.sleep(60)"
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
     )
     process = ManagedProcess("stubborn", [sys.executable, "-c", script], dict(os.environ), tmp_path / "stubborn.log")
     process.start()
