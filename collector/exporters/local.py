@@ -3,6 +3,10 @@
 ``LocalStoreExporter`` implements the Exporter protocol over its own SQLite file (WAL),
 idempotent by uuid like PostHog's de-duplication, and offers the read side the CLI uses:
 ``read_events`` (also for ``--follow``), ``event_counts`` and ``funnel``.
+
+``funnel(events, steps)`` is the one funnel computation: a pure function of event dicts, used by
+the store's ``funnel`` (``phonoglyph-collector funnel``) and by the local stack's demo summary
+(``tools.stack.summary``), so both count the same way.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector.exporters import RetryLater
 
-__all__ = ["FunnelStep", "LocalStoreExporter"]
+__all__ = ["FunnelStep", "LocalStoreExporter", "funnel"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -41,6 +45,44 @@ class FunnelStep:
     conversion_from_first: float
     """Share of the first step's distinct ids that reached this step (1.0 for the first)."""
     conversion_from_previous: float
+
+
+def funnel(events: Iterable[Mapping], steps: Sequence[str]) -> list[FunnelStep]:
+    """How many distinct ids reached each step in order (by event timestamp), and the conversions.
+
+    ``events`` are mappings with ``event``, ``distinct_id`` and ``timestamp`` (ISO 8601 UTC strings,
+    which order as text). A distinct id reaches step k when it has an event ``steps[k]`` at or after
+    the time it reached step k-1; the earliest such event counts, so every id is given its best chance.
+    The order of ``events`` does not matter.
+    """
+    if not steps:
+        raise ValueError("a funnel needs at least one step")
+    wanted = set(steps)
+    times: dict[str, dict[str, list[str]]] = {}
+    for event in events:
+        if event["event"] in wanted:
+            times.setdefault(event["distinct_id"], {}).setdefault(event["event"], []).append(event["timestamp"])
+    reached = [0] * len(steps)
+    for per_event in times.values():
+        at = ""
+        for index, step in enumerate(steps):
+            later = min((t for t in per_event.get(step, ()) if t >= at), default=None)
+            if later is None:
+                break
+            reached[index] += 1
+            at = later
+    result = []
+    for index, step in enumerate(steps):
+        first, previous = reached[0], reached[index - 1] if index else reached[0]
+        result.append(
+            FunnelStep(
+                event=step,
+                count=reached[index],
+                conversion_from_first=reached[index] / first if first else 0.0,
+                conversion_from_previous=reached[index] / previous if previous else 0.0,
+            )
+        )
+    return result
 
 
 class LocalStoreExporter:
@@ -122,41 +164,11 @@ class LocalStoreExporter:
         return dict(rows)
 
     def funnel(self, steps: Sequence[str]) -> list[FunnelStep]:
-        """How many distinct ids reached each step in order (by event timestamp), and the conversions.
-
-        A distinct id reaches step k when it has an event ``steps[k]`` at or after the time it
-        reached step k-1 (earliest such event, so every id is given its best chance).
-        """
-        if not steps:
-            raise ValueError("a funnel needs at least one step")
-        placeholders = ",".join("?" * len(set(steps)))
+        """``funnel`` over the stored events of the given steps."""
+        wanted = sorted(set(steps))
+        placeholders = ",".join("?" * len(wanted))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT distinct_id, event, timestamp FROM events WHERE event IN ({placeholders})"
-                " ORDER BY distinct_id, timestamp, seq",
-                list(set(steps)),
+                f"SELECT distinct_id, event, timestamp FROM events WHERE event IN ({placeholders})", wanted
             ).fetchall()
-        times: dict[str, dict[str, list[str]]] = {}
-        for distinct_id, name, timestamp in rows:
-            times.setdefault(distinct_id, {}).setdefault(name, []).append(timestamp)
-        reached = [0] * len(steps)
-        for per_event in times.values():
-            at = ""
-            for index, step in enumerate(steps):
-                later = next((t for t in per_event.get(step, ()) if t >= at), None)
-                if later is None:
-                    break
-                reached[index] += 1
-                at = later
-        result = []
-        for index, step in enumerate(steps):
-            first, previous = reached[0], reached[index - 1] if index else reached[0]
-            result.append(
-                FunnelStep(
-                    event=step,
-                    count=reached[index],
-                    conversion_from_first=reached[index] / first if first else 0.0,
-                    conversion_from_previous=reached[index] / previous if previous else 0.0,
-                )
-            )
-        return result
+        return funnel(({"distinct_id": d, "event": e, "timestamp": t} for d, e, t in rows), steps)

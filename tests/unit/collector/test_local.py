@@ -1,7 +1,7 @@
 import pytest
 
 from collector.exporters import RetryLater
-from collector.exporters.local import FunnelStep, LocalStoreExporter
+from collector.exporters.local import FunnelStep, LocalStoreExporter, funnel
 
 
 def event(uuid: str, name: str, distinct_id: str, second: int) -> dict:
@@ -56,6 +56,56 @@ def test_funnel_follows_timestamps_not_arrival(store):
     ]
     with pytest.raises(ValueError):
         store.funnel([])
+
+
+def journey_event(name: str, user: str, timestamp: str) -> dict:
+    return {"event": name, "distinct_id": user, "timestamp": timestamp, "properties": {}}
+
+
+JOURNEY_EVENTS = [
+    journey_event("user_signed_up", "u1", "2026-11-28T10:00:00Z"),
+    journey_event("user_signed_up", "u2", "2026-11-28T10:00:01Z"),
+    journey_event("user_signed_up", "u3", "2026-11-28T10:00:02Z"),
+    journey_event("file_uploaded", "u1", "2026-11-28T10:01:00Z"),
+    journey_event("file_uploaded", "u2", "2026-11-28T10:01:00Z"),
+    journey_event("file_uploaded", "u4", "2026-11-28T10:01:00Z"),  # never signed up: not in the funnel
+    journey_event("stem_separation_completed", "u1", "2026-11-28T10:02:00Z"),
+    journey_event("stem_separation_completed", "u2", "2026-11-28T09:00:00Z"),
+    journey_event("stem_separation_failed", "u3", "2026-11-28T10:02:00Z"),
+    journey_event("credits_purchased", "u1", "2026-11-28T10:04:00Z"),
+]
+
+
+@pytest.mark.parametrize("order", ["as given", "reversed"])
+def test_funnel_counts_distinct_ids_in_order_whatever_the_order_of_events(order):
+    events = JOURNEY_EVENTS if order == "as given" else JOURNEY_EVENTS[::-1]
+    steps = funnel(events, ["user_signed_up", "file_uploaded", "stem_separation_completed", "credits_purchased"])
+    # u2's stems completed before it uploaded (clock order), so it stops at file_uploaded.
+    assert steps == [
+        FunnelStep("user_signed_up", 3, 1.0, 1.0),
+        FunnelStep("file_uploaded", 2, 2 / 3, 2 / 3),
+        FunnelStep("stem_separation_completed", 1, 1 / 3, 1 / 2),
+        FunnelStep("credits_purchased", 1, 1 / 3, 1.0),
+    ]
+
+
+def test_funnel_takes_the_earliest_event_at_or_after_the_previous_step():
+    events = [
+        journey_event("signup", "alice", "2026-11-28T04:00:05Z"),
+        journey_event("signup", "alice", "2026-11-28T04:00:01Z"),
+        journey_event("upload", "alice", "2026-11-28T04:00:03Z"),  # after the first signup only
+        journey_event("render", "alice", "2026-11-28T04:00:03Z"),  # same instant as the upload: counts
+    ]
+    assert [step.count for step in funnel(events, ["signup", "upload", "render"])] == [1, 1, 1]
+
+
+def test_funnel_of_no_events_is_all_zero_and_needs_a_step():
+    assert funnel([], ["user_signed_up", "file_uploaded"]) == [
+        FunnelStep("user_signed_up", 0, 0.0, 0.0),
+        FunnelStep("file_uploaded", 0, 0.0, 0.0),
+    ]
+    with pytest.raises(ValueError):
+        funnel(JOURNEY_EVENTS, [])
 
 
 def test_storage_failure_is_retry_later(store):
