@@ -2,5 +2,5 @@
 
 import os
 
-# instrumentation re-raises its own errors under tests instead of logging them (docs/architecture.md "Configuration" and "Sentry")
+# instrumentation re-raises its own errors under tests instead of logging them (docs/architecture.md)
 os.environ.setdefault("PHONOGLYPH_INSTRUMENTATION_STRICT", "1")
