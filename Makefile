@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m services.stack demo
+	$(PY) -m tools.stack demo
 
 up: $(STAMP)
-	$(PY) -m services.stack up
+	$(PY) -m tools.stack up
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,4 +1,4 @@
-"""The whole system as real processes, started the way `make demo` starts them (services.stack).
+"""The whole system as real processes, started the way `make demo` starts them (tools.stack).
 
 One run (module fixture) with a strict fake PostHog (``POSTHOG_API_KEY``/``POSTHOG_HOST``) and a recording
 fake Sentry (``SENTRY_DSN``): scripted users whose expected events are known, with secrets seeded in
@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 from services.audio.wav import encode
-from services.stack import Stack
 from tests.fakes.posthog import FakePostHog
 from tests.fakes.sentry import FakeSentry
+from tools.stack.supervisor import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -291,7 +291,7 @@ def test_no_seeded_secret_leaves_the_processes(run, seed):
 def test_make_demo_command_runs_to_exit_0(tmp_path):
     """README's main command, as `make demo` runs it (fewer users, to stay fast)."""
     result = subprocess.run(
-        [sys.executable, "-m", "services.stack", "--root", str(tmp_path / "stack"), "demo", "--users", "3"],
+        [sys.executable, "-m", "tools.stack", "--root", str(tmp_path / "stack"), "demo", "--users", "3"],
         cwd=ROOT,
         env=isolated_environ(),
         capture_output=True,
@@ -343,7 +343,7 @@ def test_make_up_runs_until_sigterm_then_flushes_and_leaves_nothing(tmp_path):
     """`make up`: running until SIGTERM (or Ctrl-C); what the api did just before is delivered."""
     root = tmp_path / "stack"
     up = subprocess.Popen(
-        [sys.executable, "-m", "services.stack", "--root", str(root), "up"],
+        [sys.executable, "-m", "tools.stack", "--root", str(root), "up"],
         cwd=ROOT,
         env=isolated_environ(),
         stdout=subprocess.PIPE,

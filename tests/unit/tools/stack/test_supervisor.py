@@ -1,4 +1,5 @@
-"""services.stack: the summary (pure), Prometheus parsing, and process handling with real subprocesses."""
+"""tools.stack.supervisor: the processes' environments, Prometheus parsing, and process handling with real
+subprocesses."""
 
 from __future__ import annotations
 
@@ -11,92 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import (
-    FunnelStep,
-    ManagedProcess,
-    Stack,
-    StackError,
-    funnel,
-    parse_prometheus,
-    percentile,
-    render_summary,
-    summarize,
-)
-
-
-def event(name, user, timestamp, **properties):
-    uuid = f"{name}-{user}-{timestamp}"
-    return {"event": name, "distinct_id": user, "timestamp": timestamp, "properties": properties, "uuid": uuid}
-
-
-EVENTS = [
-    event("user_signed_up", "u1", "2026-11-28T10:00:00Z"),
-    event("user_signed_up", "u2", "2026-11-28T10:00:01Z"),
-    event("user_signed_up", "u3", "2026-11-28T10:00:02Z"),
-    event("file_uploaded", "u1", "2026-11-28T10:01:00Z"),
-    event("file_uploaded", "u2", "2026-11-28T10:01:00Z"),
-    event("file_uploaded", "u4", "2026-11-28T10:01:00Z"),  # never signed up: not in the funnel
-    event("stem_separation_completed", "u1", "2026-11-28T10:02:00Z", processing_time_ms=100.0, trace_id="t1"),
-    event("stem_separation_completed", "u2", "2026-11-28T09:00:00Z", processing_time_ms=300.0, trace_id="t2"),
-    event(
-        "stem_separation_failed",
-        "u3",
-        "2026-11-28T10:02:00Z",
-        processing_time_ms=50.0,
-        error_type="DecodeError",
-        trace_id="t3",
-    ),
-    event("render_started", "u1", "2026-11-28T10:03:00Z"),
-    event("credits_purchased", "u1", "2026-11-28T10:04:00Z"),
-]
-
-
-def test_funnel_counts_users_in_order():
-    steps = funnel(EVENTS, ["user_signed_up", "file_uploaded", "stem_separation_completed", "credits_purchased"])
-    # u2's stems completed before it uploaded (clock order), so it stops at file_uploaded.
-    assert steps == [
-        FunnelStep("user_signed_up", 3, 1.0),
-        FunnelStep("file_uploaded", 2, 2 / 3),
-        FunnelStep("stem_separation_completed", 1, 1 / 3),
-        FunnelStep("credits_purchased", 1, 1 / 3),
-    ]
-
-
-def test_funnel_of_no_events_is_all_zero():
-    assert funnel([], ["user_signed_up", "file_uploaded"]) == [
-        FunnelStep("user_signed_up", 0, 0.0),
-        FunnelStep("file_uploaded", 0, 0.0),
-    ]
-
-
-def test_percentile_is_nearest_rank():
-    assert percentile([5.0], 0.95) == 5.0
-    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.0
-    assert percentile(list(map(float, range(1, 101))), 0.95) == 95.0
-
-
-def test_summary_counts_events_failures_and_durations():
-    summary = summarize(EVENTS)
-    assert summary.events_per_name["file_uploaded"] == 3
-    assert [step.name for step in summary.funnel] == [
-        "user_signed_up",
-        "file_uploaded",
-        "stem_separation_completed",
-        "render_started",  # no render_completed arrived: the funnel uses the start
-        "credits_purchased",
-    ]
-    assert [step.users for step in summary.funnel] == [3, 2, 1, 1, 1]
-    assert [(f.event, f.error_type, f.trace_id) for f in summary.failures] == [
-        ("stem_separation_failed", "DecodeError", "t3")
-    ]
-    assert summary.durations_ms == {"stem_separation": (3, 100.0, 300.0)}
-
-
-def test_rendered_summary_names_failures_and_inspection_commands(tmp_path):
-    text = render_summary(summarize(EVENTS), Stack(root=tmp_path))
-    assert "DecodeError" in text and "trace t3" in text
-    assert f"COLLECTOR_DATA_DIR={tmp_path / 'collector'}" in text
-    assert "phonoglyph-collector funnel user_signed_up file_uploaded" in text
+from tools.stack.supervisor import ManagedProcess, Stack, StackError, parse_prometheus
 
 
 def test_parse_prometheus_sums_series_and_skips_comments():
@@ -197,7 +113,7 @@ def test_children_die_with_a_killed_runner(tmp_path):
     runner_script = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from services.stack import ManagedProcess\n"
+        "from tools.stack.supervisor import ManagedProcess\n"
         "child = ManagedProcess('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'], dict(os.environ),\n"
         f"                       Path({str(tmp_path / 'child.log')!r}))\n"
         "child.start()\n"
