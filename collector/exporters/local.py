@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from collector.exporters import RetryLater
 
@@ -98,7 +99,7 @@ class LocalStoreExporter:
 
     # -- Exporter --------------------------------------------------------------------------
 
-    def export(self, batch: list[dict]) -> None:
+    def export(self, batch: Sequence[Mapping[str, Any]]) -> None:
         now = self._clock()
         rows = [
             (
