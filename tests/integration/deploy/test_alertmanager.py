@@ -1,0 +1,211 @@
+"""The real Alertmanager (Debian's `prometheus-alertmanager`) receives pushed alerts on its
+``POST /api/v2/alerts`` (what the collector's COLLECTOR_ALERTMANAGER_URL notifier sends) and routes them,
+firing and then resolved, to a webhook receiver on loopback in the Alertmanager webhook format."""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+STARTUP_DEADLINE_S = 30
+NOTIFICATION_DEADLINE_S = 30
+
+LABELS = {"alertname": "stems_failing", "severity": "critical", "operation": "stem_separation"}
+GENERATOR_URL = "http://collector:4318/alerts/stems_failing"
+ANNOTATIONS = {"summary": "stem_separation failing: 6 of 10 in 300 s", "trace_ids": "4bf92f3577b34da6a3ce929d0e0e4736"}
+
+
+def alertmanager_binary() -> str:
+    for name in ("prometheus-alertmanager", "alertmanager"):
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    pytest.skip(
+        "alertmanager not found: install Debian's prometheus-alertmanager package"
+        " (apt-get install prometheus-alertmanager)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that records every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        self.payloads: queue.Queue[dict] = queue.Queue()
+        received = self.payloads
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.put(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format, *args) -> None:  # quiet test output
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def next_payload(self) -> dict:
+        try:
+            return self.payloads.get(timeout=NOTIFICATION_DEADLINE_S)
+        except queue.Empty:
+            raise AssertionError(f"no notification within {NOTIFICATION_DEADLINE_S} s") from None
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+        receiver.thread.join(timeout=10)
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, webhook: WebhookReceiver) -> Iterator[str]:
+    """A real Alertmanager on a free loopback port, clustering off, routing everything to ``webhook``."""
+    binary = alertmanager_binary()
+    config = {
+        "route": {
+            "receiver": "webhook",
+            "group_by": ["alertname", "severity"],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook.url, "send_resolved": True}]}],
+    }
+    config_file = tmp_path / "alertmanager.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "alertmanager.log").open("w")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config_file}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_ready(url, process, tmp_path / "alertmanager.log")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+def wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"alertmanager exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"alertmanager not ready within {STARTUP_DEADLINE_S} s:\n{log_path.read_text()}")
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def push(alertmanager_url: str, alerts: list[dict]) -> None:
+    """What the collector's Alertmanager notifier sends: a JSON list on POST /api/v2/alerts."""
+    request = urllib.request.Request(
+        f"{alertmanager_url}/api/v2/alerts",
+        data=json.dumps(alerts).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def alert(starts_at: datetime, ends_at: datetime | None = None) -> dict:
+    pushed = {
+        "labels": LABELS,
+        "annotations": ANNOTATIONS,
+        "startsAt": rfc3339(starts_at),
+        "generatorURL": GENERATOR_URL,
+    }
+    if ends_at is not None:
+        pushed["endsAt"] = rfc3339(ends_at)
+    return pushed
+
+
+def current_alerts(alertmanager_url: str) -> list[dict]:
+    with urllib.request.urlopen(f"{alertmanager_url}/api/v2/alerts", timeout=10) as response:
+        return json.load(response)
+
+
+def test_pushed_alert_reaches_the_webhook_firing_then_resolved(alertmanager, webhook):
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    push(alertmanager, [alert(started)])
+
+    firing = webhook.next_payload()
+    assert firing["version"] == "4"
+    assert firing["status"] == "firing"
+    assert firing["receiver"] == "webhook"
+    assert firing["groupLabels"] == {"alertname": "stems_failing", "severity": "critical"}
+    (notified,) = firing["alerts"]
+    assert notified["status"] == "firing"
+    assert notified["labels"] == LABELS
+    assert notified["annotations"] == ANNOTATIONS
+    assert notified["generatorURL"] == GENERATOR_URL
+    assert datetime.fromisoformat(notified["startsAt"]) == datetime.fromisoformat(rfc3339(started))
+
+    # Re-pushing a firing alert (the notifier does so periodically) keeps one alert and sends nothing new.
+    push(alertmanager, [alert(started)])
+    (held,) = current_alerts(alertmanager)
+    assert held["labels"] == LABELS and held["status"]["state"] == "active"
+
+    push(alertmanager, [alert(started, ends_at=datetime.now(UTC) - timedelta(seconds=1))])
+    resolved = webhook.next_payload()
+    assert resolved["version"] == "4"
+    assert resolved["status"] == "resolved"
+    (notified,) = resolved["alerts"]
+    assert notified["status"] == "resolved"
+    assert notified["labels"] == LABELS
+    assert datetime.fromisoformat(notified["endsAt"]) < datetime.now(UTC)
