@@ -190,6 +190,111 @@ def test_every_compose_variable_is_documented(compose):
             assert f"`{variable}`" in deployment_doc, variable
 
 
+# -- alerting: Alertmanager, Prometheus and the collector's rules (deploy/) ------------------
+
+RULES_FILE = "deploy/prometheus/collector.rules.yml"
+RULES_TEST_FILE = "deploy/prometheus/collector.rules.test.yml"
+
+
+def mounts_of(service: dict) -> dict[str, str]:
+    """Container path -> host path of a service's bind mounts (``./host:/container[:ro]``)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = source[2:]
+    return mounts
+
+
+def flag(command: list[str], name: str) -> str:
+    (value,) = [item.split("=", 1)[1] for item in command if item.startswith(f"--{name}=")]
+    return value
+
+
+@pytest.fixture(scope="module")
+def collector_rules() -> list[dict]:
+    return [rule for group in load_yaml(RULES_FILE)["groups"] for rule in group["rules"]]
+
+
+def test_alertmanager_and_prometheus_are_pinned_official_images_with_mounted_configs(compose):
+    services = compose["services"]
+    alertmanager, prometheus = services["alertmanager"], services["prometheus"]
+    assert re.fullmatch(r"prom/alertmanager:v\d+\.\d+\.\d+", alertmanager["image"]), alertmanager["image"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prometheus["image"]), prometheus["image"]
+    assert mounts_of(alertmanager)[flag(alertmanager["command"], "config.file")] == "deploy/alertmanager.yml"
+    assert flag(alertmanager["command"], "cluster.listen-address") == ""  # one instance: no gossip port
+    prometheus_mounts = mounts_of(prometheus)
+    config_path = flag(prometheus["command"], "config.file")
+    assert prometheus_mounts[config_path] == "deploy/prometheus/prometheus.yml"
+    config_dir = config_path.rsplit("/", 1)[0]
+    for rule_file in load_yaml("deploy/prometheus/prometheus.yml")["rule_files"]:
+        assert prometheus_mounts[f"{config_dir}/{rule_file}"] == f"deploy/prometheus/{rule_file}"
+    for name in ("alertmanager", "prometheus"):
+        for host_path in mounts_of(services[name]).values():
+            assert (ROOT / host_path).is_file(), host_path
+        (published,) = services[name]["ports"]
+        assert published.startswith("127.0.0.1:"), f"{name} answers on the host's loopback only"
+        listen_port = port_of(flag(services[name]["command"], "web.listen-address"))
+        assert published.endswith(f":{listen_port}") and f"127.0.0.1:{listen_port}/-/ready" in " ".join(
+            services[name]["healthcheck"]["test"]
+        )
+        data_volume = [volume.split(":")[0] for volume in services[name]["volumes"] if not volume.startswith("./")]
+        assert data_volume and set(data_volume) <= set(compose["volumes"])
+
+
+def test_prometheus_scrapes_the_collector_and_sends_to_alertmanager(compose, collector_rules):
+    config = load_yaml("deploy/prometheus/prometheus.yml")
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    (target,) = alertmanagers["static_configs"][0]["targets"]
+    alertmanager_port = port_of(flag(compose["services"]["alertmanager"]["command"], "web.listen-address"))
+    assert target == f"alertmanager:{alertmanager_port}"
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    collector_port = port_of(compose["services"]["collector"]["environment"]["COLLECTOR_ENDPOINT"])
+    (down,) = [rule for rule in collector_rules if rule["alert"] == "PhonoglyphCollectorDown"]
+    job = re.fullmatch(r'up\{job="([^"]+)"\} == 0', down["expr"]).group(1)
+    assert jobs[job] == [f"collector:{collector_port}"]
+    assert jobs["otel-collector"] == ["otel-collector:8889"]
+    assert "8889:8889" in compose["services"]["otel-collector"]["ports"]
+
+
+def test_every_collector_rule_is_labelled_annotated_and_unit_tested(collector_rules):
+    tested = {
+        case["alertname"] for test in load_yaml(RULES_TEST_FILE)["tests"] for case in test.get("alert_rule_test", [])
+    }
+    for rule in collector_rules:
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
+        assert rule["alert"] in tested, f"{rule['alert']} has no promtool unit test"
+
+
+def test_collector_rules_use_real_metric_names_and_label_values(collector_rules):
+    """Metric names are the collector's; kind and reason values are string literals of its code, statuses
+    HTTP statuses it names (a 5.. pattern: any 5xx)."""
+    from collector.metrics import HELP, PREFIX
+
+    collector_text = "\n".join(path.read_text() for path in sorted((ROOT / "collector").rglob("*.py")))
+    for rule in collector_rules:
+        for name in re.findall(rf"{PREFIX}(\w+)", rule["expr"]):
+            assert name in HELP, f"{rule['alert']}: no metric {PREFIX}{name}"
+        for label, values in re.findall(r'(kind|reason|status)=~?"([^"]+)"', rule["expr"]):
+            for value in values.split("|"):
+                if label == "status":
+                    assert re.fullmatch(r"[45]\d\d|5\.\.", value), value
+                    assert value.endswith("..") or re.search(rf"\b{value}\b", collector_text), value
+                else:
+                    assert f'"{value}"' in collector_text, f"{rule['alert']}: no {label} {value}"
+
+
+def test_alertmanager_groups_by_alertname_and_severity_and_sends_resolved():
+    config = load_yaml("deploy/alertmanager.yml")
+    route = config["route"]
+    assert route["group_by"] == ["alertname", "severity"]
+    receivers = {receiver["name"]: receiver for receiver in config["receivers"]}
+    for receiver_name in [route["receiver"]] + [child["receiver"] for child in route.get("routes", [])]:
+        (webhook,) = receivers[receiver_name]["webhook_configs"]
+        assert webhook["send_resolved"] is True
+
+
 # -- OpenTelemetry Collector configs --------------------------------------------------------
 
 
