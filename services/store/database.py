@@ -34,8 +34,9 @@ class Database:
     processes claiming the same job serialize instead of failing half-way.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = _BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connection().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
@@ -43,7 +44,7 @@ class Database:
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -57,10 +58,11 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a COMMIT that found the database busy leaves the transaction open
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def read(self) -> sqlite3.Connection:
         """A connection for single-statement reads (autocommit)."""

@@ -15,6 +15,7 @@ from typing import Any
 from services.store.database import NotFoundError, new_id, now_s
 
 JOB_KINDS = ("stem_separation", "audio_analysis", "render")
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,14 @@ def enqueue(
     return get_job(conn, job_id)
 
 
-def claim(conn: sqlite3.Connection, *, lease_s: float, max_attempts: int) -> Job | None:
+def claim(
+    conn: sqlite3.Connection, *, lease_s: float, max_attempts: int, exhausted: list[Job] | None = None
+) -> Job | None:
     """Take the oldest queued job, or a running one whose lease expired, inside the caller's transaction.
 
     A job that has already been claimed ``max_attempts`` times fails with ``attempts_exhausted``
-    instead of crashing workers forever.
+    instead of crashing workers forever; each such job, as failed, is appended to ``exhausted`` so
+    that the caller reports it (once the transaction has committed).
     """
     now = now_s()
     while True:
@@ -101,7 +105,9 @@ def claim(conn: sqlite3.Connection, *, lease_s: float, max_attempts: int) -> Job
         if row is None:
             return None
         if row["attempts"] >= max_attempts:
-            _finish(conn, row["id"], "failed", error=("attempts_exhausted", f"gave up after {max_attempts} attempts"))
+            _finish(conn, row["id"], "failed", error=(ATTEMPTS_EXHAUSTED, f"gave up after {row['attempts']} attempts"))
+            if exhausted is not None:
+                exhausted.append(get_job(conn, row["id"]))
             continue
         claimed = conn.execute(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_expires_at = ?, updated_at = ? "
@@ -110,6 +116,27 @@ def claim(conn: sqlite3.Connection, *, lease_s: float, max_attempts: int) -> Job
         ).rowcount
         if claimed:
             return get_job(conn, row["id"])
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Queued jobs of one kind: how many, and when the oldest was queued (None when there is none)."""
+
+    kind: str
+    queued: int
+    oldest_created_at: float | None
+
+
+def queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
+    """Per job kind (every kind, zero included): queued jobs and the oldest one's creation time.
+
+    One query, answered from the ``jobs_by_status_kind`` index alone (a covering index scan).
+    """
+    rows = conn.execute(
+        "SELECT kind, COUNT(*) AS queued, MIN(created_at) AS oldest FROM jobs WHERE status = 'queued' GROUP BY kind"
+    ).fetchall()
+    found = {row["kind"]: (row["queued"], row["oldest"]) for row in rows}
+    return [QueueStats(kind, *found.get(kind, (0, None))) for kind in JOB_KINDS]
 
 
 def complete(conn: sqlite3.Connection, job_id: str, result: dict[str, Any]) -> None:

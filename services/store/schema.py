@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_file ON jobs (file_id, kind);
+CREATE INDEX IF NOT EXISTS jobs_by_status_kind ON jobs (status, kind, created_at);  -- queue depth and age per kind
 CREATE TABLE IF NOT EXISTS analyses (
     file_id TEXT PRIMARY KEY REFERENCES files(id),
     result TEXT NOT NULL,

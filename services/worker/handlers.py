@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from services.settings import ServiceSettings
 from services.store import jobs
 from services.store.catalog import FileRecord
 from services.store.jobs import Job
+from services.worker.errors import FAULT_INJECTED, JobFailed
 
 # (job, file, span, settings, read-only connection) -> result stored on the job
 Handler = Callable[[Job, FileRecord, Span, ServiceSettings, sqlite3.Connection], dict[str, Any]]
@@ -40,6 +42,9 @@ def separate_stems(
     job: Job, record: FileRecord, span: Span, settings: ServiceSettings, _conn: sqlite3.Connection
 ) -> dict[str, Any]:
     audio = load_audio(record)
+    rate = settings.faults.separation_failure_rate
+    if rate and random.random() < rate:
+        raise JobFailed(FAULT_INJECTED, f"stem separation failed (PHONOGLYPH_FAULT_SEPARATION_FAILURE_RATE={rate})")
     stems = separation.separate(audio)
     result: dict[str, Any] = {"stems": {}}
     for name, samples in stems.items():

@@ -3,13 +3,19 @@ with the job's trace and audio context (a recording fake Sentry)."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from instrumentation import semconv
-from services.store import jobs
-from services.worker import handlers
+from services.store import catalog, jobs
+from services.store.database import Database
+from services.worker import JobWorker, handlers
 from tests.fakes.sentry import FakeSentry
 from tests.integration.services.conftest import Api
 
@@ -78,3 +84,131 @@ def test_a_processing_error_reaches_sentry_with_the_job_context(
         2.0,
     )
     assert sentry.errors == []
+
+
+def _queue_stems(api: Api) -> tuple[str, str, str]:
+    """(user id, file id, job id) of a stem separation queued through the api."""
+    headers, member = api.member()
+    file_id = api.upload(headers, api.project(headers)).json()["file_id"]
+    job_id = api.client.post(f"/files/{file_id}/stems", headers=headers).json()["job_id"]
+    return member["user_id"], file_id, job_id
+
+
+def _outcomes(api: Api, operation: str) -> list[tuple[str, str | None]]:
+    """Every outcome of ``operation`` that left the process: on its span, or as an outcome event record."""
+    found = [
+        (span["attributes"][semconv.OUTCOME], span["attributes"].get(semconv.ERROR_TYPE))
+        for span in api.spans(**{semconv.OPERATION: operation})
+    ]
+    for suffix in ("completed", "failed"):
+        found += [
+            (suffix, event["attributes"].get(semconv.ERROR_TYPE)) for event in api.events(f"{operation}_{suffix}")
+        ]
+    return found
+
+
+def _sentry_event_of(sentry: FakeSentry, error_type: str) -> dict[str, Any]:
+    def matching(fake: FakeSentry) -> list[dict[str, Any]]:
+        return [
+            event
+            for event in fake.events
+            if [value["type"] for value in event.get("exception", {}).get("values", [])][-1:] == [error_type]
+        ]
+
+    assert sentry.wait_for(lambda fake: len(matching(fake)) >= 1), [e.get("exception") for e in sentry.events]
+    (event,) = matching(sentry)
+    return event
+
+
+def test_a_job_that_ran_out_of_attempts_is_one_failed_operation_reported_to_sentry(
+    sentry_api: tuple[Api, FakeSentry], caplog: pytest.LogCaptureFixture
+) -> None:
+    api, sentry = sentry_api
+    user_id, file_id, job_id = _queue_stems(api)
+    for _ in range(api.settings.job_max_attempts):  # each attempt's worker dies: its lease runs out
+        with api.db.transaction() as conn:
+            assert jobs.claim(conn, lease_s=-1.0, max_attempts=api.settings.job_max_attempts).id == job_id
+    with caplog.at_level(logging.ERROR, logger="services.worker"):
+        assert api.run_worker() == 1
+    job = jobs.get_job(api.db.read(), job_id)
+    assert (job.status, job.error_code) == ("failed", "attempts_exhausted")
+    assert _outcomes(api, "stem_separation") == [("failed", "attempts_exhausted")]  # exactly one
+    (span,) = api.spans(**{semconv.OPERATION: "stem_separation"})
+    assert span["attributes"][semconv.JOB_ID] == job_id
+    assert [r.levelname for r in caplog.records if "attempts_exhausted" in r.getMessage()] == ["ERROR"]
+    event = _sentry_event_of(sentry, "attempts_exhausted")
+    assert event["contexts"]["trace"]["trace_id"] == span["trace_id"]
+    assert event["tags"]["operation"] == "stem_separation"
+    assert event["user"]["id"] == user_id
+    assert event["contexts"]["audio_processing"][semconv.FILE_ID] == file_id
+    assert sentry.errors == []
+
+
+def test_a_job_whose_stored_audio_is_missing_is_a_failed_operation_reported_to_sentry(
+    sentry_api: tuple[Api, FakeSentry],
+) -> None:
+    api, sentry = sentry_api
+    user_id, file_id, job_id = _queue_stems(api)
+    Path(catalog.get_file(api.db.read(), file_id).path).unlink()
+    assert api.run_worker() == 1
+    assert jobs.get_job(api.db.read(), job_id).error_code == "file_missing"
+    assert _outcomes(api, "stem_separation") == [("failed", "file_missing")]
+    (span,) = api.spans(**{semconv.OPERATION: "stem_separation"})
+    event = _sentry_event_of(sentry, "file_missing")
+    assert (event["contexts"]["trace"]["trace_id"], event["user"]["id"]) == (span["trace_id"], user_id)
+    assert event["contexts"]["audio_processing"][semconv.JOB_ID] == job_id
+
+
+def test_a_job_whose_file_record_is_gone_is_a_failed_operation(api: Api) -> None:
+    _user_id, file_id, job_id = _queue_stems(api)
+    with closing(sqlite3.connect(api.settings.db_path, isolation_level=None)) as conn:  # foreign keys off
+        conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+    assert api.run_worker() == 1
+    assert jobs.get_job(api.db.read(), job_id).error_code == "file_not_found"
+    assert _outcomes(api, "stem_separation") == [("failed", "file_not_found")]
+
+
+def test_a_locked_job_store_is_retried_with_a_log_line(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _user_id, _file_id, job_id = _queue_stems(api)
+    real_claim, failures = jobs.claim, ["database is locked", "database is busy"]
+
+    def flaky_claim(*args: Any, **kwargs: Any) -> jobs.Job | None:
+        if failures:
+            raise sqlite3.OperationalError(failures.pop(0))
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "claim", flaky_claim)
+    with caplog.at_level(logging.WARNING, logger="services.worker"):
+        assert api.run_worker() == 1
+    assert jobs.get_job(api.db.read(), job_id).status == "completed"
+    retries = [record.getMessage() for record in caplog.records if "retry" in record.getMessage()]
+    assert len(retries) == 2 and "database is locked" in retries[0] and "database is busy" in retries[1]
+
+
+def test_a_job_store_locked_for_longer_than_the_budget_stops_the_worker(api: Api) -> None:
+    settings = dataclasses.replace(api.settings, store_retry_budget_s=0.3)
+    worker = JobWorker(Database(settings.db_path, busy_timeout_s=0.02), settings)
+    holder = sqlite3.connect(settings.db_path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock and never lets go
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            worker.run_once()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert worker.run_once() is False  # the lock released: the worker's connection is usable again
+
+
+def test_a_store_error_that_is_not_transient_is_not_retried(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def broken_claim(*_args: Any, **_kwargs: Any) -> None:
+        calls.append(1)
+        raise sqlite3.OperationalError("no such table: jobs")
+
+    monkeypatch.setattr(jobs, "claim", broken_claim)
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        JobWorker(api.db, api.settings).run_once()
+    assert len(calls) == 1
