@@ -266,22 +266,22 @@ def go(client: dict) -> dict:
 def stages(requests: int = 200) -> None:
     """In-process cost of each ingest stage for one request (no HTTP, no delivery), in ms of CPU."""
     sys.path.insert(0, str(ROOT))
+    from collector.codecs.otlp import SIGNALS, decode_request, gunzip
     from collector.delivery.outbox import Outbox
     from collector.processors.mapping import map_traces
     from collector.processors.scrub import ScrubProcessor
-    from collector.receivers.otlp_http import _SIGNALS, decode, gunzip
 
     raw, marker = build_template(1)
     rng = random.Random(7)
     bodies = [gzip.compress(raw.replace(marker, rng.randbytes(8)), 1) for _ in range(requests)]
-    signal, scrub = _SIGNALS["/v1/traces"], ScrubProcessor()
+    signal, scrub = SIGNALS["/v1/traces"], ScrubProcessor()
     outbox = Outbox(Path(tempfile.mkdtemp(prefix="collector-stages-")) / "outbox.db")
     totals = dict.fromkeys(("gunzip", "decode", "map", "scrub", "outbox_put"), 0.0)
     for body in bodies:
         marks = [time.process_time()]
         data = gunzip(body, 2**26)
         marks.append(time.process_time())
-        request = decode(signal, data, is_json=False)
+        request = decode_request(signal, data, is_json=False)
         marks.append(time.process_time())
         events = map_traces(request, raw_body=data).events
         marks.append(time.process_time())

@@ -102,7 +102,7 @@ def _serve(config: CollectorConfig, args) -> int:
     shown_host = f"[{host}]" if ":" in host else host
     server = _DrainingServer(
         uvicorn.Config(
-            app.receiver,
+            app.asgi,
             lifespan="off",
             log_level="warning",
             access_log=False,

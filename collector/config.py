@@ -42,6 +42,7 @@ from collector.processors.mapping import MappingRules
 DEFAULT_ENDPOINT = "127.0.0.1:4318"
 DEFAULT_DATA_DIR = "./.stack/collector"
 DEFAULT_POSTHOG_HOST = "https://us.i.posthog.com"
+DEFAULT_OUTBOX_MAX_BYTES = 256 * 2**20
 OUTBOX_FILE = "outbox.db"
 EVENTS_FILE = "events.db"
 
@@ -62,7 +63,7 @@ class LimitsConfig:
     max_request_bytes: int = 4 * 2**20
     max_decompressed_bytes: int = 32 * 2**20
     max_inflight_requests: int = 32
-    outbox_max_bytes: int = 256 * 2**20
+    outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES
     retry_after_s: int = 1
     body_timeout_s: int = 30
 

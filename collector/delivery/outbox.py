@@ -30,16 +30,20 @@ receiver's put, and show up as ack latency.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Outbox", "OutboxError", "OutboxFullError", "StoredEvent", "encode_event"]
+from collector.config import DEFAULT_OUTBOX_MAX_BYTES
+from collector.events import StoredEvent, encode_event
+
+__all__ = ["Outbox", "OutboxError", "OutboxFullError"]
 
 _PENDING = 0
 _IN_FLIGHT = 1
@@ -93,81 +97,7 @@ class OutboxFullError(Exception):
     """The outbox holds max_bytes already: backpressure (429 with Retry-After), never a drop."""
 
 
-def encode_event(event: dict) -> str:
-    """The compact JSON stored for an event; its UTF-8 length is the event's size.
-
-    Always valid JSON: a non-finite float (which json.dumps would write as a bare NaN or
-    Infinity) becomes null, as posthog-python's batch_post does. Mapping already turns them
-    into strings, so the fallback costs nothing on the normal path.
-    """
-    if isinstance(event, StoredEvent):
-        return event.payload.decode()
-    try:
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-class StoredEvent(Mapping):
-    """An event claimed from the outbox, read-only.
-
-    ``payload`` is its stored JSON as UTF-8 bytes, for an exporter to send as it is; ``uuid``
-    and ``size_bytes`` come from the row. The decoded event (any other key) is parsed on first
-    use only, so delivery never decodes the events it sends. ``timestamp`` is read by SQLite
-    (json_extract) for the delivery-lag gauge, without decoding the event in Python.
-    """
-
-    __slots__ = ("uuid", "payload", "size_bytes", "_timestamp", "_event")
-
-    def __init__(self, uuid: str, payload: bytes, size_bytes: int, timestamp=None) -> None:
-        self.uuid = uuid
-        self.payload = payload
-        self.size_bytes = size_bytes
-        self._timestamp = timestamp
-        self._event: dict | None = None
-
-    @classmethod
-    def of(cls, event: dict) -> StoredEvent:
-        """Wrap an event dict as the outbox would store it (tests, replay)."""
-        payload = encode_event(event).encode()
-        stored = cls(event["uuid"], payload, len(payload), event.get("timestamp"))
-        stored._event = json.loads(payload)
-        return stored
-
-    @property
-    def event(self) -> dict:
-        if self._event is None:
-            self._event = json.loads(self.payload)
-        return self._event
-
-    def __getitem__(self, key: str):
-        if key == "uuid":
-            return self.uuid
-        if key == "timestamp" and isinstance(self._timestamp, str):
-            return self._timestamp
-        return self.event[key]
-
-    def __iter__(self):
-        return iter(self.event)
-
-    def __len__(self) -> int:
-        return len(self.event)
-
-    def __repr__(self) -> str:
-        return f"StoredEvent({self.payload.decode()!r})"
-
-
-def _chunks(items: Sequence, size: int = _MAX_PARAMS) -> Iterable[Sequence]:
+def _chunks(items: Sequence[Any], size: int = _MAX_PARAMS) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -179,9 +109,9 @@ def _placeholders(count: int) -> str:
 class Outbox:
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         *,
-        max_bytes: int = 256 * 2**20,
+        max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES,
         clock: Callable[[], float] = time.time,
         synchronous: str = "NORMAL",
         recover_in_flight: bool = True,
@@ -210,7 +140,7 @@ class Outbox:
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             if recover_in_flight:
-                with self._transaction():
+                with _transaction(self._db):
                     # crash resume: whatever a previous process claimed goes back to pending
                     self._db.execute("UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT))
             self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
@@ -218,17 +148,40 @@ class Outbox:
             self._db.close()
             raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
 
-    # -- transactions ------------------------------------------------------------------
+    # -- the two connections -----------------------------------------------------------
 
-    def _transaction(self):
-        return _Transaction(self._db)
+    @contextlib.contextmanager
+    def _writing(self, failure: str, *, transaction: bool = True) -> Iterator[sqlite3.Connection]:
+        """The writer connection under its lock, in one ``BEGIN IMMEDIATE`` transaction (committed when
+        the block ends, rolled back when it raises); a ``sqlite3.Error`` becomes ``OutboxError(failure)``."""
+        with self._lock:
+            try:
+                if transaction:
+                    with _transaction(self._db):
+                        yield self._db
+                else:
+                    yield self._db
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{failure}: {exc}") from exc
 
-    def _stats(self) -> tuple[int, int]:
-        return self._db.execute("SELECT rows, bytes FROM outbox_stats WHERE id=0").fetchone()
+    @contextlib.contextmanager
+    def _reading(self, failure: str = "outbox read failed") -> Iterator[sqlite3.Connection]:
+        """The reader connection under its lock (a committed snapshot beside the writer); a
+        ``sqlite3.Error`` becomes ``OutboxError(failure)``."""
+        with self._read_lock:
+            try:
+                yield self._reader
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{failure}: {exc}") from exc
+
+    def _read_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """One row through the reader connection (a row, never None, for the aggregate queries)."""
+        with self._reading() as reader:
+            return reader.execute(sql, params).fetchone()
 
     # -- ingest ------------------------------------------------------------------------
 
-    def put(self, events: Sequence[dict]) -> int:
+    def put(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Store events durably (committed when this returns); idempotent by uuid.
 
         Returns how many rows were newly inserted. Raises OutboxFullError when the events
@@ -248,33 +201,28 @@ class Outbox:
                 rows.append((event["uuid"], payload, size, now, now))
             except KeyError:
                 raise ValueError(f"an outbox event needs a uuid: {payload[:200]}") from None
-        with self._lock:
-            try:
-                with self._transaction():
-                    _, stored_bytes = self._stats()
-                    if stored_bytes + incoming_bytes > self.max_bytes:
-                        raise OutboxFullError(
-                            f"outbox full: {stored_bytes} + {incoming_bytes} bytes > max_bytes {self.max_bytes}"
-                        )
-                    inserted = self._db.executemany(
-                        "INSERT OR IGNORE INTO outbox"
-                        " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        rows,
-                    ).rowcount
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox write failed: {exc}") from exc
-        return inserted
+        with self._writing("outbox write failed") as db:
+            _, stored_bytes = db.execute("SELECT rows, bytes FROM outbox_stats WHERE id=0").fetchone()
+            if stored_bytes + incoming_bytes > self.max_bytes:
+                raise OutboxFullError(
+                    f"outbox full: {stored_bytes} + {incoming_bytes} bytes > max_bytes {self.max_bytes}"
+                )
+            return db.executemany(
+                "INSERT OR IGNORE INTO outbox"
+                " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            ).rowcount
 
     # -- gauges ------------------------------------------------------------------------
 
     def depth(self) -> int:
         """Rows pending or in flight (dead letters excluded)."""
-        return self._read_one("SELECT rows FROM outbox_stats WHERE id=0")[0]
+        return int(self._read_one("SELECT rows FROM outbox_stats WHERE id=0")[0])
 
     def size_bytes(self) -> int:
         """Bytes of stored payloads pending or in flight: what max_bytes bounds."""
-        return self._read_one("SELECT bytes FROM outbox_stats WHERE id=0")[0]
+        return int(self._read_one("SELECT bytes FROM outbox_stats WHERE id=0")[0])
 
     def oldest_age_s(self) -> float | None:
         # rows are numbered in enqueue order: the first one is the oldest (an index lookup)
@@ -283,7 +231,8 @@ class Outbox:
 
     def next_due_at(self) -> float | None:
         """When the earliest pending row becomes due, or None when nothing is pending."""
-        return self._read_one("SELECT min(next_attempt_at) FROM outbox WHERE state=?", (_PENDING,))[0]
+        due: float | None = self._read_one("SELECT min(next_attempt_at) FROM outbox WHERE state=?", (_PENDING,))[0]
+        return due
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -296,16 +245,13 @@ class Outbox:
         marking them in flight takes the writer. Claims are meant for one delivery thread.
         """
         now = self._clock()
-        with self._read_lock:
-            try:
-                candidates = self._reader.execute(
-                    "SELECT seq, uuid, CAST(payload AS BLOB), size_bytes, json_extract(payload, '$.timestamp')"
-                    " FROM outbox WHERE state=? AND next_attempt_at<=?"
-                    " ORDER BY next_attempt_at, seq LIMIT ?",
-                    (_PENDING, now, max_events),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox claim failed: {exc}") from exc
+        with self._reading("outbox claim failed") as reader:
+            candidates = reader.execute(
+                "SELECT seq, uuid, CAST(payload AS BLOB), size_bytes, json_extract(payload, '$.timestamp')"
+                " FROM outbox WHERE state=? AND next_attempt_at<=?"
+                " ORDER BY next_attempt_at, seq LIMIT ?",
+                (_PENDING, now, max_events),
+            ).fetchall()
         batch: list[StoredEvent] = []
         batch_seqs: list[int] = []
         batch_bytes = 0
@@ -317,16 +263,12 @@ class Outbox:
             batch.append(StoredEvent(uuid, payload, size, timestamp))
         if not batch:
             return batch
-        with self._lock:
-            try:
-                with self._transaction():
-                    for chunk in _chunks(batch_seqs):
-                        self._db.execute(
-                            f"UPDATE outbox SET state=? WHERE seq IN ({_placeholders(len(chunk))})",
-                            (_IN_FLIGHT, *chunk),
-                        )
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox claim failed: {exc}") from exc
+        with self._writing("outbox claim failed") as db:
+            for chunk in _chunks(batch_seqs):
+                db.execute(
+                    f"UPDATE outbox SET state=? WHERE seq IN ({_placeholders(len(chunk))})",
+                    (_IN_FLIGHT, *chunk),
+                )
         return batch
 
     def ack(self, uuids: Iterable[str]) -> None:
@@ -335,33 +277,23 @@ class Outbox:
         One short transaction per _ACK_CHUNK rows, releasing the lock in between, so that a
         put from the receiver never waits behind a whole batch (deleting is idempotent).
         """
-        uuids = list(uuids)
-        for chunk in _chunks(uuids, _ACK_CHUNK):
-            with self._lock:
-                try:
-                    with self._transaction():
-                        self._db.execute(f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})", chunk)
-                except sqlite3.Error as exc:
-                    raise OutboxError(f"outbox ack failed: {exc}") from exc
+        for chunk in _chunks(list(uuids), _ACK_CHUNK):
+            with self._writing("outbox ack failed") as db:
+                db.execute(f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})", chunk)
 
     def nack(self, uuids: Iterable[str], *, retry_at: float, error: str) -> None:
         """Not delivered: back to pending, due again at retry_at (wall-clock seconds)."""
-        uuids = list(uuids)
-        with self._lock:
-            try:
-                with self._transaction():
-                    for chunk in _chunks(uuids):
-                        self._db.execute(
-                            "UPDATE outbox SET state=?, next_attempt_at=?, attempts=attempts+1,"
-                            f" last_error=? WHERE uuid IN ({_placeholders(len(chunk))})",
-                            (_PENDING, retry_at, error, *chunk),
-                        )
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox nack failed: {exc}") from exc
+        with self._writing("outbox nack failed") as db:
+            for chunk in _chunks(list(uuids)):
+                db.execute(
+                    "UPDATE outbox SET state=?, next_attempt_at=?, attempts=attempts+1,"
+                    f" last_error=? WHERE uuid IN ({_placeholders(len(chunk))})",
+                    (_PENDING, retry_at, error, *chunk),
+                )
 
     # -- dead letters ------------------------------------------------------------------
 
-    def dead_letter(self, events_or_uuids: Iterable[dict | str], *, reason: str) -> int:
+    def dead_letter(self, events_or_uuids: Iterable[Mapping[str, Any] | str], *, reason: str) -> int:
         """Move rows to dead_letters with the reason; returns how many were dead-lettered.
 
         Accepts uuids of queued rows, or event dicts: an event not in the outbox (say, one
@@ -370,59 +302,51 @@ class Outbox:
         items = list(events_or_uuids)
         now = self._clock()
         count = 0
-        with self._lock:
-            try:
-                with self._transaction():
-                    for item in items:
-                        uuid = item if isinstance(item, str) else item["uuid"]
-                        moved = self._db.execute(
-                            "INSERT OR REPLACE INTO dead_letters"
-                            " (uuid, payload, size_bytes, reason, failed_at, attempts)"
-                            " SELECT uuid, payload, size_bytes, ?, ?, attempts FROM outbox"
-                            " WHERE uuid=?",
-                            (reason, now, uuid),
-                        ).rowcount
-                        if moved:
-                            self._db.execute("DELETE FROM outbox WHERE uuid=?", (uuid,))
-                        elif isinstance(item, Mapping):  # a dict, or a claimed StoredEvent
-                            payload = encode_event(item)
-                            self._db.execute(
-                                "INSERT OR REPLACE INTO dead_letters"
-                                " (uuid, payload, size_bytes, reason, failed_at)"
-                                " VALUES (?, ?, ?, ?, ?)",
-                                (uuid, payload, len(payload.encode()), reason, now),
-                            )
-                        else:
-                            continue
-                        count += 1
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox dead-letter failed: {exc}") from exc
+        with self._writing("outbox dead-letter failed") as db:
+            for item in items:
+                uuid = item if isinstance(item, str) else item["uuid"]
+                moved = db.execute(
+                    "INSERT OR REPLACE INTO dead_letters"
+                    " (uuid, payload, size_bytes, reason, failed_at, attempts)"
+                    " SELECT uuid, payload, size_bytes, ?, ?, attempts FROM outbox"
+                    " WHERE uuid=?",
+                    (reason, now, uuid),
+                ).rowcount
+                if moved:
+                    db.execute("DELETE FROM outbox WHERE uuid=?", (uuid,))
+                elif isinstance(item, Mapping):  # a dict, or a claimed StoredEvent
+                    payload = encode_event(item)
+                    db.execute(
+                        "INSERT OR REPLACE INTO dead_letters"
+                        " (uuid, payload, size_bytes, reason, failed_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (uuid, payload, len(payload.encode()), reason, now),
+                    )
+                else:
+                    continue
+                count += 1
         return count
 
     def dead_letter_expired(self, uuids: Iterable[str], *, enqueued_before: float, reason: str) -> list[str]:
         """Dead-letter those of uuids enqueued before the given time; returns their uuids."""
-        uuids = list(uuids)
-        with self._lock:
-            expired = []
-            try:
-                for chunk in _chunks(uuids):
-                    expired += [
-                        uuid
-                        for (uuid,) in self._db.execute(
-                            f"SELECT uuid FROM outbox WHERE uuid IN ({_placeholders(len(chunk))}) AND enqueued_at<?",
-                            (*chunk, enqueued_before),
-                        )
-                    ]
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox read failed: {exc}") from exc
+        expired: list[str] = []
+        with self._writing("outbox read failed", transaction=False) as db:
+            for chunk in _chunks(list(uuids)):
+                expired += [
+                    uuid
+                    for (uuid,) in db.execute(
+                        f"SELECT uuid FROM outbox WHERE uuid IN ({_placeholders(len(chunk))}) AND enqueued_at<?",
+                        (*chunk, enqueued_before),
+                    )
+                ]
         if expired:
             self.dead_letter(expired, reason=reason)
         return expired
 
-    def dead_letters(self, limit: int = 100) -> list[dict]:
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters: uuid, event (its name), reason, failed_at, attempts, payload."""
-        with self._read_lock:
-            rows = self._query(
+        with self._reading() as reader:
+            rows = reader.execute(
                 "SELECT uuid, payload, reason, failed_at, attempts FROM dead_letters"
                 " ORDER BY failed_at DESC, uuid LIMIT ?",
                 (limit,),
@@ -443,30 +367,26 @@ class Outbox:
         return letters
 
     def dead_letter_count(self) -> int:
-        return self._read_one("SELECT count(*) FROM dead_letters")[0]
+        return int(self._read_one("SELECT count(*) FROM dead_letters")[0])
 
     def replay_dead_letters(self, uuids: Sequence[str] | None = None) -> int:
         """Move dead letters (all, or those uuids) back to the outbox, due now; returns the count."""
         now = self._clock()
-        with self._lock:
-            try:
-                with self._transaction():
-                    if uuids is None:
-                        selected = [u for (u,) in self._db.execute("SELECT uuid FROM dead_letters")]
-                    else:
-                        selected = list(uuids)
-                    replayed = 0
-                    for chunk in _chunks(selected):
-                        marks = _placeholders(len(chunk))
-                        replayed += self._db.execute(
-                            "INSERT OR IGNORE INTO outbox"
-                            " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
-                            f" SELECT uuid, payload, size_bytes, ?, ? FROM dead_letters WHERE uuid IN ({marks})",
-                            (now, now, *chunk),
-                        ).rowcount
-                        self._db.execute(f"DELETE FROM dead_letters WHERE uuid IN ({marks})", chunk)
-            except sqlite3.Error as exc:
-                raise OutboxError(f"dead-letter replay failed: {exc}") from exc
+        replayed = 0
+        with self._writing("dead-letter replay failed") as db:
+            if uuids is None:
+                selected = [u for (u,) in db.execute("SELECT uuid FROM dead_letters")]
+            else:
+                selected = list(uuids)
+            for chunk in _chunks(selected):
+                marks = _placeholders(len(chunk))
+                replayed += db.execute(
+                    "INSERT OR IGNORE INTO outbox"
+                    " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
+                    f" SELECT uuid, payload, size_bytes, ?, ? FROM dead_letters WHERE uuid IN ({marks})",
+                    (now, now, *chunk),
+                ).rowcount
+                db.execute(f"DELETE FROM dead_letters WHERE uuid IN ({marks})", chunk)
         return replayed
 
     def checkpoint(self) -> None:
@@ -475,11 +395,8 @@ class Outbox:
         Once a checkpoint has caught up, the next write starts the WAL over, so calling this
         between deliveries keeps the WAL file small.
         """
-        with self._read_lock:
-            try:
-                self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox checkpoint failed: {exc}") from exc
+        with self._reading("outbox checkpoint failed") as reader:
+            reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -491,32 +408,15 @@ class Outbox:
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox close failed: {exc}") from exc
 
-    # -- internals ---------------------------------------------------------------------
 
-    def _read_one(self, sql: str, params: Sequence = ()) -> tuple | None:
-        """One row through the reader connection (a committed snapshot; no writer lock)."""
-        with self._read_lock:
-            return self._query(sql, params).fetchone()
-
-    def _query(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
-        """Through the reader connection; the caller holds _read_lock."""
-        try:
-            return self._reader.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise OutboxError(f"outbox read failed: {exc}") from exc
-
-
-class _Transaction:
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        elif self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -15,12 +15,15 @@ import random as _random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from collector.delivery.outbox import Outbox, OutboxError, encode_event
+from collector.delivery.outbox import Outbox, OutboxError
 from collector.delivery.retry import BatchConfig, RetryConfig, expiry_cutoff, next_delay
+from collector.events import encode_event
 from collector.exporters import Exporter, Rejected, RetryLater, TooLarge, Unauthorized
+from collector.metrics import Metrics
 
 __all__ = ["DeliveryWorker"]
 
@@ -39,7 +42,7 @@ class DeliveryWorker:
         *,
         retry: RetryConfig = RetryConfig(),
         batch: BatchConfig = BatchConfig(),
-        metrics,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
         idle_poll_s: float = 1.0,
@@ -177,7 +180,7 @@ class DeliveryWorker:
 
     # -- one batch ---------------------------------------------------------------------
 
-    def _deliver(self, batch: list[dict]) -> None:
+    def _deliver(self, batch: Sequence[Mapping[str, Any]]) -> None:
         sendable = []
         for event in batch:
             size = _size_bytes(event)
@@ -222,14 +225,14 @@ class DeliveryWorker:
                 if lag_s is not None:
                     self._metrics.set("delivery_lag_seconds", lag_s)
 
-    def _dead_letter(self, events: list[dict], *, kind: str, reason: str) -> None:
+    def _dead_letter(self, events: Sequence[Mapping[str, Any]], *, kind: str, reason: str) -> None:
         count = self._outbox.dead_letter([event["uuid"] for event in events], reason=reason)
         self._metrics.inc("dead_lettered_events_total", count, reason=kind)
         logger.warning("dead-lettered %d event(s) (%s): %s", count, kind, reason)
 
     def _retry_later(
         self,
-        parts: list[list[dict]],
+        parts: Sequence[Sequence[Mapping[str, Any]]],
         exc: Exception,
         *,
         unauthorized: bool = False,
@@ -281,7 +284,7 @@ class DeliveryWorker:
         self._metrics.set("outbox_bytes", self._outbox.size_bytes())
         self._metrics.set("outbox_oldest_age_seconds", self._outbox.oldest_age_s() or 0.0)
 
-    def _lag_s(self, events: list[dict]) -> float | None:
+    def _lag_s(self, events: Sequence[Mapping[str, Any]]) -> float | None:
         """Seconds from the oldest event's timestamp to its delivery."""
         oldest = None
         for event in events:
@@ -293,7 +296,7 @@ class DeliveryWorker:
         return None if oldest is None else max(0.0, self._clock() - oldest)
 
 
-def _size_bytes(event: dict) -> int:
+def _size_bytes(event: Mapping[str, Any]) -> int:
     """The event's stored JSON size (a claimed StoredEvent carries it; others are encoded)."""
     size = getattr(event, "size_bytes", None)
     return size if size is not None else len(encode_event(event).encode())

@@ -6,13 +6,14 @@ acts on the class of the failure.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 __all__ = ["ExportError", "Exporter", "Rejected", "RetryLater", "TooLarge", "Unauthorized"]
 
 
 class Exporter(Protocol):
-    def export(self, batch: list[dict]) -> None:
+    def export(self, batch: Sequence[Mapping[str, Any]]) -> None:
         """Deliver the batch once; return on success, raise an ExportError subclass otherwise."""
 
     def shutdown(self) -> None:

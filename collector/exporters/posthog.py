@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import requests
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
@@ -26,12 +27,12 @@ from posthog.request import EVENTS_ENDPOINT, USER_AGENT, determine_server_host
 from posthog.utils import remove_trailing_slash
 from requests.adapters import HTTPAdapter
 
-from collector.delivery.outbox import encode_event
-from collector.exporters import Rejected, RetryLater, TooLarge, Unauthorized
+from collector.config import DEFAULT_POSTHOG_HOST
+from collector.events import encode_event
+from collector.exporters import ExportError, Rejected, RetryLater, TooLarge, Unauthorized
 
 __all__ = ["PostHogExporter", "batch_body"]
 
-DEFAULT_HOST = "https://us.i.posthog.com"
 DEFAULT_GZIP_LEVEL = 1
 _DETAIL_CHARS = 300
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip member, as GzipFile writes
@@ -41,7 +42,7 @@ class PostHogExporter:
     def __init__(
         self,
         api_key: str,
-        host: str | None = DEFAULT_HOST,
+        host: str | None = DEFAULT_POSTHOG_HOST,
         timeout_s: float = 10.0,
         *,
         gzip_level: int = DEFAULT_GZIP_LEVEL,
@@ -61,7 +62,7 @@ class PostHogExporter:
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
 
-    def export(self, batch: Sequence[dict]) -> None:
+    def export(self, batch: Sequence[Mapping[str, Any]]) -> None:
         body = batch_body(batch, api_key=self._api_key, sent_at=datetime.now(tz=UTC).isoformat())
         compressor = zlib.compressobj(self.gzip_level, zlib.DEFLATED, _GZIP_WBITS)
         data = compressor.compress(body) + compressor.flush()
@@ -80,7 +81,7 @@ class PostHogExporter:
         self._session.close()
 
 
-def batch_body(batch: Sequence[dict], *, api_key: str, sent_at: str) -> bytes:
+def batch_body(batch: Sequence[Mapping[str, Any]], *, api_key: str, sent_at: str) -> bytes:
     """The /batch/ body batch_post would send, with each event's stored JSON as it is.
 
     Same keys in the same order and the same separators as posthog-python's
@@ -101,7 +102,7 @@ def batch_body(batch: Sequence[dict], *, api_key: str, sent_at: str) -> bytes:
     )
 
 
-def _payload(event: dict) -> bytes:
+def _payload(event: Mapping[str, Any]) -> bytes:
     payload = getattr(event, "payload", None)
     return payload if payload is not None else encode_event(event).encode()
 
@@ -129,7 +130,7 @@ def _retry_after_s(response: requests.Response) -> float | None:
         return None
 
 
-def classify(status: int | str, detail: str, retry_after_s: float | None):
+def classify(status: int | str, detail: str, retry_after_s: float | None) -> ExportError:
     """The ExportError for a non-200 answer from /batch/."""
     message = f"HTTP {status}: {detail[:_DETAIL_CHARS]}"
     if status == 400:

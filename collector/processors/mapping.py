@@ -1,10 +1,7 @@
 """Span and event record → PostHog event: pure functions over OTLP protobuf messages.
 
-A PostHog event is a plain dict in the ``/batch/`` wire format::
-
-    {"event": str, "distinct_id": str, "properties": dict, "timestamp": ISO-8601 str, "uuid": str}
-
-Every key is fixed here and never recomputed downstream. The defaults follow DESIGN.md
+A PostHog event is a plain dict in the ``/batch/`` wire format (``collector.events``). Every key is
+fixed here and never recomputed downstream. The defaults follow docs/architecture.md
 "PostHog mapping"; ``MappingRules`` (from ``COLLECTOR_CONFIG``) rename events, drop or allow
 properties and opt extra spans in. Choices made once, documented in README:
 
@@ -23,20 +20,23 @@ that opt spans in by name or route) reads attribute keys only and builds no dict
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from hashlib import sha1
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from collector.codecs.protowire import spans_containing
+from collector.events import PostHogEvent
+from collector.pipeline import Batch
+from collector.processors.values import any_value, attributes_dict, iso_timestamp
 from instrumentation import semconv
 
 UUID_NAMESPACE = uuid.UUID("5f1c2b0e-7d3a-5c8e-9b4f-0a6d1e2c3b4a")
@@ -68,7 +68,7 @@ _MAX_REASONS = 3
 
 @dataclass(frozen=True)
 class MappingRules:
-    """Configurable part of the mapping (YAML ``mapping:``); the defaults are DESIGN.md's."""
+    """Configurable part of the mapping (YAML ``mapping:``); the defaults are docs/architecture.md's."""
 
     rename_events: Mapping[str, str] = field(default_factory=dict)
     drop_properties: frozenset[str] = frozenset()
@@ -85,7 +85,7 @@ DEFAULT_RULES = MappingRules()
 
 @dataclass
 class MappingResult:
-    events: list[dict] = field(default_factory=list)
+    events: list[PostHogEvent] = field(default_factory=list)
     received: int = 0
     """Spans, log records or metric data points in the request."""
     rejected: int = 0
@@ -108,41 +108,7 @@ class _Rejected(Exception):
     """An item that cannot be mapped; its message becomes part of partial_success."""
 
 
-# -- values -----------------------------------------------------------------------------------
-
-
-def any_value(value: AnyValue) -> Any:
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [any_value(item) for item in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
-    if kind == "bytes_value":
-        return value.bytes_value.hex()
-    if kind == "double_value":
-        number = value.double_value
-        return number if math.isfinite(number) else str(number)  # JSON has no NaN or Infinity
-    return getattr(value, kind)
-
-
-def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in attributes}
-
-
-_seconds_text: dict[int, str] = {}
-
-
-def iso_timestamp(time_unix_nano: int) -> str:
-    """Nanoseconds since the epoch → ``2026-11-28T04:36:12.123456Z`` (microseconds, UTC)."""
-    seconds, micros = divmod(time_unix_nano // 1000, 1_000_000)
-    text = _seconds_text.get(seconds)
-    if text is None:
-        if len(_seconds_text) > 4096:  # a small memo: events of one request share their seconds
-            _seconds_text.clear()
-        text = _seconds_text[seconds] = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{micros:06d}Z"
+# -- ids --------------------------------------------------------------------------------------
 
 
 _NAMESPACE_BYTES = UUID_NAMESPACE.bytes
@@ -157,12 +123,17 @@ def span_event_uuid(trace_id: str, span_id: str, event_name: str) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def _ids(trace_id: bytes, span_id: bytes, *, required: bool) -> tuple[str | None, str | None]:
+def _ids(trace_id: bytes, span_id: bytes) -> tuple[str, str]:
     if len(trace_id) == 16 and len(span_id) == 8 and any(trace_id) and any(span_id):
         return trace_id.hex(), span_id.hex()
-    if required or trace_id or span_id:
-        raise _Rejected("invalid trace_id or span_id")
-    return None, None
+    raise _Rejected("invalid trace_id or span_id")
+
+
+def _optional_ids(trace_id: bytes, span_id: bytes) -> tuple[str | None, str | None]:
+    """Ids of an event record, which may have none (but not invalid ones)."""
+    if not trace_id and not span_id:
+        return None, None
+    return _ids(trace_id, span_id)
 
 
 def _resource_properties(attributes: Iterable[KeyValue]) -> dict[str, Any]:
@@ -190,7 +161,7 @@ def _event(
     span_id: str | None,
     extra: dict[str, Any],
     rules: MappingRules,
-) -> dict:
+) -> PostHogEvent:
     allow, drop = rules.allow_properties, rules.drop_properties
     properties = {
         key: value
@@ -229,7 +200,7 @@ def _event(
     }
 
 
-def _outcome_extra(outcome_failed: bool, duration_ms: float, attributes: dict[str, Any]) -> dict:
+def _outcome_extra(outcome_failed: bool, duration_ms: float, attributes: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {"processing_time_ms": duration_ms}
     if outcome_failed:
         error_type = attributes.get(semconv.ERROR_TYPE)
@@ -238,16 +209,16 @@ def _outcome_extra(outcome_failed: bool, duration_ms: float, attributes: dict[st
 
 
 def map_span(
-    span,
+    span: Span,
     operation: str,
     resource: dict[str, Any],
     rules: MappingRules = DEFAULT_RULES,
     attributes: dict[str, Any] | None = None,
-) -> dict:
+) -> PostHogEvent:
     """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``."""
     if not operation or not isinstance(operation, str):
         raise _Rejected("empty phonoglyph.operation")
-    trace_id, span_id = _ids(span.trace_id, span.span_id, required=True)
+    trace_id, span_id = _ids(span.trace_id, span.span_id)
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if end == 0 or end < start:
         raise _Rejected("span end time missing or before its start")
@@ -264,7 +235,9 @@ def map_span(
     )
 
 
-def map_log_record(record, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES) -> dict | None:
+def map_log_record(
+    record: LogRecord, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES
+) -> PostHogEvent | None:
     """An event record → a PostHog event; ``None`` for a plain log record (no event name)."""
     attributes = attributes_dict(record.attributes)
     name = record.event_name or attributes.get(EVENT_NAME_ATTRIBUTE)
@@ -282,30 +255,30 @@ def map_log_record(record, resource: dict[str, Any], rules: MappingRules = DEFAU
         and name in (operation + semconv.COMPLETED_SUFFIX, operation + semconv.FAILED_SUFFIX)
     ):
         # The outcome of an unsampled operation: the same event its span would have given.
-        trace_id, span_id = _ids(record.trace_id, record.span_id, required=True)
+        trace_id, span_id = _ids(record.trace_id, record.span_id)
         duration_ms = attributes.get(semconv.DURATION_MS)
         if isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)):
             raise _Rejected(f"outcome event record without a numeric {semconv.DURATION_MS}")
         extra = _outcome_extra(name.endswith(semconv.FAILED_SUFFIX), float(duration_ms), attributes)
         event_uuid = span_event_uuid(trace_id, span_id, name)
         return _event(name, event_uuid, time_unix_nano, attributes, resource, trace_id, span_id, extra, rules)
-    trace_id, span_id = _ids(record.trace_id, record.span_id, required=False)
+    record_trace_id, record_span_id = _optional_ids(record.trace_id, record.span_id)
     event_id = attributes.get(semconv.EVENT_ID)
     if event_id is None:
         # Deterministic all the same, so that a retried OTLP request maps to the same uuid.
-        event_uuid = str(uuid.uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{name}:{time_unix_nano}"))
+        event_uuid = str(uuid.uuid5(UUID_NAMESPACE, f"{record_trace_id}:{record_span_id}:{name}:{time_unix_nano}"))
     else:
         try:
             event_uuid = str(uuid.UUID(str(event_id)))
         except ValueError:
             raise _Rejected(f"{semconv.EVENT_ID} is not a UUID") from None
-    return _event(name, event_uuid, time_unix_nano, attributes, resource, trace_id, span_id, {}, rules)
+    return _event(name, event_uuid, time_unix_nano, attributes, resource, record_trace_id, record_span_id, {}, rules)
 
 
 # -- requests -----------------------------------------------------------------------------------
 
 
-def _tagged_operation(span, rules: MappingRules) -> str | None:
+def _tagged_operation(span: Span, rules: MappingRules) -> str | None:
     """The span's operation, reading attribute keys only (the fast path for untagged spans)."""
     routes = rules.http_routes
     for kv in span.attributes:
@@ -321,82 +294,6 @@ def _tagged_operation(span, rules: MappingRules) -> str | None:
     return None
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _messages(buf: bytes, start: int, end: int, field_number: int):
-    """(start, end) of every length-delimited occurrence of ``field_number`` in buf[start:end]."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        wire_type = key & 7
-        if wire_type == 2:
-            length, pos = _varint(buf, pos)
-            if key >> 3 == field_number:
-                yield pos, pos + length
-            pos += length
-        else:
-            pos = _skip(buf, pos, wire_type)
-    if pos != end:
-        raise ValueError("truncated field")
-
-
-def _skip(buf: bytes, pos: int, wire_type: int) -> int:
-    if wire_type == 0:
-        return _varint(buf, pos)[1]
-    if wire_type == 1:
-        return pos + 8
-    if wire_type == 5:
-        return pos + 4
-    raise ValueError("unexpected wire type")  # groups: never in OTLP
-
-
-def _tag_candidates(raw_body: bytes) -> tuple[int, list[tuple[int, int, int]]]:
-    """Walk the protobuf framing only (request → resource_spans → scope_spans → spans) and return the
-    span count and, for each span whose bytes contain the tag key, (resource index, start, end)."""
-    received = 0
-    candidates = []
-    find = raw_body.find
-    for r, (r_start, r_end) in enumerate(_messages(raw_body, 0, len(raw_body), 1)):
-        tagged_resource = find(OPERATION_TAG, r_start, r_end) >= 0
-        for s_start, s_end in _messages(raw_body, r_start, r_end, 2):
-            # the hot loop, inlined: one iteration per span, one-byte keys and short lengths first
-            pos = s_start
-            while pos < s_end:
-                key = raw_body[pos]
-                pos += 1
-                if key & 0x80:
-                    key, pos = _varint(raw_body, pos - 1)
-                if key & 7 != 2:
-                    pos = _skip(raw_body, pos, key & 7)
-                    continue
-                length = raw_body[pos]
-                pos += 1
-                if length & 0x80:  # spans are mostly 128 bytes to 16 KiB: a two-byte length
-                    second = raw_body[pos]
-                    if second & 0x80:
-                        length, pos = _varint(raw_body, pos - 1)
-                    else:
-                        length = (length & 0x7F) | (second << 7)
-                        pos += 1
-                if key >> 3 == 2:
-                    received += 1
-                    if tagged_resource and find(OPERATION_TAG, pos, pos + length) >= 0:
-                        candidates.append((r, pos, pos + length))
-                pos += length
-            if pos != s_end:
-                raise ValueError("truncated field")
-    return received, candidates
-
-
 def map_traces(
     request: ExportTraceServiceRequest, rules: MappingRules = DEFAULT_RULES, *, raw_body: bytes | None = None
 ) -> MappingResult:
@@ -408,7 +305,7 @@ def map_traces(
     """
     if raw_body is not None and not (rules.span_names or rules.http_routes):
         try:
-            received, candidates = _tag_candidates(raw_body)
+            received, candidates = spans_containing(raw_body, OPERATION_TAG)
         except (ValueError, IndexError):
             candidates = None  # not the framing we expect: take the full scan
         if candidates is not None:
@@ -430,8 +327,8 @@ def map_traces(
 
 def _map_one_span(
     result: MappingResult,
-    span,
-    operation,
+    span: Span,
+    operation: Any,
     resource: dict[str, Any],
     rules: MappingRules,
     attributes: dict[str, Any] | None = None,
@@ -491,3 +388,25 @@ def count_metric_points(request: ExportMetricsServiceRequest) -> MappingResult:
                     result.received += len(getattr(metric, kind).data_points)
     result.ignored = result.received
     return result
+
+
+class MappingProcessor:
+    """The pipeline's first processor: derives a batch's events and counts from its request."""
+
+    def __init__(self, rules: MappingRules = DEFAULT_RULES) -> None:
+        self._rules = rules
+
+    def process(self, batch: Batch) -> None:
+        request: Any = batch.request
+        if batch.signal == "traces":
+            result = map_traces(request, self._rules, raw_body=batch.raw_body)
+            batch.ignored_reason = "untagged_span"
+        elif batch.signal == "logs":
+            result = map_logs(request, self._rules)
+            batch.ignored_reason = "log_without_event_name"
+        else:
+            result = count_metric_points(request)
+            batch.ignored_reason = "metric_point"
+        batch.events = result.events
+        batch.received, batch.rejected, batch.ignored = result.received, result.rejected, result.ignored
+        batch.error_message = result.error_message

@@ -10,7 +10,8 @@ import uuid
 import pytest
 import requests
 
-from collector.delivery.outbox import Outbox, StoredEvent
+from collector.delivery.outbox import Outbox
+from collector.events import StoredEvent
 from collector.exporters import Rejected, RetryLater, TooLarge, Unauthorized
 from collector.exporters.posthog import PostHogExporter
 from tests.fakes.posthog import Answer

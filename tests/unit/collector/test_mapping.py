@@ -284,12 +284,6 @@ def test_metric_points_are_counted():
     assert (result.received, result.ignored, result.events) == (4, 4, [])
 
 
-def test_iso_timestamp_is_exact_to_the_microsecond():
-    assert mapping.iso_timestamp(0) == "1970-01-01T00:00:00.000000Z"
-    assert mapping.iso_timestamp(T0 + 999) == "2025-11-28T03:20:00.000000Z"
-    assert mapping.iso_timestamp(T0 + 1_000) == "2025-11-28T03:20:00.000001Z"
-
-
 def test_non_string_operation_on_a_record_is_an_ordinary_event():
     result = map_logs(logs(record("x_completed", {"phonoglyph.operation": 3, "phonoglyph.event.id": EVENT_ID})))
     assert [event["event"] for event in result.events] == ["x_completed"]
@@ -322,7 +316,26 @@ def test_fast_path_equals_the_full_scan_across_resources_scopes_and_sizes():
                 scope.spans.append(span(attrs, span_id=index.to_bytes(8, "big")))
     raw = request.SerializeToString()
     fast = map_traces(request, raw_body=raw)
-    full = mapping._scan_traces(request, MappingRules())
+    full = map_traces(request)  # no raw body: the full scan
     assert (fast.received, fast.ignored, fast.rejected) == (full.received, full.ignored, full.rejected) == (16, 11, 0)
     assert fast.events == full.events and len(fast.events) == 5
     assert {event["properties"]["service.name"] for event in fast.events} == {"svc-0", "svc-1"}
+
+
+def test_the_mapping_processor_fills_the_batch():
+    from collector.pipeline import Batch
+    from collector.processors.mapping import MappingProcessor
+
+    request = traces(
+        span({"phonoglyph.operation": "render"}),
+        span({}, span_id=b"\x02" * 8),
+        span({"phonoglyph.operation": "x"}, span_id=b"\0" * 8),
+    )
+    batch = Batch("traces", request, request.SerializeToString())
+    MappingProcessor().process(batch)
+    assert [event["event"] for event in batch.events] == ["render_completed"]
+    assert (batch.received, batch.rejected, batch.ignored, batch.ignored_reason) == (3, 1, 1, "untagged_span")
+    assert batch.error_message == "invalid trace_id or span_id"
+    metrics_batch = Batch("metrics", ExportMetricsServiceRequest())
+    MappingProcessor().process(metrics_batch)
+    assert (metrics_batch.events, metrics_batch.ignored_reason) == ([], "metric_point")

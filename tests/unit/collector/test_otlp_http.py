@@ -1,191 +1,147 @@
-import base64
+"""The OTLP/HTTP receiver driven as an ASGI app, with a fake consumer: statuses, limits, answers."""
+
+import asyncio
 import gzip
-import json
+import threading
 
-import pytest
-from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from collector.processors.mapping import map_logs, map_traces
-from collector.receivers.otlp_http import _SIGNALS, _HttpError, _status_body, decode, gunzip
-from tests.unit.collector.otlp_builders import logs, record, span, traces
+from collector.config import LimitsConfig
+from collector.metrics import Metrics
+from collector.pipeline import ConsumeResult, RetryableError
+from collector.receivers.otlp_http import OtlpHttpReceiver
+from tests.unit.collector.otlp_builders import logs, record
 
-TRACES = _SIGNALS["/v1/traces"]
-LOGS = _SIGNALS["/v1/logs"]
-
-
-def otlp_json(message) -> bytes:
-    """OTLP/JSON as the spec writes it: camelCase, hex ids, int64 as strings, enums as ints."""
-    document = json_format.MessageToDict(message, use_integers_for_enums=True)
-
-    def hexify(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("traceId", "spanId", "parentSpanId"):
-                    node[key] = base64.b64decode(value).hex()
-                else:
-                    hexify(value)
-        elif isinstance(node, list):
-            for item in node:
-                hexify(item)
-
-    hexify(document)
-    return json.dumps(document).encode()
+BODY = logs(
+    record("file_uploaded", {"phonoglyph.event.id": "0b6f4b8e-2f3a-4c1d-9e8f-7a6b5c4d3e2f"})
+).SerializeToString()
 
 
-def test_json_and_protobuf_map_to_the_same_events():
-    request = traces(
-        span(
-            {
-                "phonoglyph.operation": "render",
-                "user.id": "u",
-                "n": 2**40,
-                "ratio": 0.5,
-                "ok": True,
-                "raw": b"\x01\xff",
-                "nested": {"a": [1, "x"]},
-            },
-            error=True,
-        ),
-        span({"http.route": "/x"}, span_id=b"\x02" * 8),
-    )
-    body = otlp_json(request)
-    assert b'"5b8efff798038103d269b633813fc60c"' in body and b'"1099511627776"' in body and b'"code": 2' in body
-    from_json = map_traces(decode(TRACES, body, is_json=True))
-    from_proto = map_traces(decode(TRACES, request.SerializeToString(), is_json=False))
-    assert from_json.events == from_proto.events
-    assert from_json.events[0]["properties"]["raw"] == "01ff"
-    assert from_json.events[0]["properties"]["nested"] == {"a": [1, "x"]}
-    log_request = logs(record("file_uploaded", {"phonoglyph.event.id": "0b6f4b8e-2f3a-4c1d-9e8f-7a6b5c4d3e2f"}))
-    assert map_logs(decode(LOGS, otlp_json(log_request), is_json=True)).events == map_logs(log_request).events
+class Consumer:
+    def __init__(self, result=ConsumeResult(), error=None):
+        self.calls = []
+        self.result = result
+        self.error = error
+
+    def consume(self, signal, request, raw_body):
+        self.calls.append((signal, request, raw_body))
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
-def test_json_unknown_fields_are_ignored_and_snake_case_is_accepted():
-    body = json.dumps(
-        {
-            "resource_spans": [
-                {
-                    "scope_spans": [
-                        {
-                            "spans": [
-                                {
-                                    "trace_id": "5b8efff798038103d269b633813fc60c",
-                                    "span_id": "eee19b7ec3c1b174",
-                                    "name": "x",
-                                    "start_time_unix_nano": 1,
-                                    "end_time_unix_nano": "2",
-                                    "futureField": {"x": 1},
-                                    "attributes": [{"key": "phonoglyph.operation", "value": {"stringValue": "render"}}],
-                                }
-                            ]
-                        }
-                    ]
-                }
-            ]
-        }
-    ).encode()
-    events = map_traces(decode(TRACES, body, is_json=True)).events
-    assert [event["event"] for event in events] == ["render_completed"]
+async def asgi(app, path, body=b"", *, method="POST", headers=None):
+    """One request through the ASGI app: (status, headers, body)."""
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    if headers is None:
+        headers = [(b"content-type", b"application/x-protobuf")]
+    await app({"type": "http", "path": path, "method": method, "headers": headers}, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"\xff\xff\xff",
-        b"{",
-        b"[]",
-        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
-        b'{"resourceSpans": 3}',
-    ],
-)
-def test_undecodable_bodies_are_400(body):
-    is_json = body[:1] in (b"{", b"[")
-    with pytest.raises(_HttpError) as info:
-        decode(TRACES, body, is_json=is_json)
-    assert info.value.status == 400
+def receiver(consumer, **kwargs):
+    return OtlpHttpReceiver(consumer, metrics=kwargs.pop("metrics", Metrics()), limits=LimitsConfig(), **kwargs)
 
 
-def test_gunzip_members_limits_and_errors():
-    data = b"x" * 10_000
-    assert gunzip(gzip.compress(data), 10_000) == data
-    assert gunzip(gzip.compress(data[:4000]) + gzip.compress(data[4000:]), 10_000) == data
-    with pytest.raises(_HttpError) as info:
-        gunzip(gzip.compress(data), 9_999)
-    assert info.value.status == 413
-    for bad in (gzip.compress(data)[:-5], b"not gzip", gzip.compress(data) + b"junk"):
-        with pytest.raises(_HttpError) as info:
-            gunzip(bad, 10_000)
-        assert info.value.status == 400
+async def test_a_decoded_request_goes_to_the_consumer_and_the_answer_reports_rejections():
+    consumer = Consumer(ConsumeResult(rejected=1, error_message="bad ids"))
+    app = receiver(consumer)
+    try:
+        status, headers, body = await asgi(
+            app,
+            "/v1/logs",
+            gzip.compress(BODY),
+            headers=[
+                (b"content-type", b"application/x-protobuf"),
+                (b"content-encoding", b"gzip"),
+            ],
+        )
+    finally:
+        app.shutdown()
+    assert (status, headers[b"content-type"]) == (200, b"application/x-protobuf")
+    assert ExportLogsServiceResponse.FromString(body).partial_success.rejected_log_records == 1
+    [(signal, request, raw_body)] = consumer.calls
+    assert (signal, raw_body) == ("logs", BODY)
+    assert request.resource_logs[0].scope_logs[0].log_records[0].event_name == "file_uploaded"
 
 
-def test_gunzip_stops_a_bomb_early():
-    bomb = gzip.compress(b"\0" * (64 * 2**20))
-    assert len(bomb) < 100_000
-    with pytest.raises(_HttpError) as info:
-        gunzip(bomb, 2**20)
-    assert info.value.status == 413
+async def test_json_requests_hand_on_no_raw_body():
+    consumer = Consumer()
+    app = receiver(consumer)
+    try:
+        status, _, body = await asgi(app, "/v1/traces", b"{}", headers=[(b"content-type", b"application/json")])
+    finally:
+        app.shutdown()
+    assert (status, body) == (200, b"{}")
+    assert consumer.calls[0][0] == "traces" and consumer.calls[0][2] is None
 
 
-def test_status_body_is_a_google_rpc_status():
-    from google.rpc.status_pb2 import Status
+async def test_retryable_errors_become_their_status_with_retry_after():
+    for status in (429, 503):
+        metrics = Metrics()
+        app = receiver(Consumer(error=RetryableError(status, "later", retry_after_s=7)), metrics=metrics)
+        try:
+            answer, headers, body = await asgi(app, "/v1/logs", BODY)
+        finally:
+            app.shutdown()
+        assert (answer, headers[b"retry-after"], Status.FromString(body).message) == (status, b"7", "later")
+        assert metrics.value("rejected_requests_total", status=str(status)) == 1
 
-    status = Status.FromString(_status_body(503, "storage unavailable " * 10, is_json=False))
-    assert (status.code, status.message) == (14, "storage unavailable " * 10)
-    assert json.loads(_status_body(401, "no", is_json=True)) == {"code": 16, "message": "no"}
+
+async def test_a_consumer_bug_is_500_and_no_crash():
+    app = receiver(Consumer(error=KeyError("bug")))
+    try:
+        assert (await asgi(app, "/v1/logs", BODY))[0] == 500
+    finally:
+        app.shutdown()
 
 
-def _asgi_post(receiver, body: bytes):
-    """Drive the ASGI app directly: returns (status, headers) of one POST /v1/logs."""
-
-    async def run():
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-        sent = []
-
-        async def receive():
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "path": "/v1/logs",
-            "method": "POST",
-            "headers": [(b"content-type", b"application/x-protobuf")],
-        }
-        await receiver(scope, receive, send)
-        return sent[0]["status"], dict(sent[0]["headers"])
-
-    return run()
+async def test_checks_before_the_consumer():
+    consumer = Consumer()
+    app = receiver(consumer, auth_token="t")
+    auth = (b"authorization", b"Bearer t")
+    try:
+        assert (await asgi(app, "/v1/logs", BODY))[0] == 401
+        assert (await asgi(app, "/v1/logs", BODY, headers=[auth, (b"content-type", b"text/plain")]))[0] == 415
+        undecodable = await asgi(
+            app, "/v1/logs", b"\xff\xff", headers=[auth, (b"content-type", b"application/x-protobuf")]
+        )
+        assert undecodable[0] == 400
+        status, headers, _ = await asgi(app, "/v1/logs", method="GET")
+        assert (status, headers[b"allow"]) == (405, b"POST")
+    finally:
+        app.shutdown()
+    assert consumer.calls == []
 
 
 async def test_too_many_requests_in_flight_is_429():
-    import asyncio
-    import threading
-
-    from collector.config import LimitsConfig
-    from collector.metrics import Metrics
-    from collector.receivers.otlp_http import OtlpHttpReceiver
-
     entered, release = threading.Event(), threading.Event()
 
-    def slow_put(events):
-        entered.set()
-        release.wait(10)
-        return len(events)
+    class SlowConsumer:
+        def consume(self, signal, request, raw_body):
+            entered.set()
+            release.wait(10)
+            return ConsumeResult()
 
-    receiver = OtlpHttpReceiver(
-        put=slow_put, metrics=Metrics(), limits=LimitsConfig(max_inflight_requests=1, retry_after_s=2)
+    app = OtlpHttpReceiver(
+        SlowConsumer(), metrics=Metrics(), limits=LimitsConfig(max_inflight_requests=1, retry_after_s=2)
     )
-    body = logs(
-        record("file_uploaded", {"phonoglyph.event.id": "0b6f4b8e-2f3a-4c1d-9e8f-7a6b5c4d3e2f"})
-    ).SerializeToString()
     try:
-        first = asyncio.ensure_future(_asgi_post(receiver, body))
+        first = asyncio.ensure_future(asgi(app, "/v1/logs", BODY))
         await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
-        status, headers = await _asgi_post(receiver, body)
+        status, headers, _ = await asgi(app, "/v1/logs", BODY)
         assert (status, headers[b"retry-after"]) == (429, b"2")
         release.set()
         assert (await first)[0] == 200
     finally:
         release.set()
-        receiver.shutdown()
+        app.shutdown()

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from collector.delivery.outbox import Outbox, OutboxError, OutboxFullError, encode_event
+from collector.delivery.outbox import Outbox, OutboxError, OutboxFullError
+from collector.events import encode_event
 
 
 class FakeClock:

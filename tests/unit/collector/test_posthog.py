@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from collector.delivery.outbox import StoredEvent, encode_event
+from collector.events import StoredEvent, encode_event
 from collector.exporters import Rejected, RetryLater, TooLarge, Unauthorized
 from collector.exporters.posthog import PostHogExporter, batch_body, classify
 

@@ -1,0 +1,111 @@
+"""Protobuf wire format, by hand: one varint codec and a framing scanner that never builds messages.
+
+The scanner walks an ``ExportTraceServiceRequest``'s framing (request → resource_spans → scope_spans →
+spans) and reports which spans contain a byte string, so that the mapping builds message objects for
+tagged spans only (docs/architecture.md "Collector pipeline").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+__all__ = ["decode_varint", "encode_varint", "length_delimited", "skip_field", "spans_containing"]
+
+WIRE_VARINT = 0
+WIRE_FIXED64 = 1
+WIRE_LENGTH_DELIMITED = 2
+WIRE_FIXED32 = 5
+
+
+def encode_varint(value: int) -> bytes:
+    """A non-negative integer as a base-128 varint."""
+    if value < 0:
+        raise ValueError("varints here are unsigned")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``buf[pos]`` → (value, position after it). IndexError when it runs off the end."""
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def skip_field(buf: bytes, pos: int, wire_type: int) -> int:
+    """The position after a field's value that is not length-delimited."""
+    if wire_type == WIRE_VARINT:
+        return decode_varint(buf, pos)[1]
+    if wire_type == WIRE_FIXED64:
+        return pos + 8
+    if wire_type == WIRE_FIXED32:
+        return pos + 4
+    raise ValueError("unexpected wire type")  # groups: never in OTLP
+
+
+def length_delimited(buf: bytes, start: int, end: int, field_number: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of every length-delimited occurrence of ``field_number`` in ``buf[start:end]``."""
+    pos = start
+    while pos < end:
+        key, pos = decode_varint(buf, pos)
+        wire_type = key & 7
+        if wire_type == WIRE_LENGTH_DELIMITED:
+            length, pos = decode_varint(buf, pos)
+            if key >> 3 == field_number:
+                yield pos, pos + length
+            pos += length
+        else:
+            pos = skip_field(buf, pos, wire_type)
+    if pos != end:
+        raise ValueError("truncated field")
+
+
+def spans_containing(raw_body: bytes, needle: bytes) -> tuple[int, list[tuple[int, int, int]]]:
+    """Walk an ``ExportTraceServiceRequest``'s framing only and return the span count and, for each span
+    whose bytes contain ``needle``, (resource index, start, end). ValueError or IndexError when the bytes
+    are not that framing."""
+    received = 0
+    candidates: list[tuple[int, int, int]] = []
+    find = raw_body.find
+    for r, (r_start, r_end) in enumerate(length_delimited(raw_body, 0, len(raw_body), 1)):
+        tagged_resource = find(needle, r_start, r_end) >= 0
+        for s_start, s_end in length_delimited(raw_body, r_start, r_end, 2):
+            # the hot loop, inlined: one iteration per span, one-byte keys and short lengths first
+            pos = s_start
+            while pos < s_end:
+                key = raw_body[pos]
+                pos += 1
+                if key & 0x80:
+                    key, pos = decode_varint(raw_body, pos - 1)
+                if key & 7 != WIRE_LENGTH_DELIMITED:
+                    pos = skip_field(raw_body, pos, key & 7)
+                    continue
+                length = raw_body[pos]
+                pos += 1
+                if length & 0x80:  # spans are mostly 128 bytes to 16 KiB: a two-byte length
+                    second = raw_body[pos]
+                    if second & 0x80:
+                        length, pos = decode_varint(raw_body, pos - 1)
+                    else:
+                        length = (length & 0x7F) | (second << 7)
+                        pos += 1
+                if key >> 3 == 2:
+                    received += 1
+                    if tagged_resource and find(needle, pos, pos + length) >= 0:
+                        candidates.append((r, pos, pos + length))
+                pos += length
+            if pos != s_end:
+                raise ValueError("truncated field")
+    return received, candidates

@@ -1,0 +1,97 @@
+"""The PostHog event: the dict mapping produces, the JSON the outbox stores, the body exporters send.
+
+A PostHog event is a plain dict in the ``/batch/`` wire format (docs/architecture.md "PostHog mapping")::
+
+    {"event": str, "distinct_id": str, "properties": dict, "timestamp": ISO-8601 str, "uuid": str}
+
+Delivery stores each event as ``encode_event(event)``; an event claimed back from the outbox is a
+``StoredEvent``, which keeps those bytes so that an exporter sends them as they are. Both delivery and
+the exporters import this module; an exporter never sees the outbox itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["PostHogEvent", "StoredEvent", "encode_event"]
+
+PostHogEvent = dict[str, Any]
+"""An event in PostHog's ``/batch/`` wire format (keys above)."""
+
+
+def encode_event(event: Mapping[str, Any]) -> str:
+    """The compact JSON stored for an event; its UTF-8 length is the event's size.
+
+    Always valid JSON: a non-finite float (which json.dumps would write as a bare NaN or
+    Infinity) becomes null, as posthog-python's batch_post does. Mapping already turns them
+    into strings, so the fallback costs nothing on the normal path. A ``StoredEvent`` gives its
+    stored payload as it is.
+    """
+    if isinstance(event, StoredEvent):
+        return event.payload.decode()
+    try:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+class StoredEvent(Mapping[str, Any]):
+    """An event claimed from the outbox, read-only.
+
+    ``payload`` is its stored JSON as UTF-8 bytes, for an exporter to send as it is; ``uuid``
+    and ``size_bytes`` come from the row. The decoded event (any other key) is parsed on first
+    use only, so delivery never decodes the events it sends. ``timestamp`` is read by SQLite
+    (json_extract) for the delivery-lag gauge, without decoding the event in Python.
+    """
+
+    __slots__ = ("uuid", "payload", "size_bytes", "_timestamp", "_event")
+
+    def __init__(self, uuid: str, payload: bytes, size_bytes: int, timestamp: Any = None) -> None:
+        self.uuid = uuid
+        self.payload = payload
+        self.size_bytes = size_bytes
+        self._timestamp = timestamp
+        self._event: PostHogEvent | None = None
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any]) -> StoredEvent:
+        """Wrap an event dict as the outbox would store it (tests, replay)."""
+        payload = encode_event(event).encode()
+        stored = cls(event["uuid"], payload, len(payload), event.get("timestamp"))
+        stored._event = json.loads(payload)
+        return stored
+
+    @property
+    def event(self) -> PostHogEvent:
+        if self._event is None:
+            self._event = json.loads(self.payload)
+        return self._event
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "uuid":
+            return self.uuid
+        if key == "timestamp" and isinstance(self._timestamp, str):
+            return self._timestamp
+        return self.event[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.event)
+
+    def __len__(self) -> int:
+        return len(self.event)
+
+    def __repr__(self) -> str:
+        return f"StoredEvent({self.payload.decode()!r})"

@@ -1,0 +1,51 @@
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collector.codecs.protowire import decode_varint, encode_varint, length_delimited, spans_containing
+from tests.unit.collector.otlp_builders import span, traces
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16_383, 16_384, 2**32, 2**63 - 1])
+def test_varint_round_trip(value):
+    encoded = encode_varint(value)
+    assert decode_varint(b"\xaa" + encoded + b"\xbb", 1) == (value, 1 + len(encoded))
+    assert len(encoded) == max(1, -(-value.bit_length() // 7))
+
+
+def test_varint_matches_protobuf():
+    from google.rpc.status_pb2 import Status
+
+    for length in (5, 200, 70_000):
+        wire = Status(message="x" * length).SerializeToString()
+        assert wire[:1] == b"\x12" and decode_varint(wire, 1) == (length, 1 + len(encode_varint(length)))
+
+
+def test_negative_and_truncated_varints_are_refused():
+    with pytest.raises(ValueError):
+        encode_varint(-1)
+    with pytest.raises(IndexError):
+        decode_varint(b"\x80\x80", 0)
+
+
+def test_spans_containing_finds_the_tagged_spans():
+    request = traces(
+        span({"phonoglyph.operation": "render"}),
+        span({"note": "plain"}, span_id=b"\x02" * 8),
+        span({"phonoglyph.operation": "upload"}, span_id=b"\x03" * 8),
+    )
+    raw = request.SerializeToString()
+    received, candidates = spans_containing(raw, b"phonoglyph.operation")
+    assert received == 3
+    assert [(r, raw[start:end]) for r, start, end in candidates] == [
+        (0, request.resource_spans[0].scope_spans[0].spans[i].SerializeToString()) for i in (0, 2)
+    ]
+    assert [raw[s:e] for s, e in length_delimited(raw, 0, len(raw), 1)] == [
+        request.resource_spans[0].SerializeToString()
+    ]
+
+
+def test_spans_containing_refuses_other_framing():
+    raw = traces(span({"phonoglyph.operation": "render"})).SerializeToString()
+    with pytest.raises((ValueError, IndexError)):
+        spans_containing(raw[:-3], b"phonoglyph.operation")
+    assert spans_containing(ExportTraceServiceRequest().SerializeToString(), b"x") == (0, [])
