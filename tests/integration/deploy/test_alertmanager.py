@@ -1,6 +1,6 @@
-"""The real Alertmanager (Debian's `prometheus-alertmanager`) receives pushed alerts on its
-``POST /api/v2/alerts`` (what the collector's COLLECTOR_ALERTMANAGER_URL notifier sends) and routes them,
-firing and then resolved, to a webhook receiver on loopback in the Alertmanager webhook format."""
+"""The real Alertmanager (Debian's `prometheus-alertmanager`) receives what the collector's Alertmanager
+notifier (COLLECTOR_ALERTMANAGER_URL) pushes to ``POST /api/v2/alerts`` and routes it, firing and then
+resolved, to a webhook receiver on loopback in the Alertmanager webhook format."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+
+from collector.alerting.engine import rfc3339
+from collector.alerting.notify import AlertmanagerNotifier
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +30,9 @@ STARTUP_DEADLINE_S = 30
 NOTIFICATION_DEADLINE_S = 30
 
 LABELS = {"alertname": "stems_failing", "severity": "critical", "operation": "stem_separation"}
-GENERATOR_URL = "http://collector:4318/alerts/stems_failing"
-ANNOTATIONS = {"summary": "stem_separation failing: 6 of 10 in 300 s", "trace_ids": "4bf92f3577b34da6a3ce929d0e0e4736"}
+GENERATOR_URL = "http://collector:4318/alerts"
+SUMMARY = "stems_failing (operation stem_separation): 6 of 10 failed in 300 s"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def alertmanager_binary() -> str:
@@ -147,32 +151,22 @@ def wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
     raise AssertionError(f"alertmanager not ready within {STARTUP_DEADLINE_S} s:\n{log_path.read_text()}")
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def push(alertmanager_url: str, alerts: list[dict]) -> None:
-    """What the collector's Alertmanager notifier sends: a JSON list on POST /api/v2/alerts."""
-    request = urllib.request.Request(
-        f"{alertmanager_url}/api/v2/alerts",
-        data=json.dumps(alerts).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
-
-
-def alert(starts_at: datetime, ends_at: datetime | None = None) -> dict:
-    pushed = {
+def collector_alert(starts_at: float, ends_at: float | None = None) -> dict:
+    """An alert as the collector's engine hands it to its notifiers."""
+    return {
+        "alertname": LABELS["alertname"],
+        "severity": LABELS["severity"],
+        "status": "firing" if ends_at is None else "resolved",
         "labels": LABELS,
-        "annotations": ANNOTATIONS,
-        "startsAt": rfc3339(starts_at),
-        "generatorURL": GENERATOR_URL,
+        "summary": SUMMARY,
+        "value_text": "60 %",
+        "condition": "failure rate > 20 % over 300 s (at least 5)",
+        "trace_ids": [TRACE_ID],
+        "links": {},
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "generator_url": GENERATOR_URL,
     }
-    if ends_at is not None:
-        pushed["endsAt"] = rfc3339(ends_at)
-    return pushed
 
 
 def current_alerts(alertmanager_url: str) -> list[dict]:
@@ -180,9 +174,10 @@ def current_alerts(alertmanager_url: str) -> list[dict]:
         return json.load(response)
 
 
-def test_pushed_alert_reaches_the_webhook_firing_then_resolved(alertmanager, webhook):
-    started = datetime.now(UTC) - timedelta(seconds=30)
-    push(alertmanager, [alert(started)])
+def test_collector_alert_reaches_the_webhook_through_alertmanager_firing_then_resolved(alertmanager, webhook):
+    notifier = AlertmanagerNotifier(alertmanager)
+    started = time.time() - 30
+    notifier.send(collector_alert(started))
 
     firing = webhook.next_payload()
     assert firing["version"] == "4"
@@ -192,16 +187,17 @@ def test_pushed_alert_reaches_the_webhook_firing_then_resolved(alertmanager, web
     (notified,) = firing["alerts"]
     assert notified["status"] == "firing"
     assert notified["labels"] == LABELS
-    assert notified["annotations"] == ANNOTATIONS
+    assert notified["annotations"]["summary"] == SUMMARY
+    assert notified["annotations"]["trace_ids"] == TRACE_ID
     assert notified["generatorURL"] == GENERATOR_URL
     assert datetime.fromisoformat(notified["startsAt"]) == datetime.fromisoformat(rfc3339(started))
 
-    # Re-pushing a firing alert (the notifier does so periodically) keeps one alert and sends nothing new.
-    push(alertmanager, [alert(started)])
+    # The notifier re-pushes firing alerts periodically: still one alert, and no second notification.
+    notifier.push([collector_alert(started)])
     (held,) = current_alerts(alertmanager)
     assert held["labels"] == LABELS and held["status"]["state"] == "active"
 
-    push(alertmanager, [alert(started, ends_at=datetime.now(UTC) - timedelta(seconds=1))])
+    notifier.send(collector_alert(started, ends_at=time.time() - 1))
     resolved = webhook.next_payload()
     assert resolved["version"] == "4"
     assert resolved["status"] == "resolved"
