@@ -1,0 +1,405 @@
+import random
+
+from collector.alerting.config import parse_alerts
+from collector.alerting.engine import Engine
+from collector.alerting.store import AlertStore
+from collector.alerting.windows import CountWindow, LatencyWindow
+from tests.unit.collector.alerting.helpers import T0, Clock, engine_for, event, http_request, outcomes
+
+FAILING = {
+    "name": "stems_failing",
+    "when": "failure_rate",
+    "operation": "stem_separation",
+    "window_s": 60,
+    "above": 0.2,
+    "min_count": 5,
+    "severity": "critical",
+    "keep_firing_for_s": 0,
+}
+STALLED = {
+    "name": "stems_stalled",
+    "when": "stalled",
+    "operation": "stem_separation",
+    "after_s": 600,
+    "severity": "critical",
+    "keep_firing_for_s": 0,
+}
+API = {
+    "name": "api_errors",
+    "when": "http_error_rate",
+    "route": "*",
+    "window_s": 60,
+    "above": 0.05,
+    "min_count": 20,
+    "severity": "critical",
+    "keep_firing_for_s": 0,
+}
+
+
+def statuses(transitions):
+    return [(t.rule, t.subject, t.status, t.repeat) for t in transitions]
+
+
+def pending_rows(engine):
+    return [(row.notifier, row.status) for row in engine.store.pending_notifications()]
+
+
+# -- windows ----------------------------------------------------------------------------------------
+
+
+def test_count_window_sums_the_last_window_and_stays_bounded():
+    window = CountWindow(5, 60)
+    for second in range(0, 600):
+        window.add(T0 + second, "x")
+    assert window.totals(T0 + 599, 60) == {"x": 60}
+    assert window.totals(T0 + 599, 10) == {"x": 10}
+    assert len(window._buckets) <= 60 / 5 + 1
+    assert window.totals(T0 + 599 + 120, 60) == {}
+
+
+def test_latency_window_p95_ignores_a_single_outlier_among_twenty():
+    window = LatencyWindow(5, 600)
+    for _ in range(19):
+        window.add(T0, 100.0)
+    window.add(T0, 90_000.0)
+    p95, count = window.quantile(T0, 600, 0.95)
+    assert count == 20 and p95 is not None and 100 <= p95 < 111
+    window.add(T0, 90_000.0)
+    window.add(T0, 90_000.0)
+    p95, _ = window.quantile(T0, 600, 0.95)
+    assert p95 is not None and 90_000 <= p95 < 99_000
+
+
+# -- failure_rate -----------------------------------------------------------------------------------
+
+
+def test_failure_rate_fires_once_over_threshold_and_resolves_when_the_window_clears(tmp_path):
+    clock = Clock()
+    engine = engine_for([FAILING], tmp_path, clock)
+    engine.observe_events(outcomes("stem_separation", completed=3, failed=1))
+    assert engine.evaluate() == []  # 4 outcomes: below min_count
+    engine.observe_events(outcomes("stem_separation", completed=0, failed=2, first=10))
+    transitions = engine.evaluate()
+    assert statuses(transitions) == [("stems_failing", "stem_separation", "firing", False)]
+    snapshot = transitions[0].snapshot
+    assert snapshot["value"] == 0.5 and snapshot["labels"] == {
+        "alertname": "stems_failing",
+        "severity": "critical",
+        "operation": "stem_separation",
+    }
+    assert snapshot["trace_ids"] == [f"{n:032x}" for n in (11, 10, 3)]
+    assert "3 of 6 outcomes failed in the last 60 s (50.0 %" in snapshot["summary"]
+    assert pending_rows(engine) == [("webhook", "firing")]
+    clock.advance(5)
+    assert engine.evaluate() == []  # still firing: no second notification
+    assert [a["alertname"] for a in engine.firing()] == ["stems_failing"]
+    assert engine.metrics_samples() == [("stems_failing", "critical", 1.0)]
+    clock.advance(61)
+    resolved = engine.evaluate()
+    assert statuses(resolved) == [("stems_failing", "stem_separation", "resolved", False)]
+    assert resolved[0].snapshot["ends_at"] == clock.now
+    assert engine.firing() == [] and engine.metrics_samples() == [("stems_failing", "critical", 0.0)]
+    assert [h["status"] for h in engine.history()] == ["resolved", "firing"]
+    assert pending_rows(engine) == [("webhook", "firing"), ("webhook", "resolved")]
+
+
+def test_failure_rate_at_exactly_the_threshold_does_not_fire(tmp_path):
+    engine = engine_for([FAILING], tmp_path, Clock())
+    engine.observe_events(outcomes("stem_separation", completed=8, failed=2))  # 0.2, not above
+    assert engine.evaluate() == []
+
+
+def test_default_rules_ignore_steady_failures_and_fire_on_a_surge(tmp_path):
+    clock = Clock()
+    engine = Engine(parse_alerts(None), AlertStore(tmp_path / "alerts.db"), clock=clock)
+    rng = random.Random(7)
+    n = 0
+    for _ in range(720):  # an hour of 2-5 % failures, one separation every 5 s
+        n += 1
+        failed = rng.random() < 0.05
+        engine.observe_events([event(f"stem_separation_{'failed' if failed else 'completed'}", n)])
+        clock.advance(5)
+        assert engine.evaluate() == []
+    surge_start = clock.now
+    fired_at = None
+    for _ in range(12):  # every separation fails, one a second
+        for _ in range(5):
+            n += 1
+            engine.observe_events([event("stem_separation_failed", n)])
+            clock.advance(1)
+        if any(t.status == "firing" for t in engine.evaluate()):
+            fired_at = clock.now
+            break
+    assert fired_at is not None and fired_at - surge_start <= 60
+
+
+def test_for_s_keeps_an_alert_pending_and_a_short_blip_never_fires(tmp_path):
+    clock = Clock()
+    engine = engine_for([{**FAILING, "for_s": 30, "window_s": 10}], tmp_path, clock)
+    engine.observe_events(outcomes("stem_separation", completed=0, failed=5))
+    assert engine.evaluate() == [] and len(engine.pending()) == 1
+    clock.advance(15)  # the window no longer holds them
+    assert engine.evaluate() == [] and engine.pending() == []
+    engine.observe_events(outcomes("stem_separation", completed=0, failed=5))
+    assert engine.evaluate() == []
+    for _ in range(6):
+        clock.advance(5)
+        engine.observe_events(outcomes("stem_separation", completed=0, failed=5))
+        transitions = engine.evaluate()
+        if transitions:
+            break
+    assert statuses(transitions) == [("stems_failing", "stem_separation", "firing", False)]
+    assert transitions[0].snapshot["starts_at"] == clock.now - 30
+
+
+def test_repeat_interval_renotifies_a_firing_alert(tmp_path):
+    clock = Clock()
+    engine = engine_for([{**FAILING, "repeat_interval_s": 20}], tmp_path, clock)
+    kinds = []
+    for _ in range(9):
+        engine.observe_events(outcomes("stem_separation", completed=0, failed=5))
+        kinds += [(t.status, t.repeat) for t in engine.evaluate()]
+        clock.advance(5)
+    assert kinds == [("firing", False), ("firing", True), ("firing", True)]
+    assert [h["status"] for h in engine.history()] == ["firing"]  # repeats are not history
+
+
+def test_flapping_condition_is_damped_by_keep_firing_for(tmp_path):
+    clock = Clock()
+    engine = engine_for([{**FAILING, "window_s": 5, "keep_firing_for_s": 30}], tmp_path, clock)
+    clock.advance(10)  # past the warm-up of a 5 s window
+    transitions = []
+    for step in range(12):  # condition true on even steps, false on odd ones
+        if step % 2 == 0:
+            engine.observe_events(outcomes("stem_separation", completed=0, failed=5, first=step * 10))
+        transitions += engine.evaluate()
+        clock.advance(5)
+    assert [t.status for t in transitions] == ["firing"]
+    for _ in range(8):
+        transitions += engine.evaluate()
+        clock.advance(5)
+    assert [t.status for t in transitions] == ["firing", "resolved"]
+
+
+def test_each_operation_on_its_own(tmp_path):
+    engine = engine_for([{**FAILING, "operation": "*"}], tmp_path, Clock())
+    engine.observe_events(outcomes("render", completed=0, failed=5) + outcomes("file_upload", completed=9, failed=0))
+    assert statuses(engine.evaluate()) == [("stems_failing", "render", "firing", False)]
+
+
+def test_restart_keeps_a_firing_alert_without_renotifying(tmp_path):
+    clock = Clock()
+    engine = engine_for([FAILING], tmp_path, clock)
+    engine.observe_events(outcomes("stem_separation", completed=0, failed=5))
+    assert len(engine.evaluate()) == 1
+    engine.store.close()
+    clock.advance(10)
+    restarted = engine_for([FAILING], tmp_path, clock)
+    assert [a["alertname"] for a in restarted.firing()] == ["stems_failing"]
+    assert restarted.evaluate() == []  # empty windows after the restart: neither re-notified nor resolved
+    assert pending_rows(restarted) == [("webhook", "firing")]
+    clock.advance(61)
+    assert statuses(restarted.evaluate()) == [("stems_failing", "stem_separation", "resolved", False)]
+
+
+def test_a_rule_removed_from_the_config_forgets_its_instances(tmp_path):
+    clock = Clock()
+    engine = engine_for([FAILING], tmp_path, clock)
+    engine.observe_events(outcomes("stem_separation", completed=0, failed=5))
+    engine.evaluate()
+    engine.store.close()
+    other = engine_for([STALLED], tmp_path, clock)
+    assert other.firing() == [] and other.evaluate() == []
+
+
+# -- stalled ----------------------------------------------------------------------------------------
+
+
+def test_stalled_fires_after_after_s_and_resolves_when_the_outcome_arrives(tmp_path):
+    clock = Clock()
+    engine = engine_for([STALLED], tmp_path, clock)
+    engine.observe_events([event("stem_separation_started", 1), event("stem_separation_started", 2)])
+    engine.observe_events([event("stem_separation_completed", 2)])
+    clock.advance(599)
+    assert engine.evaluate() == []
+    clock.advance(2)
+    transitions = engine.evaluate()
+    assert statuses(transitions) == [("stems_stalled", "stem_separation", "firing", False)]
+    assert transitions[0].snapshot["value"] == 1 and transitions[0].snapshot["trace_ids"] == [f"{1:032x}"]
+    engine.observe_events([event("stem_separation_failed", 1)])
+    assert statuses(engine.evaluate()) == [("stems_stalled", "stem_separation", "resolved", False)]
+
+
+def test_stalled_state_survives_a_restart(tmp_path):
+    clock = Clock()
+    engine = engine_for([STALLED], tmp_path, clock)
+    engine.observe_events([event("stem_separation_started", 1)])
+    clock.advance(5)
+    engine.evaluate()  # the open start is persisted here
+    engine.store.close()
+    clock.advance(600)
+    restarted = engine_for([STALLED], tmp_path, clock)
+    assert restarted.open_starts() == 1
+    assert statuses(restarted.evaluate()) == [("stems_stalled", "stem_separation", "firing", False)]
+    restarted.store.close()
+    again = engine_for([STALLED], tmp_path, clock)
+    assert again.evaluate() == []  # firing remembered, not re-notified
+    again.observe_events([event("stem_separation_completed", 1)])
+    assert statuses(again.evaluate()) == [("stems_stalled", "stem_separation", "resolved", False)]
+    again.store.close()
+    assert engine_for([STALLED], tmp_path, clock).open_starts() == 0
+
+
+def test_an_outcome_before_its_start_leaves_nothing_open(tmp_path):
+    clock = Clock()
+    engine = engine_for([STALLED], tmp_path, clock)
+    engine.observe_events([event("stem_separation_completed", 1)])
+    engine.observe_events([event("stem_separation_started", 1)])
+    assert engine.open_starts() == 0
+    clock.advance(700)
+    assert engine.evaluate() == []
+
+
+def test_starts_and_outcomes_match_by_job_id_across_spans(tmp_path):
+    clock = Clock()
+    engine = engine_for([{**STALLED, "operation": "render"}], tmp_path, clock)
+    engine.observe_events([event("render_started", 1, job="r1")])  # the api's product event
+    engine.observe_events([event("render_started", 2, job="r2")])
+    engine.observe_events([event("render_started", 3, job="r2")])  # a retry of r2: one open start
+    assert engine.open_starts() == 2
+    engine.observe_events([event("render_completed", 7, job="r1"), event("render_failed", 8, job="r2")])
+    assert engine.open_starts() == 0
+    clock.advance(700)
+    assert engine.evaluate() == []
+
+
+def test_the_open_start_table_is_bounded_and_counts_what_it_drops(tmp_path):
+    dropped: list[tuple[str, int]] = []
+    clock = Clock()
+    engine = engine_for(
+        [STALLED],
+        tmp_path,
+        clock,
+        max_open_starts=3,
+        open_start_ttl_s=1000,
+        on_drop=lambda reason, n: dropped.append((reason, n)),
+    )
+    engine.observe_events([event("stem_separation_started", n) for n in range(5)])
+    assert engine.open_starts() == 3 and dropped == [("evicted", 1), ("evicted", 1)]
+    clock.advance(1001)
+    engine.evaluate()
+    assert engine.open_starts() == 0 and dropped[-1] == ("expired", 3)
+
+
+# -- http_error_rate --------------------------------------------------------------------------------
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def test_cumulative_histograms_are_differenced_with_restarts(tmp_path):
+    clock = Clock()
+    engine = engine_for([API], tmp_path, clock)
+    # a series that began before the engine did: a baseline, not a burst
+    engine.observe_metrics(http_request([("/files", 500, 1000), ("/files", 200, 5000)], start_ns=_ns(T0 - 3600)))
+    assert engine.evaluate() == []
+    clock.advance(10)
+    engine.observe_metrics(http_request([("/files", 500, 1000), ("/files", 200, 5030)], start_ns=_ns(T0 - 3600)))
+    assert engine.evaluate() == []  # 30 requests, no 5xx
+    clock.advance(10)
+    trace = bytes.fromhex("ab" * 16)
+    engine.observe_metrics(
+        http_request([("/files", 500, 1003), ("/files", 200, 5040)], start_ns=_ns(T0 - 3600), exemplar_trace=trace)
+    )
+    transitions = engine.evaluate()  # 3 of 43
+    assert statuses(transitions) == [("api_errors", "/files", "firing", False)]
+    assert round(transitions[0].snapshot["value"], 4) == round(3 / 43, 4)
+    assert transitions[0].snapshot["trace_ids"] == ["ab" * 16]
+    assert transitions[0].snapshot["labels"]["route"] == "/files"
+    clock.advance(70)
+    # the service restarted: its counts start again from zero (a lower count, a new start time)
+    engine.observe_metrics(http_request([("/files", 500, 0), ("/files", 200, 40)], start_ns=_ns(clock.now - 5)))
+    assert statuses(engine.evaluate()) == [("api_errors", "/files", "resolved", False)]
+    clock.advance(10)
+    engine.observe_metrics(http_request([("/files", 500, 10), ("/files", 200, 40)], start_ns=_ns(clock.now - 15)))
+    assert statuses(engine.evaluate()) == [("api_errors", "/files", "firing", False)]
+
+
+def test_a_series_first_seen_after_the_engine_started_counts_whole(tmp_path):
+    clock = Clock()
+    engine = engine_for([API], tmp_path, clock)
+    clock.advance(20)
+    engine.observe_metrics(http_request([("/billing/webhook", 503, 25)], start_ns=_ns(clock.now - 10)))
+    assert statuses(engine.evaluate()) == [("api_errors", "/billing/webhook", "firing", False)]
+
+
+def test_delta_histograms_and_4xx_floods(tmp_path):
+    clock = Clock()
+    engine = engine_for([API], tmp_path, clock)
+    for _ in range(10):
+        engine.observe_metrics(
+            http_request([("/files", 400, 50), ("/auth", 401, 50), ("/files", 201, 10)], start_ns=0, cumulative=False)
+        )
+        clock.advance(5)
+        assert engine.evaluate() == []
+    engine.observe_metrics(http_request([("/files", 502, 100), ("/files", 201, 5)], start_ns=0, cumulative=False))
+    assert statuses(engine.evaluate()) == [("api_errors", "/files", "firing", False)]
+
+
+def test_job_queue_gauges_keep_their_last_values(tmp_path):
+    engine = engine_for([API], tmp_path, Clock())
+    engine.observe_metrics(
+        http_request([], start_ns=0, gauges={"phonoglyph.jobs.queued": 4, "phonoglyph.jobs.oldest_queued_age": 31.5})
+    )
+    assert engine.gauges() == {"phonoglyph.jobs.queued": 4.0, "phonoglyph.jobs.oldest_queued_age": 31.5}
+
+
+# -- latency_p95 and delivery_backlog ---------------------------------------------------------------
+
+
+def test_latency_p95_needs_more_than_one_slow_operation(tmp_path):
+    clock = Clock()
+    rule = {
+        "name": "render_slow",
+        "when": "latency_p95",
+        "operation": "render",
+        "window_s": 600,
+        "above_ms": 30000,
+        "min_count": 20,
+        "severity": "warning",
+    }
+    engine = engine_for([rule], tmp_path, clock)
+    engine.observe_events([event("render_completed", n, ms=2000) for n in range(19)])
+    engine.observe_events([event("render_completed", 99, ms=120_000)])
+    assert engine.evaluate() == []
+    engine.observe_events([event("render_failed", 100 + n, ms=60_000) for n in range(2)])
+    transitions = engine.evaluate()
+    assert statuses(transitions) == [("render_slow", "render", "firing", False)]
+    assert transitions[0].snapshot["value"] > 30000
+    assert transitions[0].snapshot["trace_ids"] == [f"{n:032x}" for n in (101, 100, 99)]
+
+
+def test_delivery_backlog(tmp_path):
+    clock = Clock()
+    rule = {"name": "backlog", "when": "delivery_backlog", "above_s": 300, "severity": "warning"}
+    engine = engine_for([{**rule, "keep_firing_for_s": 0}], tmp_path, clock)
+    engine.observe_delivery(None)
+    assert engine.evaluate() == []
+    engine.observe_delivery(299.0)
+    assert engine.evaluate() == []
+    engine.observe_delivery(301.0)
+    transitions = engine.evaluate()
+    assert statuses(transitions) == [("backlog", "", "firing", False)]
+    assert "operation" not in transitions[0].snapshot["labels"] and transitions[0].snapshot["value_text"] == "301 s"
+    engine.observe_delivery(None)
+    assert statuses(engine.evaluate()) == [("backlog", "", "resolved", False)]
+
+
+def test_one_notification_row_per_notifier_and_transition(tmp_path):
+    engine = engine_for([FAILING], tmp_path, Clock(), notifiers=("webhook", "slack", "alertmanager"))
+    engine.observe_events(outcomes("stem_separation", completed=0, failed=5))
+    engine.evaluate()
+    assert pending_rows(engine) == [("webhook", "firing"), ("slack", "firing"), ("alertmanager", "firing")]
+    fingerprints = {row.fingerprint for row in engine.store.pending_notifications()}
+    assert len(fingerprints) == 1
