@@ -306,7 +306,9 @@ class Dispatcher:
             self._on_result(name, "refreshed")
 
     def next_due_at(self) -> float | None:
-        due = [row.next_attempt_at for row in self.store.pending_notifications()]
+        """When the earliest head of a notifier's queue is due (rows behind a head wait for it)."""
+        heads = [self.store.head_notification(name) for name in self.notifiers]
+        due = [row.next_attempt_at for row in heads if row is not None]
         return min(due) if due else None
 
     # -- thread -----------------------------------------------------------------------------------
