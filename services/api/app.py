@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from instrumentation import instrument_fastapi
 from services.api.dependencies import identity_hook
 from services.api.errors import install_error_handlers
+from services.api.faults import http_fault
 from services.api.routes import analysis, auth, credits, files, health, projects, renders, stems, users
 from services.settings import ServiceSettings
 from services.store.database import Database
+from services.store.metrics import JobQueueGauges
 
 ROUTERS = (health, auth, users, projects, files, stems, analysis, renders, credits)
 EXCLUDED_URLS = "/health"
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(settings: ServiceSettings | None = None, *, observe_job_queue: bool = True) -> FastAPI:
+    """The app; ``observe_job_queue``: register the job-queue gauges (``services.store.metrics``) on the
+    global meter, the api being the process that outlives a dead worker."""
     settings = settings or ServiceSettings.from_env()
-    db = Database(settings.db_path)
+    db = Database(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="Phonoglyph API", docs_url=None, redoc_url=None, openapi_url=None)
+    dependencies = [Depends(http_fault(settings.faults))] if settings.faults.http_5xx_rate else []
+    app = FastAPI(title="Phonoglyph API", docs_url=None, redoc_url=None, openapi_url=None, dependencies=dependencies)
     app.state.settings = settings
     app.state.db = db
+    if observe_job_queue:
+        app.state.job_queue_gauges = JobQueueGauges(db)
     install_error_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router)

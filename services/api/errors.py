@@ -1,8 +1,14 @@
-"""API errors: one JSON shape, ``{"error": {"code": "...", "message": "..."}}``, for every 4xx.
+"""API errors: one JSON shape, ``{"error": {"code": "...", "message": "..."}}``, for every error answer.
 
 Each error code has its own exception class, named by the code: an ``ApiError`` raised inside
 ``operation(...)`` then fails the operation with ``error.type`` = the code (the instrumentation
 reports the exception's class name), which is what analytics and alerts group by.
+
+A 4xx is the caller's mistake: answered here, never reported. A 5xx is a server-side failure: its
+exception (an ``ApiError`` of status >= 500, an ``HTTPException`` of 500 or more, any unexpected
+error) is answered in the same JSON shape by Starlette's outermost error middleware, which then
+re-raises it, so it leaves the app and the instrumentation's server-span layer reports it (Sentry,
+with the request's trace, route and request data; the server span gets ``error.type``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+INTERNAL_ERROR = "internal_error"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -57,6 +65,8 @@ def error_response(status_code: int, code: str, message: str, headers: dict[str,
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status_code >= 500:
+            raise exc  # a server-side failure: on to _server_error, then out of the app (reported)
         return JSONResponse(exc.body(), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
@@ -66,5 +76,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code >= 500:
+            raise exc
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)  # Starlette's ServerErrorMiddleware: answers, then re-raises
+    async def _server_error(_request: Request, exc: Exception) -> JSONResponse:
+        return server_error_response(exc)
+
+
+def server_error_response(exc: Exception) -> JSONResponse:
+    """The answer to a server-side failure: the error's own status and code, else 500 ``internal_error``
+    (an unexpected exception's message stays in the report, never in the answer)."""
+    if isinstance(exc, ApiError) and exc.status_code >= 500:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code >= 500:
+        return error_response(exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None))
+    return error_response(500, INTERNAL_ERROR, "an unexpected error; it has been reported")

@@ -23,8 +23,9 @@ JOBS_QUEUED = "phonoglyph.jobs.queued"
 JOBS_OLDEST_QUEUED_AGE = "phonoglyph.jobs.oldest_queued_age"
 """Gauge, ``s``: how long the oldest queued job of each kind has waited (0 when none waits)."""
 
-_FRESH_S = 1.0
-"""Both gauges are collected one after the other: the second reuses the first one's query."""
+_REUSE_S = 1.0
+"""The queue-depth gauge reads the queue at each collection; the age gauge, collected right after it,
+reuses that read (one query per collection)."""
 
 
 class JobQueueGauges:
@@ -46,10 +47,10 @@ class JobQueueGauges:
             description="How long the oldest queued job has waited",
         )
 
-    def _read(self) -> list[jobs.QueueStats]:
+    def _read(self, *, reuse_within_s: float | None = None) -> list[jobs.QueueStats]:
         with self._lock:
             now = now_s()
-            if now - self._read_at_s > _FRESH_S:
+            if reuse_within_s is None or now - self._read_at_s > reuse_within_s:
                 self._stats = jobs.queue_stats(self._db.read())
                 self._read_at_s = now
             return self._stats
@@ -64,5 +65,5 @@ class JobQueueGauges:
                 max(0.0, now - stats.oldest_created_at) if stats.oldest_created_at is not None else 0.0,
                 {JOB_KIND: stats.kind},
             )
-            for stats in self._read()
+            for stats in self._read(reuse_within_s=_REUSE_S)
         ]
