@@ -15,6 +15,10 @@ Each rule names one condition over what the collector already receives (see docs
         - {name: render_slow, when: latency_p95, operation: render, window_s: 600, above_ms: 30000,
            min_count: 10, severity: warning}
         - {name: analytics_backlog, when: delivery_backlog, above_s: 300, severity: warning}
+        - {name: jobs_waiting, when: queue_age, operation: "*", above_s: 300, severity: critical}
+
+``queue_age`` reads the api's gauge ``phonoglyph.jobs.oldest_queued_age`` (by job kind, which is the
+operation's name): a dead worker runs no operation at all, so only the queue shows it.
 
 Every rule also takes ``for_s`` (the condition must hold that long before the alert fires),
 ``repeat_interval_s`` (re-notify a still-firing alert that often; 0 = never), ``keep_firing_for_s``
@@ -39,12 +43,13 @@ __all__ = [
     "SEVERITIES",
     "AlertsConfig",
     "Rule",
+    "default_rules_markdown",
     "default_rules_table",
     "fill_link",
     "parse_alerts",
 ]
 
-KINDS = ("failure_rate", "stalled", "http_error_rate", "latency_p95", "delivery_backlog")
+KINDS = ("failure_rate", "stalled", "http_error_rate", "latency_p95", "delivery_backlog", "queue_age")
 SEVERITIES = ("critical", "warning", "info")
 ALL = "*"
 
@@ -59,6 +64,7 @@ _FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "http_error_rate": (("route", "window_s", "above"), ("min_count",)),
     "latency_p95": (("operation", "window_s", "above_ms"), ("min_count",)),
     "delivery_backlog": (("above_s",), ()),
+    "queue_age": (("operation", "above_s"), ()),
 }
 DEFAULT_EVALUATION_INTERVAL_S = 5.0
 DEFAULT_KEEP_FIRING_FOR_S = 60.0
@@ -119,6 +125,9 @@ class Rule:
                 f"p95 processing time of {target} > {_fmt(self.above_ms)} ms over {_fmt(self.window_s)} s"
                 f" (at least {self.min_count} outcomes)"
             )
+        elif self.when == "queue_age":
+            kind = "every job kind" if subject == ALL else f"`{subject}` jobs"
+            text = f"the oldest queued job of {kind} has waited more than {_fmt(self.above_s)} s"
         else:
             text = f"oldest undelivered analytics event older than {_fmt(self.above_s)} s"
         return text + hold
@@ -198,6 +207,19 @@ def _default_rules() -> tuple[Rule, ...]:
         )
     rules.append(
         Rule(
+            name="jobs_waiting",
+            when="queue_age",
+            operation=ALL,
+            above_s=300,
+            severity="critical",
+            why=(
+                "no worker is taking jobs (dead, not restarted): nothing starts, so only the queue shows it; "
+                "a worker restart takes seconds"
+            ),
+        )
+    )
+    rules.append(
+        Rule(
             name="analytics_backlog",
             when="delivery_backlog",
             above_s=300,
@@ -217,6 +239,14 @@ def default_rules_table() -> list[dict[str, str]]:
         {"rule": rule.name, "severity": rule.severity, "condition": rule.condition(), "why": rule.why}
         for rule in DEFAULT_RULES
     ]
+
+
+def default_rules_markdown() -> str:
+    """The default rules as a Markdown table (rule, condition, why), as the README shows them."""
+    lines = ["| rule | severity | condition | why |", "| --- | --- | --- | --- |"]
+    for row in default_rules_table():
+        lines.append(f"| `{row['rule']}` | {row['severity']} | {row['condition']} | {row['why']} |")
+    return "\n".join(lines) + "\n"
 
 
 def fill_link(template: str, trace_id: str) -> str:

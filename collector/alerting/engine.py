@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 HTTP_DURATION = "http.server.request.duration"
 GAUGES = ("phonoglyph.jobs.queued", "phonoglyph.jobs.oldest_queued_age")
 JOB_ID = "phonoglyph.job.id"
+JOB_KIND = "phonoglyph.job.kind"
+QUEUE_AGE = "phonoglyph.jobs.oldest_queued_age"
+STALE_GAUGE_S = 300.0
+"""A queue gauge not refreshed for this long (the api is down or stopped exporting) is not trusted."""
 MAX_EXAMPLES = 5
 _CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 _NO_ROUTE = "(no route)"
@@ -128,7 +132,7 @@ class Engine:
                 previous = self._slow_threshold.get(rule.operation, rule.above_ms)
                 self._slow_threshold[rule.operation] = min(previous, rule.above_ms)
         self._cumulative: OrderedDict[tuple, tuple[int, float]] = OrderedDict()
-        self._gauges: dict[str, float] = {}
+        self._gauges: dict[tuple[str, str], tuple[float, float]] = {}
         self._delivery_age: float | None = None
         self._open: OrderedDict[str, OpenStart] = OrderedDict()
         self._finished: OrderedDict[str, str] = OrderedDict()
@@ -242,10 +246,14 @@ class Engine:
                             if resource_key is None:
                                 resource_key = _attributes_key(resource_metrics.resource.attributes)
                             self._http_points(now, resource_key, metric.histogram)
-                        elif metric.name in GAUGES and metric.HasField("gauge") and metric.gauge.data_points:
-                            point = metric.gauge.data_points[-1]
-                            kind = point.WhichOneof("value")
-                            self._gauges[metric.name] = float(point.as_int if kind == "as_int" else point.as_double)
+                        elif metric.name in GAUGES and metric.HasField("gauge"):
+                            for point in metric.gauge.data_points:
+                                job_kind = ""
+                                for kv in point.attributes:
+                                    if kv.key == JOB_KIND:
+                                        job_kind = str(_any_value(kv.value))
+                                number = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+                                self._gauges[(metric.name, job_kind)] = (float(number), now)
 
     def _http_points(self, now: float, resource_key: tuple, histogram: Any) -> None:
         cumulative = histogram.aggregation_temporality == _CUMULATIVE
@@ -291,10 +299,13 @@ class Engine:
         with self._lock:
             self._delivery_age = oldest_undelivered_age_s
 
-    def gauges(self) -> dict[str, float]:
-        """The last values of the job-queue gauges received (``phonoglyph.jobs.*``)."""
+    def gauges(self) -> dict[str, dict[str, float]]:
+        """The last values of the job-queue gauges received: ``{name: {job kind: value}}``."""
         with self._lock:
-            return dict(self._gauges)
+            result: dict[str, dict[str, float]] = {}
+            for (name, job_kind), (value, _) in self._gauges.items():
+                result.setdefault(name, {})[job_kind] = value
+            return result
 
     def open_starts(self) -> int:
         with self._lock:
@@ -501,6 +512,15 @@ class Engine:
                 text = f"{count} started more than {rule.after_s:g} s ago with no outcome yet"
                 examples = tuple(s.trace_id for s in starts if s.trace_id)[:MAX_EXAMPLES]
                 result[operation] = _Figure(count > rule.above, float(count), text, examples)
+        elif rule.when == "queue_age":
+            ages = {kind: figure for (name, kind), figure in self._gauges.items() if name == QUEUE_AGE}
+            for kind in self._subjects(rule.operation, ages):
+                queued_s, at = ages[kind]
+                fresh = now - at <= STALE_GAUGE_S
+                active = fresh and queued_s > rule.above_s
+                state = "" if fresh else f", last reported {now - at:.0f} s ago: not trusted"
+                text = f"the oldest queued job has waited {queued_s:.0f} s (alert above {rule.above_s:g} s{state})"
+                result[kind] = _Figure(active, queued_s, text, ())
         elif rule.when == "delivery_backlog":
             age = self._delivery_age
             active = age is not None and age > rule.above_s
@@ -553,6 +573,8 @@ def _value_text(rule: Rule, value: float | None) -> str:
         return f"{value:.0f} ms"
     if rule.when == "stalled":
         return f"{value:.0f} stalled"
+    if rule.when == "queue_age":
+        return f"{value:.0f} s waiting"
     return f"{value:.0f} s"
 
 

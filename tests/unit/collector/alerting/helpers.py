@@ -69,7 +69,7 @@ def http_request(
     cumulative: bool = True,
     service: str = "api",
     exemplar_trace: bytes | None = None,
-    gauges: dict[str, float] | None = None,
+    gauges: dict[str, dict[str, float]] | None = None,
 ) -> ExportMetricsServiceRequest:
     """``http.server.request.duration`` with one point per (route, status, count)."""
     request = ExportMetricsServiceRequest()
@@ -90,10 +90,13 @@ def http_request(
         if exemplar_trace is not None and status >= 500:
             point.exemplars.append(Exemplar(trace_id=exemplar_trace, span_id=b"\x01" * 8, as_double=0.1))
         metric.histogram.data_points.append(point)
-    for name, value in (gauges or {}).items():
+    for name, by_kind in (gauges or {}).items():  # {gauge name: {job kind: value}}
         gauge = resource_metrics.scope_metrics[0].metrics.add()
         gauge.name = name
-        gauge.gauge.data_points.append(NumberDataPoint(as_double=value))
+        for kind, value in by_kind.items():
+            point = NumberDataPoint(as_double=value)
+            point.attributes.append(_kv("phonoglyph.job.kind", kind))
+            gauge.gauge.data_points.append(point)
     return request
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from collector.alerting.config import DEFAULT_RULES, default_rules_table, parse_alerts
+from collector.alerting.config import DEFAULT_RULES, default_rules_markdown, default_rules_table, parse_alerts
 from collector.config import ConfigError
 
 ISSUE_EXAMPLE = {
@@ -76,9 +76,12 @@ def test_default_rules_cover_the_operations_the_api_and_delivery():
     assert ("http_error_rate", "*") in kinds
     assert ("stalled", "stem_separation") in kinds and ("stalled", "render") in kinds
     assert any(rule.when == "delivery_backlog" for rule in DEFAULT_RULES)
+    assert ("queue_age", "*") in kinds
     table = default_rules_table()
     assert len(table) == len(DEFAULT_RULES)
     assert all(row["rule"] and row["condition"] and row["why"] for row in table)
+    markdown = default_rules_markdown()
+    assert markdown.count("\n") == len(DEFAULT_RULES) + 2 and "| `api_5xx` | critical |" in markdown
     assert table[0]["condition"].startswith("failed / (completed + failed) of `stem_separation` > 0.4 over 60 s")
 
 
@@ -132,7 +135,7 @@ def _rule(**fields) -> dict:
         (
             {"rules": [_rule(when="error_rate")]},
             "alerts.rules[0].when: must be one of: failure_rate, stalled, http_error_rate, latency_p95, "
-            "delivery_backlog (got 'error_rate')",
+            "delivery_backlog, queue_age (got 'error_rate')",
         ),
         ({"rules": [_rule(), _rule(window_s=-1)]}, "alerts.rules[1].window_s: must be a number > 0, got -1"),
         ({"rules": [_rule(window_s=True)]}, "alerts.rules[0].window_s: must be a number > 0, got True"),
@@ -174,6 +177,10 @@ def _rule(**fields) -> dict:
         (
             {"rules": [{"name": "l", "when": "latency_p95", "operation": "x", "window_s": 1, "severity": "info"}]},
             "alerts.rules[0].above_ms: is required for when: latency_p95",
+        ),
+        (
+            {"rules": [{"name": "q", "when": "queue_age", "above_s": 60, "severity": "info"}]},
+            "alerts.rules[0].operation: is required for when: queue_age",
         ),
         (
             {"rules": [{"name": "d", "when": "delivery_backlog", "severity": "info"}]},

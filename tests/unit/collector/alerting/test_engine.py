@@ -347,12 +347,29 @@ def test_delta_histograms_and_4xx_floods(tmp_path):
     assert statuses(engine.evaluate()) == [("api_errors", "/files", "firing", False)]
 
 
-def test_job_queue_gauges_keep_their_last_values(tmp_path):
-    engine = engine_for([API], tmp_path, Clock())
+def test_job_queue_gauges_keep_their_last_values_and_queue_age_fires(tmp_path):
+    clock = Clock()
+    rule = {"name": "jobs_waiting", "when": "queue_age", "operation": "*", "above_s": 300, "severity": "critical"}
+    engine = engine_for([{**rule, "keep_firing_for_s": 0}], tmp_path, clock)
+    ages = {"stem_separation": 31.5, "render": 0.0}
     engine.observe_metrics(
-        http_request([], start_ns=0, gauges={"phonoglyph.jobs.queued": 4, "phonoglyph.jobs.oldest_queued_age": 31.5})
+        http_request([], start_ns=0, gauges={"phonoglyph.jobs.queued": {"stem_separation": 4, "render": 0}})
     )
-    assert engine.gauges() == {"phonoglyph.jobs.queued": 4.0, "phonoglyph.jobs.oldest_queued_age": 31.5}
+    engine.observe_metrics(http_request([], start_ns=0, gauges={"phonoglyph.jobs.oldest_queued_age": ages}))
+    assert engine.gauges() == {
+        "phonoglyph.jobs.queued": {"stem_separation": 4.0, "render": 0.0},
+        "phonoglyph.jobs.oldest_queued_age": ages,
+    }
+    assert engine.evaluate() == []
+    clock.advance(5)
+    engine.observe_metrics(
+        http_request([], start_ns=0, gauges={"phonoglyph.jobs.oldest_queued_age": {"stem_separation": 301}})
+    )
+    transitions = engine.evaluate()
+    assert statuses(transitions) == [("jobs_waiting", "stem_separation", "firing", False)]
+    assert transitions[0].snapshot["value_text"] == "301 s waiting"
+    clock.advance(301)  # the api stopped reporting: a stale age is not trusted
+    assert statuses(engine.evaluate()) == [("jobs_waiting", "stem_separation", "resolved", False)]
 
 
 # -- latency_p95 and delivery_backlog ---------------------------------------------------------------
