@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]  # mypy misses it
 from opentelemetry.sdk._configuration import _BaseConfigurator
 from opentelemetry.util._importlib_metadata import EntryPoint
 
-from instrumentation._internal.fastapi import DEFAULT_EXCLUDED_URLS, instrument_every_fastapi_app
+from instrumentation._internal import config
+from instrumentation._internal.fastapi import instrument_every_fastapi_app
 from instrumentation._internal.setup import configure
 
 OTEL_DEFAULTS = {
@@ -38,10 +39,7 @@ class PhonoglyphDistro(BaseDistro):
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
         if entry_point.name == "fastapi":
-            excluded_urls = os.environ.get(
-                "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", os.environ.get("OTEL_PYTHON_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS)
-            )
-            instrument_every_fastapi_app(excluded_urls=excluded_urls)
+            instrument_every_fastapi_app(excluded_urls=config.read(config.FASTAPI_EXCLUDED_URLS))
             return
         super().load_instrumentor(entry_point, **kwargs)
 

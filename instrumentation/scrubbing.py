@@ -1,4 +1,4 @@
-"""PII scrubbing at the source: one policy for spans, event records and Sentry events.
+"""PII scrubbing policy: one policy for spans, event records, Sentry events and PostHog properties.
 
 A :class:`Scrubber` replaces the value of sensitive keys (passwords, tokens, cookies, card data...)
 and sensitive values inside any string (bearer tokens, JWTs, Luhn-valid card numbers, e-mail
@@ -9,34 +9,42 @@ Identity and correlation keys (``user.id``, ``session.id``, ``phonoglyph.*.id``,
 ids) are never scrubbed. Clean input is returned as the very same object, so the common case costs
 a few substring checks per string (or one set lookup for a string seen before) and allocates nothing.
 
-:class:`ScrubbingSpanExporter` and :class:`ScrubbingLogExporter` wrap real exporters and scrub on
-the export thread, never on the request's.
+This module is pure Python (no OpenTelemetry import): the instrumentation's OTel adapters
+(``instrumentation._internal.otel_scrubbing``) and the collector's scrub processor both use it. See
+docs/architecture.md, "Scrubbing".
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, Status
-
 from instrumentation import semconv
 
+__all__ = [
+    "KEY_PATTERNS",
+    "MAX_MEMOISED_KEYS",
+    "MAX_MEMOISED_STRINGS",
+    "MAX_MEMOISED_STRING_CHARS",
+    "MAX_STRING_CHARS",
+    "SAFE_KEYS",
+    "SCRUBBED",
+    "SCRUBBED_ATTRIBUTE",
+    "Scrubber",
+    "ScrubbingConfig",
+]
+
 SCRUBBED: Final = "[Scrubbed]"
+"""What a scrubbed value (or the scrubbed part of a string) is replaced with."""
 SCRUBBED_ATTRIBUTE: Final = "phonoglyph.scrubbed"
 """Attribute listing the scrubbed paths of a span or event record (values are never recorded)."""
 
-MAX_ATTRIBUTES: Final = 128
-"""OTel's default attribute count limit: ``phonoglyph.scrubbed`` is added only below it."""
+MAX_STRING_CHARS: Final = 4096
+""":meth:`Scrubber.scrub_properties` cuts a longer top-level string to this many characters (plus
+``…``) before scrubbing it: the value patterns cost time quadratic in the length of a run of word
+characters, and an analytics property that long carries no meaning."""
 
 KEY_PATTERNS: Final = (
     r"passw(?:or)?d|passwd|^pass$|[-_.]pass$|pwd",
@@ -78,8 +86,11 @@ SAFE_KEYS: Final = frozenset(
 _SAFE_KEY_PATTERN: Final = re.compile(r"^phonoglyph\.[a-z0-9_.]*id$")
 _SAFE, _SENSITIVE, _VALUE = 0, 1, 2
 MAX_MEMOISED_KEYS: Final = 4096
+"""Bound of the memo of key verdicts (cleared when full)."""
 MAX_MEMOISED_STRINGS: Final = 8192
+"""Bound of each memo of short strings (cleared when full)."""
 MAX_MEMOISED_STRING_CHARS: Final = 256
+"""Only strings up to this length are memoised (span names, routes, methods, user agents repeat)."""
 
 _NAME_CHAR: Final = r"[^=&#\s?;,:\"'{}()\[\]]"
 _PARAMETER_NAMES: Final = (
@@ -117,10 +128,10 @@ _DEFAULT_VALUE_RULES: Final = (
         r"\1\2" + SCRUBBED,
     ),
     # e-mail addresses; the lookbehind starts a match only where a run of local-part characters
-    # starts, so a long run before an "@" costs one scan, not one per position (was quadratic)
+    # starts, so a long run before an "@" costs one scan, not one per position
     (("@",), r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", 0, SCRUBBED),
 )
-MIN_CARD_DIGITS: Final = 13
+_MIN_CARD_DIGITS: Final = 13
 _CARD_NUMBER: Final = re.compile(r"\d(?<![\w-]\d)(?:[ -]?\d){12,18}(?![\w-])")
 _SCALARS: Final = frozenset({int, float, bool, type(None), bytes})
 
@@ -142,29 +153,37 @@ def _scrub_card_number(match: re.Match[str]) -> str:
     return SCRUBBED if 13 <= len(digits) <= 19 and _luhn_valid(digits) else match.group(0)
 
 
-def _split_env(name: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
-
-
 @dataclass(frozen=True)
 class ScrubbingConfig:
-    """Extra patterns on top of the built-in policy (regexes, searched case-insensitively)."""
+    """Additions to the built-in policy; the built-in patterns always apply."""
 
     extra_key_patterns: tuple[str, ...] = ()
+    """Regexes searched case-insensitively in each key (not its path): a match makes the key sensitive
+    and its whole value is replaced."""
+
     extra_value_patterns: tuple[str, ...] = ()
+    """Regexes searched case-insensitively in every string value: each match is replaced."""
+
     safe_keys: tuple[str, ...] = ()
+    """Keys never scrubbed, neither by key nor by value, on top of :data:`SAFE_KEYS`."""
 
     @classmethod
     def from_env(cls) -> ScrubbingConfig:
         """``PHONOGLYPH_SCRUB_KEYS`` / ``PHONOGLYPH_SCRUB_VALUES``: comma-separated regexes."""
+        from instrumentation._internal import config
+
         return cls(
-            extra_key_patterns=_split_env("PHONOGLYPH_SCRUB_KEYS"),
-            extra_value_patterns=_split_env("PHONOGLYPH_SCRUB_VALUES"),
+            extra_key_patterns=config.read(config.SCRUB_KEYS),
+            extra_value_patterns=config.read(config.SCRUB_VALUES),
         )
 
 
 class Scrubber:
-    """Applies the scrubbing policy to JSON-like values; regexes are compiled once, here."""
+    """Applies the scrubbing policy to strings and JSON-like values; regexes are compiled once, here.
+
+    One scrubber may serve several threads: its memos are plain dicts and sets, only added to or
+    cleared, and an entry lost to a race is recomputed.
+    """
 
     def __init__(self, config: ScrubbingConfig | None = None) -> None:
         config = config or ScrubbingConfig()
@@ -180,13 +199,17 @@ class Scrubber:
         self._extra_value_rules = tuple(re.compile(p, re.IGNORECASE) for p in config.extra_value_patterns)
         self._key_verdicts: dict[str, int] = {}
         # short strings known to be clean (span names, routes, methods repeat endlessly); a string
-        # that needed scrubbing is never remembered
+        # that needed scrubbing is never remembered here
         self._clean_strings: set[str] = set()
+        # scrub_properties: short property strings and their result, scrubbed or not
+        self._property_strings: dict[str, str] = {}
 
     def is_safe_key(self, key: str) -> bool:
+        """An identity or correlation key: never scrubbed, neither by key nor by value."""
         return self._key_verdict(key) == _SAFE
 
     def is_sensitive_key(self, key: str) -> bool:
+        """A key whose whole value is replaced (unless empty or a boolean)."""
         return self._key_verdict(key) == _SENSITIVE
 
     def _key_verdict(self, key: str) -> int:
@@ -217,7 +240,7 @@ class Scrubber:
                     break
         for pattern in self._extra_value_rules:
             result = pattern.sub(SCRUBBED, result)
-        if len(result) >= MIN_CARD_DIGITS:
+        if len(result) >= _MIN_CARD_DIGITS:
             result = _CARD_NUMBER.sub(_scrub_card_number, result)
         if result == text:
             if len(text) <= MAX_MEMOISED_STRING_CHARS:
@@ -234,7 +257,7 @@ class Scrubber:
         else a scrubbed copy and the paths of what was replaced.
         """
         paths: list[str] = []
-        return self._scrub(value, path, paths), paths
+        return self.scrub_value(value, path, paths), paths
 
     def scrub_attributes(
         self, attributes: Mapping[str, Any] | None, path: str = ""
@@ -244,7 +267,74 @@ class Scrubber:
             return attributes, []
         return self.scrub(attributes, path)
 
-    def _scrub(self, value: Any, path: str, paths: list[str]) -> Any:
+    def scrub_properties(self, properties: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
+        """Scrub one flat mapping of analytics properties (a PostHog event's), one of many in a row.
+
+        Keys and many values (routes, services, user agents) repeat from one mapping to the next, so
+        the result of scrubbing a short string is remembered (bounded, like the key verdicts). A
+        top-level string longer than :data:`MAX_STRING_CHARS` is cut to that length plus ``…`` and
+        counts as scrubbed; nested values are scrubbed whole, as :meth:`scrub` does.
+
+        Returns ``(properties, [])`` (the same object) when nothing was scrubbed; else a new ``dict``
+        whose :data:`SCRUBBED_ATTRIBUTE` lists the paths it already had, then the new ones, and the
+        new paths.
+        """
+        changed: dict[str, Any] | None = None
+        paths: list[str] = []
+        verdicts = self._key_verdicts
+        for key, value in properties.items():
+            verdict = verdicts.get(key)
+            if verdict is None:
+                verdict = self._key_verdict(key)
+            if verdict == _SAFE:
+                continue
+            scrubbed: Any
+            if verdict == _SENSITIVE:
+                if value is None or value is True or value is False or value == "" or value == SCRUBBED:
+                    continue
+                scrubbed = SCRUBBED
+                paths.append(key)
+            elif isinstance(value, str):
+                scrubbed = self._scrub_property_string(value)
+                if scrubbed is value:
+                    continue
+                paths.append(key)
+            elif isinstance(value, (dict, list, tuple)):
+                scrubbed = self.scrub_value(value, key, paths)
+                if scrubbed is value:
+                    continue
+            else:
+                continue
+            if changed is None:
+                changed = dict(properties)
+            changed[key] = scrubbed
+        if changed is None:
+            return properties, paths
+        previous = changed.get(SCRUBBED_ATTRIBUTE) or ()
+        changed[SCRUBBED_ATTRIBUTE] = list(dict.fromkeys((*previous, *paths)))
+        return changed, paths
+
+    def _scrub_property_string(self, text: str) -> str:
+        if len(text) > MAX_MEMOISED_STRING_CHARS:
+            if len(text) > MAX_STRING_CHARS:
+                return self.scrub_string(text[:MAX_STRING_CHARS]) + "…"
+            return self.scrub_string(text)
+        memo = self._property_strings
+        scrubbed = memo.get(text)
+        if scrubbed is None:
+            scrubbed = self.scrub_string(text)
+            if len(memo) >= MAX_MEMOISED_STRINGS:
+                memo.clear()
+            memo[text] = scrubbed
+        return text if scrubbed == text else scrubbed
+
+    def scrub_value(self, value: Any, path: str, paths: list[str]) -> Any:
+        """Scrub any JSON-like value recursively, appending the paths of what was replaced to ``paths``
+        (a path starts with ``path``). Returns the original object when nothing matched, else a copy
+        in which only the changed containers are new.
+
+        For callers that scrub several parts of one record and list all their paths together.
+        """
         kind = type(value)
         if kind is str:
             scrubbed = self.scrub_string(value)
@@ -258,7 +348,7 @@ class Scrubber:
         if isinstance(value, (list, tuple)):
             items = None
             for index, item in enumerate(value):
-                scrubbed = self._scrub(item, f"{path}[{index}]", paths)
+                scrubbed = self.scrub_value(item, f"{path}[{index}]", paths)
                 if scrubbed is not item:
                     if items is None:
                         items = list(value)
@@ -292,167 +382,10 @@ class Scrubber:
             elif type(item) in _SCALARS:
                 continue
             else:
-                scrubbed = self._scrub(item, f"{path}.{name}" if path else name, paths)
+                scrubbed = self.scrub_value(item, f"{path}.{name}" if path else name, paths)
                 if scrubbed is item:
                     continue
             if changed is None:
                 changed = dict(mapping)
             changed[key] = scrubbed
         return mapping if changed is None else changed
-
-
-def _with_scrubbed_paths(attributes: Any, paths: list[str]) -> Any:
-    if not paths or len(attributes or ()) >= MAX_ATTRIBUTES:
-        return attributes
-    result = dict(attributes or {})
-    previous = result.get(SCRUBBED_ATTRIBUTE) or ()
-    result[SCRUBBED_ATTRIBUTE] = tuple(dict.fromkeys((*previous, *paths)))
-    return result
-
-
-class _ScrubbedSpan(ReadableSpan):
-    """A scrubbed copy that keeps the original's dropped counts."""
-
-    def __init__(self, original: ReadableSpan, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._original = original
-
-    @property
-    def dropped_attributes(self) -> int:
-        return self._original.dropped_attributes
-
-    @property
-    def dropped_events(self) -> int:
-        return self._original.dropped_events
-
-    @property
-    def dropped_links(self) -> int:
-        return self._original.dropped_links
-
-
-def _plain(attributes: Any) -> Any:
-    """The dict inside the SDK's ``BoundedAttributes``: iterating it directly is several times faster
-    than through the ``Mapping`` ABC (this runs for every exported span)."""
-    inner = getattr(attributes, "_dict", None)
-    return inner if type(inner) is dict else attributes
-
-
-def _span_attributes(span: ReadableSpan) -> Any:
-    return _plain(getattr(span, "_attributes", None) or span.attributes)
-
-
-def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
-    """The span itself when clean, else a scrubbed copy carrying ``phonoglyph.scrubbed``."""
-    paths: list[str] = []
-    name = scrubber.scrub_string(span.name)
-    if name is not span.name:
-        paths.append("name")
-    status = span.status
-    if status.description:
-        description = scrubber.scrub_string(status.description)
-        if description is not status.description:
-            paths.append("status.description")
-            status = Status(status.status_code, description)
-    original_attributes = _span_attributes(span)
-    attributes = (
-        scrubber._scrub(original_attributes, "attributes", paths) if original_attributes else original_attributes
-    )
-
-    events: Sequence[Event] = span.events
-    new_events: list[Event] | None = None
-    for index, event in enumerate(events):
-        original_event_attributes = _plain(event.attributes)
-        event_attributes = (
-            scrubber._scrub(original_event_attributes, f"events[{index}].attributes", paths)
-            if original_event_attributes
-            else original_event_attributes
-        )
-        if event_attributes is not original_event_attributes:
-            if new_events is None:
-                new_events = list(events)
-            new_events[index] = Event(event.name, event_attributes, event.timestamp)
-    if new_events is not None:
-        events = tuple(new_events)
-
-    links: Sequence[Link] = span.links
-    new_links: list[Link] | None = None
-    for index, link in enumerate(links):
-        link_attributes = (
-            scrubber._scrub(link.attributes, f"links[{index}].attributes", paths)
-            if link.attributes
-            else link.attributes
-        )
-        if link_attributes is not link.attributes:
-            if new_links is None:
-                new_links = list(links)
-            new_links[index] = Link(link.context, link_attributes)
-    if new_links is not None:
-        links = tuple(new_links)
-
-    if not paths:
-        return span
-    return _ScrubbedSpan(
-        span,
-        name=name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=_with_scrubbed_paths(attributes, paths),
-        events=events,
-        links=links,
-        kind=span.kind,
-        status=status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
-
-
-def scrub_log_record(record: ReadableLogRecord, scrubber: Scrubber) -> ReadableLogRecord:
-    """The record itself when clean, else a scrubbed copy carrying ``phonoglyph.scrubbed``."""
-    log_record = record.log_record
-    paths: list[str] = []
-    body = scrubber._scrub(log_record.body, "body", paths)
-    attributes = (
-        scrubber._scrub(log_record.attributes, "attributes", paths) if log_record.attributes else log_record.attributes
-    )
-    if not paths:
-        return record
-    scrubbed = copy.copy(log_record)
-    scrubbed.body = body
-    scrubbed.attributes = _with_scrubbed_paths(attributes, paths)
-    return dataclasses.replace(record, log_record=scrubbed)
-
-
-class ScrubbingSpanExporter(SpanExporter):
-    """Exports scrubbed copies of spans through ``inner`` (clean spans pass through as they are)."""
-
-    def __init__(self, inner: SpanExporter, scrubber: Scrubber) -> None:
-        self.inner = inner
-        self.scrubber = scrubber
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([scrub_span(span, self.scrubber) for span in spans])
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class ScrubbingLogExporter(LogRecordExporter):
-    """Exports scrubbed copies of log/event records through ``inner``."""
-
-    def __init__(self, inner: LogRecordExporter, scrubber: Scrubber) -> None:
-        self.inner = inner
-        self.scrubber = scrubber
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        return self.inner.export([scrub_log_record(record, self.scrubber) for record in batch])
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)

@@ -17,22 +17,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry import _logs, metrics, propagate, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util._once import Once
 
 from instrumentation._internal import pipeline, setup
 from instrumentation._internal.config import resolve
 from instrumentation._internal.guard import reset_rate_limits
-from instrumentation._internal.scrubbing import Scrubber, ScrubbingConfig
+from instrumentation._internal.propagation import set_global_propagator
 from instrumentation._internal.stats import STATS
+from instrumentation.scrubbing import Scrubber, ScrubbingConfig
 
 __all__ = ["Captured", "capture", "pipeline_stats", "reset_otel_globals", "span_to_dict", "event_record_to_dict"]
 
@@ -49,7 +47,7 @@ def reset_otel_globals() -> None:
     metrics._internal._METER_PROVIDER_SET_ONCE = Once()
     metrics._internal._METER_PROVIDER = None
     metrics._internal._PROXY_METER_PROVIDER = metrics._internal._ProxyMeterProvider()
-    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
+    set_global_propagator()
     pipeline.CURRENT[0] = pipeline.Pipeline()
     STATS.reset()
     reset_rate_limits()
@@ -62,6 +60,7 @@ def pipeline_stats() -> dict[str, int]:
 
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     context = span.get_span_context()
+    assert context is not None  # a finished SDK span always has one
     parent = span.parent
     return {
         "name": span.name,
@@ -116,8 +115,9 @@ class Captured:
                 for metric in scope_metrics.metrics:
                     if metric.name == name:
                         points += [
-                            {"attributes": dict(p.attributes), "count": p.count, "sum": p.sum}
+                            {"attributes": dict(p.attributes or {}), "count": p.count, "sum": p.sum}
                             for p in metric.data.data_points
+                            if isinstance(p, HistogramDataPoint)
                         ]
         return points
 

@@ -163,7 +163,7 @@ class QueueingLogRecordProcessor(LogRecordProcessor):
         self._put(
             ReadableLogRecord(
                 log_record=record,
-                resource=log_record.resource,
+                resource=log_record.resource,  # type: ignore[arg-type]  # the LoggerProvider always sets it
                 instrumentation_scope=log_record.instrumentation_scope,
                 limits=log_record.limits,
             )

@@ -1,12 +1,168 @@
-"""configure()'s settings: keyword arguments first, then the standard environment variables."""
+"""Every setting the instrumentation reads from the environment, one row each; the only reader of it.
+
+A row (:class:`ConfigParam`) names the variable(s), the default, the parser and what it means. A
+value that does not parse logs a warning naming the variable and the default is used: a bad setting
+never turns the instrumentation off (the OTel SDK behaves the same). ``configure()``'s keyword
+arguments win over the environment (:func:`resolve`). See docs/architecture.md, "Configuration".
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+_logger = logging.getLogger("instrumentation")
 
 DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
 DEFAULT_SERVICE_NAME = "unknown_service"
+DEFAULT_EXCLUDED_URLS = "/health,/healthz"
+
+
+# -- parsers: raise ValueError on a malformed value ------------------------------------------------
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _positive_int(raw: str) -> int:
+    value = int(float(raw))
+    if value <= 0:
+        raise ValueError("not a positive number")
+    return value
+
+
+def _positive_ms_as_s(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("not a positive number of milliseconds")
+    return value / 1000
+
+
+def _on_off(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ValueError("neither on nor off")
+
+
+def _flag(raw: str) -> bool:
+    return raw == "1"
+
+
+def _regexes(raw: str) -> tuple[str, ...]:
+    patterns = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regex: {exc}") from None
+    return patterns
+
+
+def _key_values(raw: str) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            attributes[key.strip()] = value.strip()
+    return attributes
+
+
+# -- the table ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigParam(Generic[T]):
+    """One setting: the first of ``env_vars`` that is set (and not blank) gives its value."""
+
+    env_vars: tuple[str, ...]
+    default: T
+    parse: Callable[[str], T]
+    blank_is_unset: bool = True
+    """A blank value counts as unset (the next variable, then the default, applies); when False, an
+    empty value is a value (an empty list of excluded URLs)."""
+
+
+SERVICE_NAME = ConfigParam[str | None](("OTEL_SERVICE_NAME",), None, _text)
+"""The ``service.name`` resource attribute (else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``,
+else ``unknown_service``)."""
+
+RESOURCE_ATTRIBUTES = ConfigParam[dict[str, str]](("OTEL_RESOURCE_ATTRIBUTES",), {}, _key_values)
+"""``key=value`` pairs, comma-separated: ``service.version`` and ``deployment.environment`` are read."""
+
+OTLP_ENDPOINT = ConfigParam[str | None](("OTEL_EXPORTER_OTLP_ENDPOINT",), None, _text)
+"""Base URL of the collector (``/v1/traces`` etc. appended); default ``http://localhost:4318``."""
+
+OTLP_TRACES_ENDPOINT = ConfigParam[str | None](("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",), None, _text)
+"""Full URL for spans, instead of ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/traces``."""
+
+OTLP_LOGS_ENDPOINT = ConfigParam[str | None](("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",), None, _text)
+"""Full URL for event records, instead of ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/logs``."""
+
+OTLP_METRICS_ENDPOINT = ConfigParam[str | None](("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",), None, _text)
+"""Full URL for metrics, instead of ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/metrics``."""
+
+SENTRY_DSN = ConfigParam[str | None](("SENTRY_DSN",), None, _text)
+"""Sentry is on when set."""
+
+SENTRY_ENVIRONMENT = ConfigParam[str | None](("SENTRY_ENVIRONMENT",), None, _text)
+"""The environment, when ``OTEL_RESOURCE_ATTRIBUTES`` gives none."""
+
+SENTRY_RELEASE = ConfigParam[str | None](("SENTRY_RELEASE",), None, _text)
+"""Sentry's release (else the service version), and the service version when none is given."""
+
+SENTRY_SPANS = ConfigParam[bool](("PHONOGLYPH_SENTRY_SPANS",), True, _on_off)
+"""``on`` (or true/1/yes): spans go to Sentry's OTLP endpoint from this process. ``off`` (or
+false/0/no): Sentry gets errors only (an OpenTelemetry Collector forwards the spans; otherwise
+Sentry would get each twice)."""
+
+SCRUB_KEYS = ConfigParam[tuple[str, ...]](("PHONOGLYPH_SCRUB_KEYS",), (), _regexes)
+"""Comma-separated regexes: more sensitive keys (``ScrubbingConfig.extra_key_patterns``)."""
+
+SCRUB_VALUES = ConfigParam[tuple[str, ...]](("PHONOGLYPH_SCRUB_VALUES",), (), _regexes)
+"""Comma-separated regexes: more sensitive values (``ScrubbingConfig.extra_value_patterns``)."""
+
+STRICT = ConfigParam[bool](("PHONOGLYPH_INSTRUMENTATION_STRICT",), False, _flag)
+"""``1`` (the test suite sets it): an instrumentation error is re-raised instead of only logged."""
+
+FASTAPI_EXCLUDED_URLS = ConfigParam[str](
+    ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"),
+    DEFAULT_EXCLUDED_URLS,
+    _text,
+    blank_is_unset=False,
+)
+"""Under ``opentelemetry-instrument``: comma-separated paths (or regexes) that get no server span."""
+
+
+@dataclass(frozen=True)
+class QueueParams:
+    """The four rows of one export queue (``OTEL_BSP_*`` for spans, ``OTEL_BLRP_*`` for records)."""
+
+    max_queue_size: ConfigParam[int]
+    max_export_batch_size: ConfigParam[int]
+    schedule_delay_s: ConfigParam[float]
+    export_timeout_s: ConfigParam[float]
+
+
+def _queue_params(prefix: str) -> QueueParams:
+    default = QueueConfig()
+    return QueueParams(
+        max_queue_size=ConfigParam((f"{prefix}_MAX_QUEUE_SIZE",), default.max_queue_size, _positive_int),
+        max_export_batch_size=ConfigParam(
+            (f"{prefix}_MAX_EXPORT_BATCH_SIZE",), default.max_export_batch_size, _positive_int
+        ),
+        schedule_delay_s=ConfigParam((f"{prefix}_SCHEDULE_DELAY",), default.schedule_delay_s, _positive_ms_as_s),
+        export_timeout_s=ConfigParam((f"{prefix}_EXPORT_TIMEOUT",), default.export_timeout_s, _positive_ms_as_s),
+    )
 
 
 @dataclass(frozen=True)
@@ -14,9 +170,46 @@ class QueueConfig:
     """One export queue: bounded, drained by a worker thread in batches."""
 
     max_queue_size: int = 4096
+    """Items waiting at most; when full, new ones are dropped and counted."""
     max_export_batch_size: int = 512
+    """Items per export call."""
     schedule_delay_s: float = 1.0
+    """Longest wait between two exports (the environment variable is in milliseconds, as the spec says)."""
     export_timeout_s: float = 10.0
+    """Timeout of one export (milliseconds in the environment)."""
+
+
+SPAN_QUEUE = _queue_params("OTEL_BSP")
+"""``OTEL_BSP_MAX_QUEUE_SIZE``, ``_MAX_EXPORT_BATCH_SIZE``, ``_SCHEDULE_DELAY``, ``_EXPORT_TIMEOUT``."""
+
+EVENT_QUEUE = _queue_params("OTEL_BLRP")
+"""``OTEL_BLRP_MAX_QUEUE_SIZE``, ``_MAX_EXPORT_BATCH_SIZE``, ``_SCHEDULE_DELAY``, ``_EXPORT_TIMEOUT``."""
+
+
+def read(param: ConfigParam[T]) -> T:
+    """The value of ``param`` from the environment; its default when unset or malformed (warned)."""
+    for name in param.env_vars:
+        raw = os.environ.get(name)
+        if raw is None or (param.blank_is_unset and not raw.strip()):
+            continue
+        try:
+            return param.parse(raw)
+        except (ValueError, OverflowError) as exc:
+            _logger.warning("%s=%r is invalid (%s): using the default, %r", name, raw, exc, param.default)
+            return param.default
+    return param.default
+
+
+def read_queue(params: QueueParams) -> QueueConfig:
+    return QueueConfig(
+        max_queue_size=read(params.max_queue_size),
+        max_export_batch_size=read(params.max_export_batch_size),
+        schedule_delay_s=read(params.schedule_delay_s),
+        export_timeout_s=read(params.export_timeout_s),
+    )
+
+
+# -- configure()'s settings ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -29,31 +222,15 @@ class Settings:
     sentry_release: str | None
     span_queue: QueueConfig
     event_queue: QueueConfig
+    traces_endpoint: str | None = None
+    """``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (else ``otlp_endpoint`` + ``/v1/traces``)."""
+    logs_endpoint: str | None = None
+    metrics_endpoint: str | None = None
 
-
-def _resource_attributes_from_env() -> dict[str, str]:
-    attributes: dict[str, str] = {}
-    for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            attributes[key.strip()] = value.strip()
-    return attributes
-
-
-def _queue_from_env(prefix: str) -> QueueConfig:
-    """Honours OTEL_BSP_* / OTEL_BLRP_* (delays in milliseconds, as the spec says)."""
-    default = QueueConfig()
-
-    def number(name: str, fallback: float) -> float:
-        raw = os.environ.get(f"{prefix}_{name}", "").strip()
-        return float(raw) if raw else fallback
-
-    return QueueConfig(
-        max_queue_size=int(number("MAX_QUEUE_SIZE", default.max_queue_size)),
-        max_export_batch_size=int(number("MAX_EXPORT_BATCH_SIZE", default.max_export_batch_size)),
-        schedule_delay_s=number("SCHEDULE_DELAY", default.schedule_delay_s * 1000) / 1000,
-        export_timeout_s=number("EXPORT_TIMEOUT", default.export_timeout_s * 1000) / 1000,
-    )
+    def signal_endpoint(self, signal: str) -> str:
+        """The URL for ``signal`` (``traces``, ``logs`` or ``metrics``)."""
+        specific = {"traces": self.traces_endpoint, "logs": self.logs_endpoint, "metrics": self.metrics_endpoint}
+        return specific.get(signal) or f"{self.otlp_endpoint}/v1/{signal}"
 
 
 def resolve(
@@ -64,22 +241,23 @@ def resolve(
     otlp_endpoint: str | None,
     sentry_dsn: str | None,
 ) -> Settings:
-    env = os.environ
-    resource = _resource_attributes_from_env()
+    """configure()'s arguments, completed from the environment, then the defaults."""
+    resource = read(RESOURCE_ATTRIBUTES)
+    sentry_release = read(SENTRY_RELEASE)
     return Settings(
-        service_name=service_name
-        or env.get("OTEL_SERVICE_NAME")
-        or resource.get("service.name")
-        or DEFAULT_SERVICE_NAME,
-        service_version=service_version or resource.get("service.version") or env.get("SENTRY_RELEASE") or None,
+        service_name=service_name or read(SERVICE_NAME) or resource.get("service.name") or DEFAULT_SERVICE_NAME,
+        service_version=service_version or resource.get("service.version") or sentry_release or None,
         environment=environment
         or resource.get("deployment.environment")
         or resource.get("deployment.environment.name")
-        or env.get("SENTRY_ENVIRONMENT")
+        or read(SENTRY_ENVIRONMENT)
         or None,
-        otlp_endpoint=(otlp_endpoint or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_OTLP_ENDPOINT).rstrip("/"),
-        sentry_dsn=sentry_dsn or env.get("SENTRY_DSN") or None,
-        sentry_release=env.get("SENTRY_RELEASE") or service_version or resource.get("service.version") or None,
-        span_queue=_queue_from_env("OTEL_BSP"),
-        event_queue=_queue_from_env("OTEL_BLRP"),
+        otlp_endpoint=(otlp_endpoint or read(OTLP_ENDPOINT) or DEFAULT_OTLP_ENDPOINT).rstrip("/"),
+        sentry_dsn=sentry_dsn or read(SENTRY_DSN) or None,
+        sentry_release=sentry_release or service_version or resource.get("service.version") or None,
+        span_queue=read_queue(SPAN_QUEUE),
+        event_queue=read_queue(EVENT_QUEUE),
+        traces_endpoint=read(OTLP_TRACES_ENDPOINT),
+        logs_endpoint=read(OTLP_LOGS_ENDPOINT),
+        metrics_endpoint=read(OTLP_METRICS_ENDPOINT),
     )

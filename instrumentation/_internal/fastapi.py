@@ -13,23 +13,24 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from instrumentation._internal import pipeline
+from instrumentation._internal.config import DEFAULT_EXCLUDED_URLS
 from instrumentation._internal.guard import guarded, report
 from instrumentation._internal.identity import Identity, context_with_identity
+from instrumentation._internal.sentry.propagation import SENTRY_TRACE_HEADER, parse_sentry_trace
 
 Scope = dict[str, Any]
 IdentifyRequest = Callable[[Mapping[str, Any]], Identity | None]
 
 _PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage", b"sentry-trace"})
-_SENTRY_TRACE = re.compile(r"^\s*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?\s*$")
 _SERVER_ERROR = Status(StatusCode.ERROR)
-DEFAULT_EXCLUDED_URLS = "/health,/healthz"
 
 REQUEST_ERROR_HANDLERS: list[Callable[[Exception, Scope], None]] = []
 """Called with each exception that leaves an instrumented app, while its server span is still the
@@ -67,15 +68,10 @@ def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context:
     if carrier is None:
         return Context()
     ctx = propagate.extract(carrier, context=Context())
-    if "traceparent" not in carrier and "sentry-trace" in carrier:
-        match = _SENTRY_TRACE.match(carrier["sentry-trace"])
-        if match:
-            span_context = SpanContext(
-                trace_id=int(match.group(1), 16),
-                span_id=int(match.group(2), 16),
-                is_remote=True,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED if match.group(3) != "0" else TraceFlags.DEFAULT),
-            )
+    if "traceparent" not in carrier and SENTRY_TRACE_HEADER in carrier:
+        # honoured even when Sentry is off (the global propagator then has no sentry-trace part)
+        span_context = parse_sentry_trace(carrier[SENTRY_TRACE_HEADER])
+        if span_context is not None:
             ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_context), ctx)
     return ctx
 
@@ -176,7 +172,7 @@ class ServerSpanMiddleware:
             finally:
                 context.detach(token)
 
-    def _start(self, scope: Scope) -> tuple[trace.Span, object]:
+    def _start(self, scope: Scope) -> tuple[trace.Span, Token[Context]]:
         headers = scope["headers"]
         parent = _parent_context(headers)
         if self._identify_request is not None:
@@ -252,10 +248,11 @@ def instrument_fastapi(
 
 
 def _instrument(app: Any, excluded_urls: str | None, identify_request: IdentifyRequest | None) -> None:
-    instrumented_cls = _instrumented_class(type(app))
+    app_cls = type(app)
+    instrumented_cls = _instrumented_class(app_cls)
 
     async def app_call(scope: Scope, receive: Any, send: Any) -> None:
-        await super(instrumented_cls, app).__call__(scope, receive, send)
+        await app_cls.__call__(app, scope, receive, send)  # the class's own, under the subclass's
 
     app.__phonoglyph_server_spans__ = ServerSpanMiddleware(
         app_call, excluded_urls=excluded_urls, identify_request=identify_request

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from instrumentation._internal import config
 from instrumentation._internal.stats import STATS
 
 _logger = logging.getLogger("instrumentation")
 
-STRICT_ENV = "PHONOGLYPH_INSTRUMENTATION_STRICT"
 LOG_INTERVAL_S = 60.0
 
 
@@ -85,7 +84,7 @@ def rate_limit_export_logs(interval_s: float = LOG_INTERVAL_S) -> None:
 
 def strict() -> bool:
     """Under tests (``PHONOGLYPH_INSTRUMENTATION_STRICT=1``) instrumentation errors surface."""
-    return os.environ.get(STRICT_ENV, "") == "1"
+    return config.read(config.STRICT)
 
 
 def report(exc: Exception) -> None:

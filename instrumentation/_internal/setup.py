@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import atexit
 import functools
-import os
 import threading
 from dataclasses import dataclass, field
 
-from opentelemetry import _logs, metrics, propagate, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry import _logs, metrics, trace
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
@@ -19,7 +16,6 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from instrumentation import semconv
 from instrumentation._internal import pipeline
@@ -28,15 +24,15 @@ from instrumentation._internal.config import Settings, resolve
 from instrumentation._internal.exporters import OtlpHttpLogRecordExporter, OtlpHttpSpanExporter
 from instrumentation._internal.guard import guarded, rate_limit_export_logs
 from instrumentation._internal.identity import IdentitySpanProcessor
-from instrumentation._internal.scrubbing import (
-    Scrubber,
-    ScrubbingConfig,
+from instrumentation._internal.otel_scrubbing import (
     ScrubbingLogExporter,
     ScrubbingSpanExporter,
     scrub_log_record,
     scrub_span,
 )
-from instrumentation._internal.sentry import setup_sentry, shutdown_sentry
+from instrumentation._internal.propagation import set_global_propagator
+from instrumentation._internal.sentry.client import setup_sentry, shutdown_sentry
+from instrumentation.scrubbing import Scrubber, ScrubbingConfig
 
 
 @dataclass
@@ -68,26 +64,22 @@ INSTALLED: list[Installed] = []
 """Empty until configure() has run; reset only by instrumentation.testing.reset_otel_globals()."""
 
 
-def _signal_endpoint(settings: Settings, signal: str) -> str:
-    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
-    return specific or f"{settings.otlp_endpoint}/v1/{signal}"
-
-
 def otlp_exporters(settings: Settings, scrubber: Scrubber) -> Exporters:
+    """OTLP/HTTP exporters to the collector; spans and event records are scrubbed while encoded."""
     timeout_s = settings.span_queue.export_timeout_s
     return Exporters(
         spans=OtlpHttpSpanExporter(
-            endpoint=_signal_endpoint(settings, "traces"),
+            endpoint=settings.signal_endpoint("traces"),
             timeout=timeout_s,
             prepare=functools.partial(scrub_span, scrubber=scrubber),
         ),
         event_records=OtlpHttpLogRecordExporter(
-            endpoint=_signal_endpoint(settings, "logs"),
+            endpoint=settings.signal_endpoint("logs"),
             timeout=timeout_s,
             prepare=functools.partial(scrub_log_record, scrubber=scrubber),
         ),
         metric_reader=PeriodicExportingMetricReader(
-            OTLPMetricExporter(endpoint=_signal_endpoint(settings, "metrics"), timeout=timeout_s)
+            OTLPMetricExporter(endpoint=settings.signal_endpoint("metrics"), timeout=timeout_s)
         ),
         scrub_themselves=True,
     )
@@ -127,7 +119,7 @@ def install(settings: Settings, scrubber: Scrubber, exporters: Exporters) -> Ins
             resource=resource, metric_readers=[exporters.metric_reader], shutdown_on_exit=False
         )
 
-        propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
+        set_global_propagator()
         trace.set_tracer_provider(tracer_provider)
         _logs.set_logger_provider(logger_provider)
         metrics.set_meter_provider(meter_provider)

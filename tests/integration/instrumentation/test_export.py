@@ -74,3 +74,19 @@ def test_an_unreachable_collector_changes_nothing_for_the_app_but_counters_and_a
     assert stats["log_lines_suppressed"] >= 4
     span_export_lines = [r for r in caplog.records if r.name.endswith("trace_exporter")]
     assert len(span_export_lines) == 1
+
+
+def test_a_malformed_queue_setting_leaves_configure_on_with_the_default(
+    otlp: tuple[str, OtlpCapture], fresh_otel: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint, capture = otlp
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "abc")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "-5")
+    with caplog.at_level(logging.WARNING, logger="instrumentation"):
+        configure(service_name="api", otlp_endpoint=endpoint)
+    with operation("render"):
+        pass
+    shutdown()
+    assert [span["name"] for span in capture.snapshot()["spans"]] == ["render"]
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "OTEL_BSP_SCHEDULE_DELAY" in warned and "OTEL_BSP_MAX_QUEUE_SIZE" in warned

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from opentelemetry import propagate
 
 from instrumentation import Identity, configure, instrument_fastapi, operation, semconv, shutdown, track
-from instrumentation._internal import sentry
+from instrumentation._internal.sentry import spans as sentry_span_path
 from instrumentation.testing import pipeline_stats
 from tests.fakes.otlp import OtlpCapture
 from tests.fakes.sentry import FakeSentry
@@ -382,7 +382,7 @@ def test_the_collectors_otlp_headers_and_tls_settings_never_go_to_sentry(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/collector-ca.pem")
     endpoint, capture = otlp
     configure(service_name="worker", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
-    (processor,) = sentry._active_span_processor
+    (processor,) = sentry_span_path.active_span_processors()
     session = processor._exporter._client._transport._session
     assert (session.verify, session.cert) == (True, None)
     with operation("render", {semconv.RENDER_ID: "r_1"}):

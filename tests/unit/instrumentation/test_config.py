@@ -1,7 +1,12 @@
+"""instrumentation._internal.config: the settings table and configure()'s resolution."""
+
 from __future__ import annotations
+
+import logging
 
 import pytest
 
+from instrumentation._internal import config
 from instrumentation._internal.config import QueueConfig, resolve
 
 NO_ARGUMENTS = dict(service_name=None, service_version=None, environment=None, otlp_endpoint=None, sentry_dsn=None)
@@ -16,8 +21,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "SENTRY_DSN",
         "SENTRY_ENVIRONMENT",
         "SENTRY_RELEASE",
-        "OTEL_BSP_MAX_QUEUE_SIZE",
-        "OTEL_BSP_SCHEDULE_DELAY",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        *(
+            f"{prefix}_{name}"
+            for prefix in ("OTEL_BSP", "OTEL_BLRP")
+            for name in ("MAX_QUEUE_SIZE", "MAX_EXPORT_BATCH_SIZE", "SCHEDULE_DELAY", "EXPORT_TIMEOUT")
+        ),
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -59,3 +70,75 @@ def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     settings = resolve(**{**NO_ARGUMENTS, "service_name": "worker", "environment": "dev"})
     assert settings.service_name == "worker"
     assert settings.environment == "dev"
+
+
+# -- one table; a malformed value warns and falls back to the default ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OTEL_BSP_SCHEDULE_DELAY", "abc"), ("OTEL_BSP_MAX_QUEUE_SIZE", "-5"), ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+     ("OTEL_BLRP_EXPORT_TIMEOUT", "inf"), ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "many")],
+)  # fmt: skip
+def test_a_malformed_queue_setting_warns_and_uses_the_default(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.WARNING, logger="instrumentation"):
+        settings = resolve(**NO_ARGUMENTS)
+    assert (settings.span_queue, settings.event_queue) == (QueueConfig(), QueueConfig())
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert name in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, True), ("", True), ("on", True), ("ON", True), ("off", False), (" Off ", False), ("false", False),
+     ("0", False), ("maybe", True)],
+)  # fmt: skip
+def test_the_sentry_span_switch(
+    value: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if value is None:
+        monkeypatch.delenv("PHONOGLYPH_SENTRY_SPANS", raising=False)
+    else:
+        monkeypatch.setenv("PHONOGLYPH_SENTRY_SPANS", value)
+    with caplog.at_level(logging.WARNING, logger="instrumentation"):
+        assert config.read(config.SENTRY_SPANS) is expected
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned == ([] if value != "maybe" else [warned[0]])
+    assert all("PHONOGLYPH_SENTRY_SPANS" in message for message in warned)
+
+
+def test_a_malformed_scrub_pattern_warns_and_adds_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from instrumentation.scrubbing import ScrubbingConfig
+
+    monkeypatch.setenv("PHONOGLYPH_SCRUB_KEYS", "^tenant$, (unclosed")
+    with caplog.at_level(logging.WARNING, logger="instrumentation"):
+        assert ScrubbingConfig.from_env() == ScrubbingConfig()
+    assert "PHONOGLYPH_SCRUB_KEYS" in caplog.records[0].getMessage()
+
+
+def test_signal_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://logs:4318/custom")
+    settings = resolve(**NO_ARGUMENTS)
+    assert settings.signal_endpoint("traces") == "http://collector:4318/v1/traces"
+    assert settings.signal_endpoint("logs") == "http://logs:4318/custom"
+
+
+@pytest.mark.parametrize(
+    ("fastapi", "generic", "expected"),
+    [(None, None, "/health,/healthz"), (None, "/a", "/a"), ("/b", "/a", "/b"), ("", "/a", "")],
+)
+def test_excluded_urls_for_the_distro(
+    fastapi: str | None, generic: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in (("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", fastapi), ("OTEL_PYTHON_EXCLUDED_URLS", generic)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert config.read(config.FASTAPI_EXCLUDED_URLS) == expected

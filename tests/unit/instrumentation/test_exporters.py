@@ -75,7 +75,8 @@ def test_event_records_arrive_with_their_event_name_and_ids(
 def test_prepare_runs_on_every_span_before_encoding(
     otlp: tuple[str, OtlpCapture], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from instrumentation._internal.scrubbing import Scrubber, scrub_span
+    from instrumentation._internal.otel_scrubbing import scrub_span
+    from instrumentation.scrubbing import Scrubber
 
     endpoint, capture = otlp
     monkeypatch.setattr(exporters, "ENCODE_CHUNK_ITEMS", 3)

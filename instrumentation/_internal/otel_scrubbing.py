@@ -1,0 +1,183 @@
+"""The scrubbing policy (:mod:`instrumentation.scrubbing`) applied to OTel spans and log records.
+
+:func:`scrub_span` and :func:`scrub_log_record` run on the export thread, never on the request's
+(our OTLP exporters call them chunk by chunk while encoding); :class:`ScrubbingSpanExporter` and
+:class:`ScrubbingLogExporter` wrap any other exporter with them. See docs/architecture.md, "Scrubbing".
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Final
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, Status
+
+from instrumentation.scrubbing import SCRUBBED_ATTRIBUTE, Scrubber
+
+MAX_ATTRIBUTES: Final = 128
+"""OTel's default attribute count limit: ``phonoglyph.scrubbed`` is added only below it."""
+
+
+def _with_scrubbed_paths(attributes: Any, paths: list[str]) -> Any:
+    if not paths or len(attributes or ()) >= MAX_ATTRIBUTES:
+        return attributes
+    result = dict(attributes or {})
+    previous = result.get(SCRUBBED_ATTRIBUTE) or ()
+    result[SCRUBBED_ATTRIBUTE] = tuple(dict.fromkeys((*previous, *paths)))
+    return result
+
+
+class _ScrubbedSpan(ReadableSpan):
+    """A scrubbed copy that keeps the original's dropped counts."""
+
+    def __init__(self, original: ReadableSpan, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._original = original
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._original.dropped_attributes
+
+    @property
+    def dropped_events(self) -> int:
+        return self._original.dropped_events
+
+    @property
+    def dropped_links(self) -> int:
+        return self._original.dropped_links
+
+
+def _plain(attributes: Any) -> Any:
+    """The dict inside the SDK's ``BoundedAttributes``: iterating it directly skips the ``Mapping``
+    ABC's per-item calls (this runs for every exported span)."""
+    inner = getattr(attributes, "_dict", None)
+    return inner if type(inner) is dict else attributes
+
+
+def _span_attributes(span: ReadableSpan) -> Any:
+    return _plain(getattr(span, "_attributes", None) or span.attributes)
+
+
+def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
+    """The span itself when clean, else a scrubbed copy carrying ``phonoglyph.scrubbed``."""
+    paths: list[str] = []
+    name = scrubber.scrub_string(span.name)
+    if name is not span.name:
+        paths.append("name")
+    status = span.status
+    if status.description:
+        description = scrubber.scrub_string(status.description)
+        if description is not status.description:
+            paths.append("status.description")
+            status = Status(status.status_code, description)
+    original_attributes = _span_attributes(span)
+    attributes = (
+        scrubber.scrub_value(original_attributes, "attributes", paths) if original_attributes else original_attributes
+    )
+
+    events: Sequence[Event] = span.events
+    new_events: list[Event] | None = None
+    for index, event in enumerate(events):
+        original_event_attributes = _plain(event.attributes)
+        event_attributes = (
+            scrubber.scrub_value(original_event_attributes, f"events[{index}].attributes", paths)
+            if original_event_attributes
+            else original_event_attributes
+        )
+        if event_attributes is not original_event_attributes:
+            if new_events is None:
+                new_events = list(events)
+            new_events[index] = Event(event.name, event_attributes, event.timestamp)
+    if new_events is not None:
+        events = tuple(new_events)
+
+    links: Sequence[Link] = span.links
+    new_links: list[Link] | None = None
+    for index, link in enumerate(links):
+        link_attributes = (
+            scrubber.scrub_value(link.attributes, f"links[{index}].attributes", paths)
+            if link.attributes
+            else link.attributes
+        )
+        if link_attributes is not link.attributes:
+            if new_links is None:
+                new_links = list(links)
+            new_links[index] = Link(link.context, link_attributes)
+    if new_links is not None:
+        links = tuple(new_links)
+
+    if not paths:
+        return span
+    return _ScrubbedSpan(
+        span,
+        name=name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_with_scrubbed_paths(attributes, paths),
+        events=events,
+        links=links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def scrub_log_record(record: ReadableLogRecord, scrubber: Scrubber) -> ReadableLogRecord:
+    """The record itself when clean, else a scrubbed copy carrying ``phonoglyph.scrubbed``."""
+    log_record = record.log_record
+    paths: list[str] = []
+    body = scrubber.scrub_value(log_record.body, "body", paths)
+    attributes = (
+        scrubber.scrub_value(log_record.attributes, "attributes", paths)
+        if log_record.attributes
+        else log_record.attributes
+    )
+    if not paths:
+        return record
+    scrubbed = copy.copy(log_record)
+    scrubbed.body = body
+    scrubbed.attributes = _with_scrubbed_paths(attributes, paths)
+    return dataclasses.replace(record, log_record=scrubbed)
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Exports scrubbed copies of spans through ``inner`` (clean spans pass through as they are)."""
+
+    def __init__(self, inner: SpanExporter, scrubber: Scrubber) -> None:
+        self.inner = inner
+        self.scrubber = scrubber
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([scrub_span(span, self.scrubber) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class ScrubbingLogExporter(LogRecordExporter):
+    """Exports scrubbed copies of log/event records through ``inner``."""
+
+    def __init__(self, inner: LogRecordExporter, scrubber: Scrubber) -> None:
+        self.inner = inner
+        self.scrubber = scrubber
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        return self.inner.export([scrub_log_record(record, self.scrubber) for record in batch])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)

@@ -1,0 +1,117 @@
+"""setup_sentry() and shutdown_sentry(): start the Sentry client and wire our parts into it.
+
+``setup_sentry`` runs after the global TracerProvider is set (sentry-sdk's ``OTLPIntegration``
+links events to the current OTel span through ``register_external_propagation_context``). Three
+things of sentry-sdk are replaced by ours:
+
+- its span exporter: the span path (:mod:`.spans`), or none with ``PHONOGLYPH_SENTRY_SPANS=off``;
+- its propagator (``sentry-trace`` only): W3C ``traceparent`` + ``baggage`` stay the global
+  propagator, and an incoming ``sentry-trace`` is honoured too (:mod:`.propagation`);
+- its web-framework integrations (Starlette, FastAPI, ...: an ASGI middleware, a scope and event
+  processors on every request): off. An error that leaves an instrumented app is reported from
+  ``fastapi.REQUEST_ERROR_HANDLERS`` instead (:mod:`.request_errors`), while the server span is
+  current, with the request data those integrations attach. Each request of an instrumented app
+  runs in its own Sentry isolation scope (``fastapi.REQUEST_SCOPES``), so an event's breadcrumbs
+  are its request's own (scrubbed) log lines. An app that is not instrumented is reported only
+  through the server's error log line (the logging integration).
+
+The OTel sampler is the only sampling decision (no ``traces_sample_rate``: Sentry makes no
+transactions of its own). The pipeline's own log lines (``opentelemetry.*``, ``instrumentation.*``)
+never become Sentry events.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from instrumentation._internal import config
+from instrumentation._internal import fastapi as fastapi_layer
+from instrumentation._internal.propagation import set_global_propagator
+from instrumentation._internal.sentry import spans
+from instrumentation._internal.sentry.events import before_breadcrumb, before_send
+from instrumentation._internal.sentry.exceptions import stamp_exceptions_with_their_span
+from instrumentation._internal.sentry.request_errors import keep_request_bodies, report_request_error
+from instrumentation.scrubbing import Scrubber
+
+PIPELINE_LOGGERS: Final = ("instrumentation", "instrumentation.*", "opentelemetry.*")
+"""Loggers (fnmatch patterns) Sentry's logging integration ignores: the telemetry pipeline's own
+lines (an unreachable collector, a failed export) are counters and logs, never Sentry events, and
+our own error lines must not come back through before_send."""
+
+WEB_FRAMEWORK_INTEGRATIONS: Final = frozenset(
+    {
+        "aiohttp", "bottle", "chalice", "django", "falcon", "fastapi", "flask", "litestar",
+        "pyramid", "quart", "sanic", "starlette", "starlite", "tornado",
+    }
+)  # fmt: skip
+"""sentry-sdk integrations (by identifier) that hook every request: never enabled by setup_sentry."""
+
+
+def web_framework_integrations() -> list[Any]:
+    """The installed auto-enabling integrations that would hook every request."""
+    from sentry_sdk.integrations import iter_default_integrations
+
+    return [cls for cls in iter_default_integrations(True) if cls.identifier in WEB_FRAMEWORK_INTEGRATIONS]
+
+
+def setup_sentry(
+    *,
+    dsn: str | None,
+    environment: str | None,
+    release: str | None,
+    tracer_provider: TracerProvider,
+    scrubber: Scrubber,
+    send_spans: bool | None = None,
+) -> bool:
+    """Start Sentry when ``dsn`` is set (returns True); without it, do nothing and say nothing.
+
+    ``send_spans`` (default: ``PHONOGLYPH_SENTRY_SPANS``, on) adds the span path to Sentry's OTLP
+    endpoint; off, Sentry gets errors only.
+    """
+    if not dsn:
+        return False
+    import sentry_sdk
+    from sentry_sdk.integrations.logging import ignore_logger
+    from sentry_sdk.integrations.otlp import OTLPIntegration
+
+    if send_spans is None:
+        send_spans = config.read(config.SENTRY_SPANS)
+    for name in PIPELINE_LOGGERS:
+        ignore_logger(name)
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=environment,
+        release=release,
+        integrations=[OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)],
+        disabled_integrations=web_framework_integrations(),
+        before_send=functools.partial(before_send, scrubber),  # type: ignore[arg-type]
+        before_breadcrumb=functools.partial(before_breadcrumb, scrubber),
+    )
+    if send_spans:
+        spans.start_span_path(dsn, tracer_provider, scrubber)
+    set_global_propagator(sentry_trace=True)
+    stamp_exceptions_with_their_span()
+    keep_request_bodies()
+    if report_request_error not in fastapi_layer.REQUEST_ERROR_HANDLERS:
+        fastapi_layer.REQUEST_ERROR_HANDLERS.append(report_request_error)
+    if sentry_sdk.isolation_scope not in fastapi_layer.REQUEST_SCOPES:
+        fastapi_layer.REQUEST_SCOPES.append(sentry_sdk.isolation_scope)
+    return True
+
+
+def shutdown_sentry(timeout_s: float) -> None:
+    """Export the spans still queued for Sentry, then flush, close and unset the Sentry client."""
+    import sentry_sdk
+
+    while report_request_error in fastapi_layer.REQUEST_ERROR_HANDLERS:
+        fastapi_layer.REQUEST_ERROR_HANDLERS.remove(report_request_error)
+    while sentry_sdk.isolation_scope in fastapi_layer.REQUEST_SCOPES:
+        fastapi_layer.REQUEST_SCOPES.remove(sentry_sdk.isolation_scope)
+    spans.stop_span_path()
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        client.close(timeout=timeout_s)
+        sentry_sdk.get_global_scope().set_client(None)  # Sentry is off until setup_sentry runs again
