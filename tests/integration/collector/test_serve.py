@@ -19,8 +19,11 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize(
     ("env", "config_yaml", "message"),
     [
-        ({"COLLECTOR_ENDPOINT": "nohost"}, None, "COLLECTOR_ENDPOINT: 'nohost': expected host:port"),
-        ({"POSTHOG_HOST": "posthog.example"}, None, "POSTHOG_HOST: 'posthog.example' is not an http(s) URL"),
+        (
+            {"COLLECTOR_AUTH_TOKEN": "two words "},
+            None,
+            "COLLECTOR_AUTH_TOKEN: must be printable with no surrounding whitespace",
+        ),
         ({}, "limits: {max_inflight_requests: 0}\n", "limits.max_inflight_requests: must be at least 1, got 0"),
     ],
 )
@@ -37,6 +40,16 @@ def test_bad_configuration_stops_with_exit_code_2(tmp_path, env, config_yaml, me
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"phonoglyph-collector: configuration error: {message}")
     assert result.stderr.count("\n") == 1  # one clear line, no traceback
+
+
+def test_a_bad_environment_value_warns_and_the_default_is_used(tmp_path):
+    process = CollectorProcess(tmp_path, env={"POSTHOG_HOST": "posthog.example"}).start()
+    try:
+        assert httpx.get(f"{process.url}/healthz", timeout=5).status_code == 200
+        assert "exporter=local store" in process.first_line
+    finally:
+        process.kill()
+    assert "POSTHOG_HOST: 'posthog.example' is not an http(s) URL; using the default" in process.stderr()
 
 
 def test_a_port_in_use_is_a_configuration_error(tmp_path):

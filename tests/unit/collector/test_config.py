@@ -1,8 +1,9 @@
+import logging
 from pathlib import Path
 
 import pytest
 
-from collector.config import CollectorConfig, ConfigError, LimitsConfig, parse_endpoint
+from collector.config import SETTINGS, CollectorConfig, ConfigError, LimitsConfig, parse_endpoint
 
 
 def test_defaults():
@@ -32,13 +33,6 @@ def _error(env: dict) -> str:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"COLLECTOR_ENDPOINT": "4318"}, "COLLECTOR_ENDPOINT: '4318': expected host:port, e.g. 127.0.0.1:4318"),
-        (
-            {"COLLECTOR_ENDPOINT": "localhost:99999"},
-            "COLLECTOR_ENDPOINT: 'localhost:99999': port must be a number from 0 to 65535",
-        ),
-        ({"POSTHOG_HOST": "ftp://x"}, "POSTHOG_HOST: 'ftp://x' is not an http(s) URL"),
-        ({"POSTHOG_API_KEY": "phc abc"}, "POSTHOG_API_KEY: must not contain whitespace"),
         ({"COLLECTOR_AUTH_TOKEN": " t"}, "COLLECTOR_AUTH_TOKEN: must be printable with no surrounding whitespace"),
         (
             {"COLLECTOR_CONFIG": "/nonexistent/c.yaml"},
@@ -46,8 +40,59 @@ def _error(env: dict) -> str:
         ),
     ],
 )
-def test_environment_errors_name_the_key(env, message):
+def test_environment_errors_that_refuse_to_start_name_the_key(env, message):
     assert _error(env) == message
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "message"),
+    [
+        ({"COLLECTOR_ENDPOINT": "4318"}, "host", "COLLECTOR_ENDPOINT: '4318': expected host:port, e.g. 127.0.0.1:4318"),
+        (
+            {"COLLECTOR_ENDPOINT": "localhost:99999"},
+            "port",
+            "COLLECTOR_ENDPOINT: 'localhost:99999': port must be a number from 0 to 65535",
+        ),
+        ({"POSTHOG_HOST": "ftp://x"}, "posthog_host", "POSTHOG_HOST: 'ftp://x' is not an http(s) URL"),
+        ({"POSTHOG_API_KEY": "phc abc"}, "posthog_api_key", "POSTHOG_API_KEY: must not contain whitespace"),
+        ({"COLLECTOR_ALERT_SLACK_URL": "slack"}, "alert_slack_url", "COLLECTOR_ALERT_SLACK_URL: 'slack' is not"),
+    ],
+)
+def test_a_bad_environment_value_warns_naming_the_variable_and_uses_the_default(caplog, env, name, message):
+    with caplog.at_level(logging.WARNING, logger="collector.config"):
+        config = CollectorConfig.from_env(env)
+    assert getattr(config, name) == getattr(CollectorConfig(), name)
+    [warning] = caplog.messages
+    assert warning.startswith(message) and "using the default" in warning
+
+
+def test_alert_destinations_come_from_the_environment():
+    config = CollectorConfig.from_env(
+        {
+            "COLLECTOR_ALERT_WEBHOOK_URL": "http://hooks.example/alert",
+            "COLLECTOR_ALERT_SLACK_URL": "https://hooks.slack.example/T/B/x",
+            "COLLECTOR_ALERTMANAGER_URL": "http://alertmanager:9093/",
+        }
+    )
+    assert config.alert_webhook_url == "http://hooks.example/alert"
+    assert config.alert_slack_url == "https://hooks.slack.example/T/B/x"
+    assert config.alertmanager_url == "http://alertmanager:9093"
+    assert CollectorConfig.from_env({}).alert_webhook_url is None
+
+
+def test_the_alerts_section_is_kept_as_written(tmp_path):
+    path = tmp_path / "collector.yaml"
+    path.write_text("alerts:\n  rules: [{name: x}]\n")
+    assert CollectorConfig.from_env({"COLLECTOR_CONFIG": str(path)}).alerts_raw == {"rules": [{"name": "x"}]}
+    assert CollectorConfig.from_env({}).alerts_raw is None
+
+
+def test_every_setting_is_one_documented_row():
+    names = [setting.name for setting in SETTINGS]
+    assert len(names) == len(set(names))
+    assert all(setting.doc and (setting.env or setting.yaml) for setting in SETTINGS)
+    envs = [setting.env for setting in SETTINGS if setting.env]
+    assert len(envs) == len(set(envs))
 
 
 @pytest.mark.parametrize(
@@ -55,7 +100,7 @@ def test_environment_errors_name_the_key(env, message):
     [
         ("- a\n", "COLLECTOR_CONFIG: {path} must hold a mapping at the top level"),
         ("mapping: [\n", None),
-        ("mappings: {}\n", "mappings: unknown key (expected one of: mapping, limits, drain_timeout_s)"),
+        ("mappings: {}\n", "mappings: unknown key (expected one of: mapping, limits, drain_timeout_s, alerts)"),
         ("limits: {max_request_bytes: -1}\n", "limits.max_request_bytes: must be at least 1, got -1"),
         ("limits: {max_request_bytes: big}\n", "limits.max_request_bytes: must be an integer, got 'big'"),
         (
