@@ -140,6 +140,9 @@ class Alerting:
             self.engine.flush()
         except Exception:
             logger.exception("alerting could not persist its open starts")
+        if self.dispatcher.running() or (self._thread is not None and self._thread.is_alive()):
+            logger.warning("alerting threads still busy at shutdown; alerts.db is left open for them")
+            return
         self.store.close()
 
     # -- reading ----------------------------------------------------------------------------------

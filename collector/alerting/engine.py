@@ -213,10 +213,9 @@ class Engine:
             self._failed_examples.setdefault(operation, deque(maxlen=MAX_EXAMPLES)).append((now, trace_id))
         duration_ms = properties.get("processing_time_ms")
         if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool):
-            latency = self._latency.get(operation)
-            if latency is None:
-                latency = self._latency[operation] = LatencyWindow(self._bucket_s, self._horizon_s)
-            latency.add(now, float(duration_ms))
+            latency = self._series(self._latency, operation, lambda: LatencyWindow(self._bucket_s, self._horizon_s))
+            if latency is not None:
+                latency.add(now, float(duration_ms))
             threshold = min(
                 self._slow_threshold.get(operation, float("inf")), self._slow_threshold.get(ALL, float("inf"))
             )

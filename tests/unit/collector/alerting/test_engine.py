@@ -1,4 +1,5 @@
 import random
+import threading
 
 from collector.alerting.config import parse_alerts
 from collector.alerting.engine import Engine
@@ -420,3 +421,34 @@ def test_one_notification_row_per_notifier_and_transition(tmp_path):
     assert pending_rows(engine) == [("webhook", "firing"), ("slack", "firing"), ("alertmanager", "firing")]
     fingerprints = {row.fingerprint for row in engine.store.pending_notifications()}
     assert len(fingerprints) == 1
+
+
+def test_series_are_bounded(tmp_path):
+    dropped: list[tuple[str, int]] = []
+    engine = engine_for(
+        [{**FAILING, "operation": "*"}], tmp_path, Clock(), max_series=1, on_drop=lambda r, n: dropped.append((r, n))
+    )
+    engine.observe_events(outcomes("render", completed=0, failed=5) + outcomes("file_upload", completed=0, failed=5))
+    assert statuses(engine.evaluate()) == [("stems_failing", "render", "firing", False)]
+    assert dropped == [("series_limit", 1)] * 5
+
+
+def test_concurrent_ingest_counts_everything(tmp_path):
+    clock = Clock()
+    engine = engine_for([{**FAILING, "above": 0.9}], tmp_path, clock)
+
+    def feed(offset: int) -> None:
+        for n in range(250):
+            engine.observe_events([event("stem_separation_failed", offset + n)])
+            engine.observe_events([event("stem_separation_started", offset + n)])
+
+    threads = [threading.Thread(target=feed, args=(i * 1000,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    engine.evaluate()  # evaluation beside ingest
+    for thread in threads:
+        thread.join(30)
+    engine.evaluate()
+    (alert,) = engine.firing()
+    assert "1000 of 1000 outcomes failed" in alert["summary"]
+    assert engine.open_starts() == 0  # every start came after its outcome
