@@ -16,11 +16,16 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from collector.config import CollectorConfig, ConfigError
+
+if TYPE_CHECKING:
+    from collector.delivery.outbox import Outbox
+    from collector.exporters.local import LocalStoreExporter
 
 EXIT_CONFIG = 2
 
@@ -74,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 # -- serve ----------------------------------------------------------------------------------
 
 
-def _serve(config: CollectorConfig, args) -> int:
+def _serve(config: CollectorConfig, args: argparse.Namespace) -> int:
     from collector.app import build_app
     from collector.delivery.outbox import OutboxError
 
@@ -138,7 +143,7 @@ class _DrainingServer(uvicorn.Server):
     re-raising the signal afterwards, so the outbox can be flushed and closed after the last answer."""
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -153,7 +158,7 @@ class _DrainingServer(uvicorn.Server):
 # -- readers --------------------------------------------------------------------------------
 
 
-def _local_store(config: CollectorConfig):
+def _local_store(config: CollectorConfig) -> LocalStoreExporter:
     from collector.exporters.local import LocalStoreExporter
 
     if config.posthog_api_key:
@@ -164,14 +169,14 @@ def _local_store(config: CollectorConfig):
     return LocalStoreExporter(config.events_path)
 
 
-def _outbox(config: CollectorConfig):
+def _outbox(config: CollectorConfig) -> Outbox:
     from collector.delivery.outbox import Outbox
 
     # an inspector beside a running collector: never hand the running worker's claimed rows out again
     return Outbox(config.outbox_path, max_bytes=config.limits.outbox_max_bytes, recover_in_flight=False)
 
 
-def _print_event(event: dict, as_json: bool) -> None:
+def _print_event(event: Mapping[str, Any], as_json: bool) -> None:
     if as_json:
         print(
             json.dumps(
@@ -186,7 +191,7 @@ def _print_event(event: dict, as_json: bool) -> None:
     print(f"{event['timestamp']}  {event['event']:<24} {event['distinct_id']:<28} {keys}", flush=True)
 
 
-def _events(config: CollectorConfig, args) -> int:
+def _events(config: CollectorConfig, args: argparse.Namespace) -> int:
     store = _local_store(config)
     try:
         last = 0
@@ -224,7 +229,7 @@ def _funnel(config: CollectorConfig, args) -> int:
     return 0
 
 
-def _dead_letters(config: CollectorConfig, args) -> int:
+def _dead_letters(config: CollectorConfig, args: argparse.Namespace) -> int:
     outbox = _outbox(config)
     try:
         if args.action == "replay":
@@ -244,7 +249,7 @@ def _dead_letters(config: CollectorConfig, args) -> int:
     return 0
 
 
-def _stats(config: CollectorConfig, args) -> int:
+def _stats(config: CollectorConfig, args: argparse.Namespace) -> int:
     outbox = _outbox(config)
     try:
         outbox_stats = {
