@@ -47,9 +47,11 @@ RETRY_MAX_DELAY_S = 2.0
 
 
 class JobWorker:
-    def __init__(self, db: Database, settings: ServiceSettings) -> None:
+    def __init__(self, db: Database, settings: ServiceSettings, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.db = db
         self.settings = settings
+        self.sleep = sleep
+        """Waits between store retries and for the operation-delay fault switch."""
         self.current_job: jobs.Job | None = None
         """The job being processed, for the report of an error that stops the worker."""
 
@@ -94,7 +96,7 @@ class JobWorker:
                     raise
                 retries += 1
                 logger.warning("job store: %s failed (%s); retry %d in %.2f s", what, exc, retries, delay_s)
-                time.sleep(delay_s)
+                self.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
 
     def _in_job_context(self, job: jobs.Job, process: Callable[[jobs.Job], None]) -> None:
@@ -142,7 +144,7 @@ class JobWorker:
                 if record is None:
                     raise JobFailed(FILE_NOT_FOUND, f"file {job.file_id} is gone")
                 if faults.operation == job.kind and faults.operation_delay_s:
-                    time.sleep(faults.operation_delay_s)  # fault switch PHONOGLYPH_FAULT_OPERATION_DELAY_S
+                    self.sleep(faults.operation_delay_s)  # fault switch PHONOGLYPH_FAULT_OPERATION_DELAY_S
                 result = handler(job, record, span, self.settings, self.db.read())
 
                 def complete(conn: sqlite3.Connection) -> None:  # short: the DSP ran outside the write lock

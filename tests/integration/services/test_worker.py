@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace as otel_trace
 
 from instrumentation import semconv
+from services.settings import FaultSettings
 from services.store import catalog, jobs
 from services.store.database import Database
 from services.worker import JobWorker, handlers
@@ -212,3 +214,38 @@ def test_a_store_error_that_is_not_transient_is_not_retried(api: Api, monkeypatc
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         JobWorker(api.db, api.settings).run_once()
     assert len(calls) == 1
+
+
+def test_the_separation_failure_fault_switch_fails_stem_separations(api: Api) -> None:
+    faulty = dataclasses.replace(api.settings, faults=FaultSettings(separation_failure_rate=1.0))
+    _user_id, _file_id, job_id = _queue_stems(api)
+    assert JobWorker(api.db, faulty).run_once()
+    assert jobs.get_job(api.db.read(), job_id).error_code == "fault_injected"
+    assert _outcomes(api, "stem_separation") == [("failed", "fault_injected")]
+
+
+def test_the_worker_fault_switches_are_off_by_default(api: Api) -> None:
+    assert api.settings.faults == FaultSettings()
+    slept: list[float] = []
+    _user_id, _file_id, job_id = _queue_stems(api)
+    worker = JobWorker(api.db, api.settings, sleep=slept.append)
+    assert worker.run_once()
+    assert jobs.get_job(api.db.read(), job_id).status == "completed"
+    assert slept == []
+
+
+def test_the_operation_delay_fault_switch_delays_that_operation_inside_its_span(api: Api) -> None:
+    faults = FaultSettings(operation="stem_separation", operation_delay_s=0.25)
+    slept: list[tuple[float, str | None]] = []
+
+    def sleep(seconds: float) -> None:  # records which operation was current when it slept
+        slept.append((seconds, otel_trace.get_current_span().attributes.get(semconv.OPERATION)))
+
+    _user_id, _file_id, job_id = _queue_stems(api)
+    headers, _member = api.member("bo@example.test")
+    other_file = api.upload(headers, api.project(headers)).json()["file_id"]
+    assert api.client.post(f"/files/{other_file}/analysis", headers=headers).status_code == 202
+    worker = JobWorker(api.db, dataclasses.replace(api.settings, faults=faults), sleep=sleep)
+    assert worker.run_once() and worker.run_once()
+    assert slept == [(0.25, "stem_separation")]  # not the analysis
+    assert jobs.get_job(api.db.read(), job_id).status == "completed"

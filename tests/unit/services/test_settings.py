@@ -1,6 +1,8 @@
 from pathlib import Path
 
-from services.settings import ServiceSettings
+import pytest
+
+from services.settings import FaultSettings, ServiceSettings
 
 
 def test_defaults_live_under_dot_stack() -> None:
@@ -29,3 +31,46 @@ def test_environment_overrides() -> None:
 
 def test_an_empty_billing_secret_means_none() -> None:
     assert ServiceSettings.from_env({"PHONOGLYPH_BILLING_SECRET": ""}).billing_secret is None
+
+
+def test_every_fault_switch_is_off_by_default() -> None:
+    faults = ServiceSettings.from_env({}).faults
+    assert faults == FaultSettings()
+    assert (faults.separation_failure_rate, faults.http_5xx_rate, faults.operation, faults.operation_delay_s) == (
+        0.0,
+        0.0,
+        None,
+        0.0,
+    )
+    assert not faults.any_on
+
+
+def test_fault_switches_from_the_environment() -> None:
+    faults = ServiceSettings.from_env(
+        {
+            "PHONOGLYPH_FAULT_SEPARATION_FAILURE_RATE": "0.5",
+            "PHONOGLYPH_FAULT_OPERATION": "render",
+            "PHONOGLYPH_FAULT_OPERATION_DELAY_S": "2.5",
+            "PHONOGLYPH_FAULT_HTTP_5XX_RATE": "1",
+            "PHONOGLYPH_FAULT_HTTP_5XX_ROUTE": "/files",
+        }
+    ).faults
+    assert faults == FaultSettings(
+        separation_failure_rate=0.5,
+        operation="render",
+        operation_delay_s=2.5,
+        http_5xx_rate=1.0,
+        http_5xx_route="/files",
+    )
+    assert faults.any_on
+
+
+@pytest.mark.parametrize("name", ["PHONOGLYPH_FAULT_SEPARATION_FAILURE_RATE", "PHONOGLYPH_FAULT_HTTP_5XX_RATE"])
+def test_a_failure_rate_outside_0_to_1_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        ServiceSettings.from_env({name: "1.5"})
+
+
+def test_store_retry_settings_from_the_environment() -> None:
+    settings = ServiceSettings.from_env({"PHONOGLYPH_DB_BUSY_TIMEOUT_S": "0.5", "PHONOGLYPH_STORE_RETRY_BUDGET_S": "3"})
+    assert (settings.db_busy_timeout_s, settings.store_retry_budget_s) == (0.5, 3.0)

@@ -77,6 +77,34 @@ def test_a_job_claimed_too_often_fails_instead_of_looping(db: Database, file_id:
     assert (failed.status, failed.error_code) == ("failed", "attempts_exhausted")
 
 
+def test_a_job_that_ran_out_of_attempts_is_handed_to_the_caller_to_report(db: Database, file_id: str) -> None:
+    job, waiting = _enqueue(db, file_id), _enqueue(db, file_id, kind="stem_separation")
+    assert _claim(db, lease_s=-1.0, max_attempts=1).id == job.id
+    exhausted: list[jobs.Job] = []
+    with db.transaction() as conn:
+        claimed = jobs.claim(conn, lease_s=60.0, max_attempts=1, exhausted=exhausted)
+    assert claimed.id == waiting.id  # the next job is still claimed in the same call
+    (failed,) = exhausted
+    assert (failed.id, failed.status, failed.error_code, failed.attempts) == (job.id, "failed", "attempts_exhausted", 1)
+    assert failed.carrier == job.carrier  # its trace context, for its report
+
+
+def test_queue_stats_count_queued_jobs_by_kind_with_the_oldest(db: Database, file_id: str) -> None:
+    assert [(s.kind, s.queued, s.oldest_created_at) for s in jobs.queue_stats(db.read())] == [
+        ("stem_separation", 0, None),
+        ("audio_analysis", 0, None),
+        ("render", 0, None),
+    ]
+    first, second = _enqueue(db, file_id), _enqueue(db, file_id)
+    stems = _enqueue(db, file_id, kind="stem_separation")
+    assert [_claim(db).id, _claim(db).id] == [first.id, second.id]  # running now: no longer queued
+    _enqueue(db, file_id)
+    stats = {s.kind: s for s in jobs.queue_stats(db.read())}
+    assert {kind: s.queued for kind, s in stats.items()} == {"stem_separation": 1, "audio_analysis": 1, "render": 0}
+    created_at = db.read().execute("SELECT created_at FROM jobs WHERE id = ?", (stems.id,)).fetchone()[0]
+    assert stats["stem_separation"].oldest_created_at == created_at
+
+
 def test_complete_and_fail_record_the_outcome(db: Database, file_id: str) -> None:
     done, broken = _enqueue(db, file_id), _enqueue(db, file_id)
     with db.transaction() as conn:
