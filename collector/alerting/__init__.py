@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
 from collector.alerting.config import DEFAULT_RULES, AlertsConfig, Rule, default_rules_table, parse_alerts
 from collector.alerting.engine import Engine, Transition
 from collector.alerting.notify import (
@@ -88,7 +90,7 @@ class Alerting:
         except Exception:
             logger.exception("alerting could not observe events")
 
-    def observe_metrics(self, request: Any) -> None:
+    def observe_metrics(self, request: ExportMetricsServiceRequest) -> None:
         try:
             self.engine.observe_metrics(request)
         except Exception:

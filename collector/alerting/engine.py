@@ -37,6 +37,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
 from collector.alerting.config import ALL, AlertsConfig, Rule, fill_link
 from collector.alerting.store import AlertStore, InstanceRow, OpenStart
 from collector.alerting.windows import CountWindow, LatencyWindow
@@ -50,6 +52,8 @@ GAUGES = ("phonoglyph.jobs.queued", "phonoglyph.jobs.oldest_queued_age")
 JOB_ID = "phonoglyph.job.id"
 JOB_KIND = "phonoglyph.job.kind"
 QUEUE_AGE = "phonoglyph.jobs.oldest_queued_age"
+FINISHED_KEEP_S = 900.0
+"""How long an outcome is remembered (across restarts too) to ignore its start arriving after it."""
 STALE_GAUGE_S = 300.0
 """A queue gauge not refreshed for this long (the api is down or stopped exporting) is not trusted."""
 MAX_EXAMPLES = 5
@@ -135,11 +139,14 @@ class Engine:
         self._gauges: dict[tuple[str, str], tuple[float, float]] = {}
         self._delivery_age: float | None = None
         self._open: OrderedDict[str, OpenStart] = OrderedDict()
-        self._finished: OrderedDict[str, str] = OrderedDict()
+        self._finished: OrderedDict[str, str] = OrderedDict()  # key -> the outcome's event timestamp
+        self._finished_new: dict[str, tuple[str, float]] = {}
         self._added: dict[str, OpenStart] = {}
         self._removed: set[str] = set()
         for start in store.load_open_starts():
             self._open[start.key] = start
+        for key, event_ts, _ in store.load_finished(self._started_at - FINISHED_KEEP_S):
+            self._finished[key] = event_ts
         self._instances: dict[tuple[str, str], InstanceRow] = {
             (row.rule, row.subject): row for row in store.load_instances() if row.rule in {r.name for r in self.rules}
         }
@@ -228,12 +235,14 @@ class Engine:
                 self._added.pop(key, None)
                 self._removed.add(key)
             timestamp = event.get("timestamp")
-            self._finished[key] = timestamp if isinstance(timestamp, str) else ""
+            event_ts = timestamp if isinstance(timestamp, str) else ""
+            self._finished[key] = event_ts
             self._finished.move_to_end(key)
+            self._finished_new[key] = (event_ts, now)
             if len(self._finished) > self._max_open_starts:
                 self._finished.popitem(last=False)
 
-    def observe_metrics(self, request: Any) -> None:
+    def observe_metrics(self, request: ExportMetricsServiceRequest) -> None:
         """An ``ExportMetricsServiceRequest``: HTTP server request counts by route, and the job gauges."""
         now = self._clock()
         with self._lock:
@@ -337,7 +346,7 @@ class Engine:
                             instances[key] = new
                     if transition is not None:
                         transitions.append(transition)
-            added, removed = dict(self._added), set(self._removed)
+            added, removed, finished = dict(self._added), set(self._removed), dict(self._finished_new)
             with self.store.transaction() as db:
                 for (name, subject), row in changed.items():
                     if row is None:
@@ -350,20 +359,24 @@ class Engine:
                     for notifier in self.notifiers:
                         self.store.enqueue_notification(db, notifier, transition.snapshot, now)
                 self.store.apply_open_starts(db, added.values(), removed)
+                self.store.apply_finished(db, finished, now - FINISHED_KEEP_S)
             self._instances = instances
             self._added.clear()
             self._removed.clear()
+            self._finished_new.clear()
         if expired:
             self._on_drop("expired", expired)
         return transitions
 
     def flush(self) -> None:
-        """Write the open-start delta now (shutdown)."""
+        """Write the open-start and finished deltas now (shutdown)."""
         with self._lock:
             with self.store.transaction() as db:
                 self.store.apply_open_starts(db, self._added.values(), self._removed)
+                self.store.apply_finished(db, self._finished_new, self._clock() - FINISHED_KEEP_S)
             self._added.clear()
             self._removed.clear()
+            self._finished_new.clear()
 
     def _expire_open_starts(self, now: float) -> int:
         expired = 0

@@ -2,14 +2,15 @@
 
 Tables: ``alerts`` (one row per pending or firing instance: rule, subject, since when, last figure,
 example trace ids, when last notified), ``history`` (every firing and resolution, newest kept up to a
-bound), ``open_starts`` (the operations started and not yet finished, for ``stalled``) and
+bound), ``open_starts`` (the operations started and not yet finished, for ``stalled``), ``finished`` (recent
+outcomes, so that a start arriving after its outcome, even across a restart, opens nothing) and
 ``notifications`` (the durable notification outbox: one row per transition and notifier, deleted once
 delivered). A transition, its history row and its notification rows commit in one transaction, so a
 crash never loses a notification nor records one twice.
 
 Same habits as the delivery outbox: WAL with ``synchronous=NORMAL``, one connection behind a Python
-lock (one writer), explicit ``BEGIN IMMEDIATE`` transactions. The open-start table is written as a
-delta (rows added and removed since the last evaluation), never per event.
+lock (one writer), explicit ``BEGIN IMMEDIATE`` transactions. The open-start and finished tables
+are written as deltas (rows added and removed since the last evaluation), never per event.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,12 @@ CREATE TABLE IF NOT EXISTS open_starts (
     span_id TEXT,
     event_ts TEXT
 );
+CREATE TABLE IF NOT EXISTS finished (
+    key TEXT PRIMARY KEY,
+    event_ts TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS finished_at ON finished (at);
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY,
     notifier TEXT NOT NULL,
@@ -226,6 +233,20 @@ class AlertStore:
             " VALUES (?,?,?,?,?,?)",
             [(s.key, s.operation, s.started_at, s.trace_id, s.span_id, s.event_ts) for s in added],
         )
+
+    def load_finished(self, since: float) -> list[tuple[str, str, float]]:
+        return [
+            tuple(row)
+            for row in self._read("SELECT key, event_ts, at FROM finished WHERE at >= ? ORDER BY at", (since,))
+        ]
+
+    @staticmethod
+    def apply_finished(db: sqlite3.Connection, added: Mapping[str, tuple[str, float]], prune_before: float) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO finished (key, event_ts, at) VALUES (?,?,?)",
+            [(key, event_ts, at) for key, (event_ts, at) in added.items()],
+        )
+        db.execute("DELETE FROM finished WHERE at < ?", (prune_before,))
 
     # -- notifications ----------------------------------------------------------------------------
 

@@ -261,6 +261,25 @@ def test_an_outcome_before_its_start_leaves_nothing_open(tmp_path):
     assert engine.evaluate() == []
 
 
+def test_an_outcome_is_remembered_across_a_restart(tmp_path):
+    clock = Clock()
+    engine = engine_for([STALLED], tmp_path, clock)
+    engine.observe_events([event("stem_separation_completed", 1)])
+    engine.evaluate()
+    engine.observe_events([event("stem_separation_failed", 2)])
+    engine.flush()  # shutdown
+    engine.store.close()
+    clock.advance(30)
+    restarted = engine_for([STALLED], tmp_path, clock)
+    restarted.observe_events([event("stem_separation_started", 1), event("stem_separation_started", 2)])
+    assert restarted.open_starts() == 0
+    restarted.store.close()
+    clock.advance(901)  # long after: the outcomes are forgotten, a start opens again
+    late = engine_for([STALLED], tmp_path, clock)
+    late.observe_events([event("stem_separation_started", 1)])
+    assert late.open_starts() == 1
+
+
 def test_starts_and_outcomes_match_by_job_id_across_spans(tmp_path):
     clock = Clock()
     engine = engine_for([{**STALLED, "operation": "render"}], tmp_path, clock)
