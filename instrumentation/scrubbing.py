@@ -43,8 +43,8 @@ SCRUBBED_ATTRIBUTE: Final = "phonoglyph.scrubbed"
 
 MAX_STRING_CHARS: Final = 4096
 """:meth:`Scrubber.scrub_properties` cuts a longer top-level string to this many characters (plus
-``…``) before scrubbing it: the value patterns cost time quadratic in the length of a run of word
-characters, and an analytics property that long carries no meaning."""
+``…``) before scrubbing it: scrubbing time grows with the length of the text, and an analytics
+property that long carries no meaning."""
 
 KEY_PATTERNS: Final = (
     r"passw(?:or)?d|passwd|^pass$|[-_.]pass$|pwd",
@@ -258,14 +258,6 @@ class Scrubber:
         """
         paths: list[str] = []
         return self.scrub_value(value, path, paths), paths
-
-    def scrub_attributes(
-        self, attributes: Mapping[str, Any] | None, path: str = ""
-    ) -> tuple[Mapping[str, Any] | None, list[str]]:
-        """Scrub an attribute mapping: the same mapping when clean, else a scrubbed ``dict``."""
-        if not attributes:
-            return attributes, []
-        return self.scrub(attributes, path)
 
     def scrub_properties(self, properties: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
         """Scrub one flat mapping of analytics properties (a PostHog event's), one of many in a row.

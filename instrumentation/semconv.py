@@ -48,12 +48,10 @@ CURRENCY: Final = "currency"
 USER_ID: Final = "user.id"
 SESSION_ID: Final = "session.id"
 USER_GUEST: Final = "phonoglyph.user.guest"
-IDENTITY_KEYS: Final = (USER_ID, SESSION_ID, USER_GUEST)
 
 # -- product events -------------------------------------------------------------------------
 EVENT_ID: Final = "phonoglyph.event.id"
 """A UUID fixed when a product event is emitted: the PostHog idempotency key."""
-EVENT_DOMAIN: Final = "phonoglyph"
 
 # -- resource -------------------------------------------------------------------------------
 SERVICE_NAME: Final = "service.name"

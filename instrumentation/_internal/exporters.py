@@ -22,7 +22,7 @@ _logger = logging.getLogger(__name__)
 
 ENCODE_CHUNK_ITEMS = 64
 """Spans or records encoded between two GIL releases: request threads wait for the interpreter at
-most one chunk (~1-2 ms), not a whole batch."""
+most one chunk, not a whole batch."""
 
 
 def encode_in_chunks(items: Sequence[ItemT], encode: Callable[[Sequence[ItemT]], bytes]) -> bytes:

@@ -1,8 +1,8 @@
 """OTLP protobuf encoding of spans and log records, written straight to bytes (no message objects).
 
-The SDK's ``encode_spans`` builds a tree of Python protobuf objects and costs about 70 µs per
-span on the export thread, holding the GIL; this writer emits the same wire format
-(``ExportTraceServiceRequest``) in a fraction of that. Resources and instrumentation scopes are
+The SDK's ``encode_spans`` builds a tree of Python protobuf objects on the export thread, holding
+the GIL all the while; this writer emits the same wire format (``ExportTraceServiceRequest``)
+without those objects (docs/benchmarks.md has the figures). Resources and instrumentation scopes are
 encoded once per batch, attribute keys once per process (bounded cache).
 """
 

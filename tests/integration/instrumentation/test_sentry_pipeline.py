@@ -220,7 +220,7 @@ def test_seeded_secrets_never_leave_and_the_error_keeps_its_context(
     assert not any(path.startswith("_meta") for path in scrubbed_paths)
     assert any("fetching stems with token=" in (crumb.get("message") or "") for crumb in event["breadcrumbs"]["values"])
     # reported by our request-error handler (sentry-sdk's Starlette/FastAPI integrations are off),
-    # with what those integrations used to attach
+    # with what those integrations attach
     assert event["exception"]["values"][-1]["mechanism"] == {"type": "phonoglyph.asgi", "handled": False}
     assert event["transaction"] == "/v1/files/{file_id}/separate"
     request = event["request"]

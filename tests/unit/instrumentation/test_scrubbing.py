@@ -86,7 +86,7 @@ def test_sensitive_keys_lose_their_value(key: str) -> None:
 def test_identity_and_correlation_keys_are_never_scrubbed(key: str) -> None:
     # even when the value looks sensitive (a user id may be an e-mail address)
     attributes = {key: "bob@example.com"}
-    scrubbed, paths = SCRUBBER.scrub_attributes(attributes)
+    scrubbed, paths = SCRUBBER.scrub(attributes)
     assert scrubbed is attributes
     assert paths == []
 
@@ -152,7 +152,7 @@ def test_url_attributes_are_scrubbed_and_paths_recorded_without_values() -> None
         "http.request.header.authorization": ("Bearer bearer_SEED_0123",),
         "http.route": "/v1/files",
     }
-    scrubbed, paths = SCRUBBER.scrub_attributes(attributes, "attributes")
+    scrubbed, paths = SCRUBBER.scrub(attributes, "attributes")
     assert scrubbed == {
         "url.full": f"https://api.phonoglyph.io/v1/files?token={SCRUBBED}&page=1",
         "url.query": f"token={SCRUBBED}",
