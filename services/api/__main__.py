@@ -1,8 +1,14 @@
-"""``python -m services.api --port N [--host 127.0.0.1]``: the API under uvicorn, instrumented."""
+"""``python -m services.api --port N [--host 127.0.0.1]``: the API under uvicorn, instrumented.
+
+An error that stops the process (e.g. an unusable database at start) is logged at CRITICAL with the
+exception, which Sentry's logging integration reports, before ``shutdown()`` closes Sentry; the
+process then exits 1 (left to ``sys.excepthook``, it would arrive after Sentry is closed).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 
@@ -12,9 +18,12 @@ from instrumentation import configure, shutdown
 from services.api.app import create_app
 
 SERVICE_NAME = "phonoglyph-api"
+EXIT_FATAL = 1
+
+logger = logging.getLogger("services.api")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.api", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
@@ -35,9 +44,13 @@ def main(argv: list[str] | None = None) -> None:
             # (CPython #140947, uvicorn #2167)
             reset_contextvars=True,
         )
+    except Exception as exc:
+        logger.critical("api stopped by an unexpected error (%s): exiting", type(exc).__name__, exc_info=exc)
+        return EXIT_FATAL
     finally:
         shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

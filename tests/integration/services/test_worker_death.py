@@ -1,7 +1,8 @@
-"""A worker stopped by an unexpected error: reported to Sentry before it exits, and it exits non-zero.
+"""A process stopped by an unexpected error: reported to Sentry before it exits, and it exits non-zero.
 
-The job store stays locked by another process for longer than the worker's retry budget, so the
-worker's claim ends in ``sqlite3.OperationalError: database is locked`` after a few logged retries.
+The worker: the job store stays locked by another process for longer than its retry budget, so its
+claim ends in ``sqlite3.OperationalError: database is locked`` after a few logged retries. The api:
+its database file is not a database.
 """
 
 from __future__ import annotations
@@ -61,3 +62,30 @@ def test_a_worker_stopped_by_a_locked_job_store_is_reported_and_exits_non_zero(t
     assert event["level"] == "fatal"
     assert event["logger"] == "services.worker"
     assert "worker stopped by an unexpected error" in event["logentry"]["message"]
+
+
+def test_an_api_that_cannot_start_is_reported_and_exits_non_zero(tmp_path: Path) -> None:
+    db_path = tmp_path / "phonoglyph.db"
+    db_path.write_bytes(b"this is not an SQLite database" * 100)
+    with FakeSentry() as sentry, otlp_capture_server() as (endpoint, _capture):
+        env = {
+            **os.environ,
+            "PHONOGLYPH_DB": str(db_path),
+            "PHONOGLYPH_DATA_DIR": str(tmp_path / "data"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "SENTRY_DSN": sentry.dsn,
+            "PHONOGLYPH_SENTRY_SPANS": "off",
+        }
+        api = subprocess.run(
+            [sys.executable, "-m", "services.api", "--port", "0"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+        assert api.returncode == 1, api.stderr
+        assert sentry.wait_for(lambda fake: len(fake.events) >= 1)
+        (event,) = sentry.events
+    assert [value["type"] for value in event["exception"]["values"]] == ["DatabaseError"]
+    assert (event["level"], event["logger"]) == ("fatal", "services.api")
