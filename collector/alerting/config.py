@@ -20,6 +20,9 @@ Each rule names one condition over what the collector already receives (see docs
 ``queue_age`` reads the api's gauge ``phonoglyph.jobs.oldest_queued_age`` (by job kind, which is the
 operation's name): a dead worker runs no operation at all, so only the queue shows it.
 
+``failure_rate`` also takes ``ignore_error_types`` (a list of ``error_type`` values that count
+neither as failed nor as completed: the caller's mistakes).
+
 Every rule also takes ``for_s`` (the condition must hold that long before the alert fires),
 ``repeat_interval_s`` (re-notify a still-firing alert that often; 0 = never), ``keep_firing_for_s``
 (flap damping: a firing alert resolves only once its condition has been false that long), ``labels``
@@ -59,7 +62,7 @@ _RESERVED_LABELS = frozenset({"alertname", "severity", "operation", "route"})
 _COMMON = ("name", "when", "severity", "for_s", "repeat_interval_s", "keep_firing_for_s", "labels", "links")
 # per kind: (required fields, optional fields) besides the common ones
 _FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "failure_rate": (("operation", "window_s", "above"), ("min_count",)),
+    "failure_rate": (("operation", "window_s", "above"), ("min_count", "ignore_error_types")),
     "stalled": (("operation", "after_s"), ("above",)),
     "http_error_rate": (("route", "window_s", "above"), ("min_count",)),
     "latency_p95": (("operation", "window_s", "above_ms"), ("min_count",)),
@@ -91,6 +94,7 @@ class Rule:
     keep_firing_for_s: float = DEFAULT_KEEP_FIRING_FOR_S
     labels: tuple[tuple[str, str], ...] = ()
     links: tuple[tuple[str, str], ...] = ()
+    ignore_error_types: frozenset[str] = frozenset()
     why: str = ""
 
     @property
@@ -113,6 +117,8 @@ class Rule:
                 f"failed / (completed + failed) of {target} > {_fmt(self.above)} over {_fmt(self.window_s)} s"
                 f" (at least {self.min_count} outcomes)"
             )
+            if self.ignore_error_types:
+                text += f"; the caller's mistakes ({', '.join(sorted(self.ignore_error_types))}) not counted"
         elif self.when == "stalled":
             text = f"a start of {target} with no outcome after {_fmt(self.after_s)} s"
         elif self.when == "http_error_rate":
@@ -147,6 +153,25 @@ def _fmt(value: float) -> str:
 _OPERATIONS = ("stem_separation", "audio_analysis", "render", "file_upload")
 
 
+# error.type of failures that are the caller's mistake (the api answers 4xx): a flood of bad uploads or
+# of renders without credits is noise, not an incident (services/api/uploads.py, routes/renders.py)
+_CALLER_ERRORS = {
+    "file_upload": frozenset(
+        {
+            "unsupported_media_type",
+            "file_too_large",
+            "empty_file",
+            "duration_too_long",
+            "not_audio",
+            "corrupt_audio",
+            "empty_audio",
+            "unsupported_encoding",
+        }
+    ),
+    "render": frozenset({"insufficient_credits"}),
+}
+
+
 def _default_rules() -> tuple[Rule, ...]:
     rules: list[Rule] = []
     for operation in _OPERATIONS:
@@ -158,10 +183,12 @@ def _default_rules() -> tuple[Rule, ...]:
                 window_s=60,
                 above=0.4,
                 min_count=8,
+                ignore_error_types=_CALLER_ERRORS.get(operation, frozenset()),
                 severity="critical",
                 why=(
                     "a surge (most attempts failing) fires within a minute; a steady 2-5 % of failures "
-                    "would need 4 of 8 to fail at once, and a quiet minute never fires"
+                    "would need 4 of 8 to fail at once, a quiet minute never fires, and the caller's "
+                    "mistakes (4xx) never count"
                 ),
             )
         )
@@ -325,6 +352,11 @@ def _rule(raw: Any, key: str) -> Rule:
         values["above"] = float(above)
     if "min_count" in raw:
         values["min_count"] = _positive(raw["min_count"], f"{key}.min_count", integer=True)
+    if "ignore_error_types" in raw:
+        types = raw["ignore_error_types"]
+        if not isinstance(types, list) or not all(isinstance(item, str) and item for item in types):
+            raise ConfigError(f"{key}.ignore_error_types", "must be a list of non-empty strings")
+        values["ignore_error_types"] = frozenset(types)
     if "labels" in raw:
         values["labels"] = _string_map(raw["labels"], f"{key}.labels", label_names=True)
     if "links" in raw:

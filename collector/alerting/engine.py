@@ -131,7 +131,11 @@ class Engine:
         self._slow_examples: dict[str, deque[tuple[float, str, float]]] = {}
         self._http_examples: dict[str, deque[tuple[float, str]]] = {}
         self._slow_threshold: dict[str, float] = {}
+        self._ignored_types: dict[str, frozenset[str]] = {}  # operation or "*" -> error types counted apart
         for rule in self.rules:
+            if rule.when == "failure_rate" and rule.operation and rule.ignore_error_types:
+                previous_types = self._ignored_types.get(rule.operation, frozenset())
+                self._ignored_types[rule.operation] = previous_types | rule.ignore_error_types
             if rule.when == "latency_p95" and rule.operation:
                 previous = self._slow_threshold.get(rule.operation, rule.above_ms)
                 self._slow_threshold[rule.operation] = min(previous, rule.above_ms)
@@ -216,8 +220,14 @@ class Engine:
             return
         counts.add(now, "failed" if failed else "completed")
         trace_id = properties.get("trace_id")
-        if failed and isinstance(trace_id, str):
-            self._failed_examples.setdefault(operation, deque(maxlen=MAX_EXAMPLES)).append((now, trace_id))
+        if failed:
+            error_type = properties.get("error_type")
+            if self._ignored_types and (
+                error_type in self._ignored_types.get(operation, ()) or error_type in self._ignored_types.get(ALL, ())
+            ):
+                counts.add(now, f"failed:{error_type}")  # bounded: only the configured types
+            elif isinstance(trace_id, str):
+                self._failed_examples.setdefault(operation, deque(maxlen=MAX_EXAMPLES)).append((now, trace_id))
         duration_ms = properties.get("processing_time_ms")
         if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool):
             latency = self._series(self._latency, operation, lambda: LatencyWindow(self._bucket_s, self._horizon_s))
@@ -478,7 +488,9 @@ class Engine:
         if rule.when == "failure_rate":
             for operation in self._subjects(rule.operation, self._outcomes):
                 totals = self._outcomes[operation].totals(now, rule.window_s)
-                failed, total = totals.get("failed", 0.0), totals.get("failed", 0.0) + totals.get("completed", 0.0)
+                ignored = sum(totals.get(f"failed:{error_type}", 0.0) for error_type in rule.ignore_error_types)
+                failed = totals.get("failed", 0.0) - ignored
+                total = failed + totals.get("completed", 0.0)
                 rate = failed / total if total else None
                 active = rate is not None and total >= rule.min_count and rate > rule.above
                 text = (

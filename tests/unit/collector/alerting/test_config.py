@@ -155,7 +155,8 @@ def _rule(**fields) -> dict:
         (
             {"rules": [_rule(after_s=5)]},
             "alerts.rules[0].after_s: unknown key (expected one of: name, when, severity, for_s, "
-            "repeat_interval_s, keep_firing_for_s, labels, links, operation, window_s, above, min_count)",
+            "repeat_interval_s, keep_firing_for_s, labels, links, operation, window_s, above, min_count, "
+            "ignore_error_types)",
         ),
         ({"rules": [_rule(), _rule()]}, "alerts.rules[1].name: duplicate rule name 'r'"),
         (
@@ -165,6 +166,10 @@ def _rule(**fields) -> dict:
         ({"rules": [_rule(labels={"severity": "x"})]}, "alerts.rules[0].labels.severity: is set by the rule itself"),
         ({"rules": [_rule(labels={"team": 1})]}, "alerts.rules[0].labels.team: must be a non-empty string"),
         ({"rules": [_rule(links={"s": "ftp://x"})]}, "alerts.rules[0].links.s: must be an http(s) URL template"),
+        (
+            {"rules": [_rule(ignore_error_types="empty_file")]},
+            "alerts.rules[0].ignore_error_types: must be a list of non-empty strings",
+        ),
         ({"rules": [_rule(for_s=-1)]}, "alerts.rules[0].for_s: must be a number >= 0, got -1"),
         (
             {"rules": [{"name": "s", "when": "stalled", "operation": "x", "severity": "info"}]},

@@ -134,6 +134,21 @@ def test_default_rules_ignore_steady_failures_and_fire_on_a_surge(tmp_path):
     assert fired_at is not None and fired_at - surge_start <= 60
 
 
+def test_default_rules_ignore_a_flood_of_bad_uploads_but_not_failing_uploads(tmp_path):
+    clock = Clock()
+    engine = Engine(parse_alerts(None), AlertStore(tmp_path / "alerts.db"), clock=clock)
+    for n in range(40):
+        engine.observe_events([event("file_upload_failed", n, error_type="unsupported_media_type")])
+        engine.observe_events([event("render_failed", 100 + n, error_type="insufficient_credits")])
+        clock.advance(1)
+        assert engine.evaluate() == []
+    engine.observe_events([event("file_upload_failed", 200 + n, error_type="OSError") for n in range(8)])
+    transitions = engine.evaluate()
+    assert [(t.rule, t.status) for t in transitions] == [("file_upload_failing", "firing")]
+    assert "8 of 8 outcomes failed" in transitions[0].snapshot["summary"]
+    assert transitions[0].snapshot["trace_ids"][0] == f"{207:032x}"
+
+
 def test_for_s_keeps_an_alert_pending_and_a_short_blip_never_fires(tmp_path):
     clock = Clock()
     engine = engine_for([{**FAILING, "for_s": 30, "window_s": 10}], tmp_path, clock)
