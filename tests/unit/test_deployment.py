@@ -242,6 +242,16 @@ def test_alertmanager_and_prometheus_are_pinned_official_images_with_mounted_con
         assert data_volume and set(data_volume) <= set(compose["volumes"])
 
 
+def test_collector_pushes_its_alerts_to_the_compose_alertmanager(compose):
+    from collector.config import CollectorConfig
+
+    alertmanager_port = port_of(flag(compose["services"]["alertmanager"]["command"], "web.listen-address"))
+    url = compose["services"]["collector"]["environment"]["COLLECTOR_ALERTMANAGER_URL"]
+    assert urlsplit(url).hostname == "alertmanager" and port_of(url) == alertmanager_port
+    assert urlsplit(url).path == ""  # the notifier appends /api/v2/alerts
+    assert CollectorConfig.from_env({"COLLECTOR_ALERTMANAGER_URL": url}).alertmanager_url == url
+
+
 def test_prometheus_scrapes_the_collector_and_sends_to_alertmanager(compose, collector_rules):
     config = load_yaml("deploy/prometheus/prometheus.yml")
     (alertmanagers,) = config["alerting"]["alertmanagers"]
