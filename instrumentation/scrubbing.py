@@ -169,8 +169,9 @@ class ScrubbingConfig:
 
     @classmethod
     def from_env(cls) -> ScrubbingConfig:
-        """``PHONOGLYPH_SCRUB_KEYS`` / ``PHONOGLYPH_SCRUB_VALUES``: comma-separated regexes."""
-        from instrumentation._internal import config
+        """``PHONOGLYPH_SCRUB_KEYS`` / ``PHONOGLYPH_SCRUB_VALUES``: comma-separated regexes. A variable
+        with a pattern that does not compile is ignored with a warning naming it."""
+        from instrumentation._internal import config  # the settings table, read only here
 
         return cls(
             extra_key_patterns=config.read(config.SCRUB_KEYS),

@@ -3,7 +3,9 @@
 A row (:class:`ConfigParam`) names the variable(s), the default, the parser and what it means. A
 value that does not parse logs a warning naming the variable and the default is used: a bad setting
 never turns the instrumentation off (the OTel SDK behaves the same). ``configure()``'s keyword
-arguments win over the environment (:func:`resolve`). See docs/architecture.md, "Configuration".
+arguments win over the environment (:func:`resolve`). Variables the OTel SDK reads itself
+(``OTEL_TRACES_SAMPLER``, ``OTEL_EXPORTER_OTLP_HEADERS``, ...) are not repeated here. See
+docs/architecture.md, "Configuration".
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -85,62 +88,85 @@ class ConfigParam(Generic[T]):
     """One setting: the first of ``env_vars`` that is set (and not blank) gives its value."""
 
     env_vars: tuple[str, ...]
+    """The environment variables, in order of precedence."""
     default: T
+    """The value when none is set, or when the one set is malformed."""
     parse: Callable[[str], T]
+    """The type: text to value; raises ``ValueError`` on a malformed value."""
     blank_is_unset: bool = True
     """A blank value counts as unset (the next variable, then the default, applies); when False, an
     empty value is a value (an empty list of excluded URLs)."""
 
 
-SERVICE_NAME = ConfigParam[str | None](("OTEL_SERVICE_NAME",), None, _text)
+SERVICE_NAME = ConfigParam[str | None](env_vars=("OTEL_SERVICE_NAME",), default=None, parse=_text)
 """The ``service.name`` resource attribute (else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``,
 else ``unknown_service``)."""
 
-RESOURCE_ATTRIBUTES = ConfigParam[dict[str, str]](("OTEL_RESOURCE_ATTRIBUTES",), {}, _key_values)
+RESOURCE_ATTRIBUTES = ConfigParam[Mapping[str, str]](
+    env_vars=("OTEL_RESOURCE_ATTRIBUTES",), default=MappingProxyType({}), parse=_key_values
+)
 """``key=value`` pairs, comma-separated: ``service.version`` and ``deployment.environment`` are read."""
 
-OTLP_ENDPOINT = ConfigParam[str | None](("OTEL_EXPORTER_OTLP_ENDPOINT",), None, _text)
+OTLP_ENDPOINT = ConfigParam[str | None](env_vars=("OTEL_EXPORTER_OTLP_ENDPOINT",), default=None, parse=_text)
 """Base URL of the collector (``/v1/traces`` etc. appended); default ``http://localhost:4318``."""
 
-OTLP_TRACES_ENDPOINT = ConfigParam[str | None](("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",), None, _text)
+OTLP_TRACES_ENDPOINT = ConfigParam[str | None](
+    env_vars=("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",), default=None, parse=_text
+)
 """Full URL for spans, instead of ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/traces``."""
 
-OTLP_LOGS_ENDPOINT = ConfigParam[str | None](("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",), None, _text)
+OTLP_LOGS_ENDPOINT = ConfigParam[str | None](env_vars=("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",), default=None, parse=_text)
 """Full URL for event records, instead of ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/logs``."""
 
-OTLP_METRICS_ENDPOINT = ConfigParam[str | None](("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",), None, _text)
+OTLP_METRICS_ENDPOINT = ConfigParam[str | None](
+    env_vars=("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",), default=None, parse=_text
+)
 """Full URL for metrics, instead of ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/metrics``."""
 
-SENTRY_DSN = ConfigParam[str | None](("SENTRY_DSN",), None, _text)
+SENTRY_DSN = ConfigParam[str | None](env_vars=("SENTRY_DSN",), default=None, parse=_text)
 """Sentry is on when set."""
 
-SENTRY_ENVIRONMENT = ConfigParam[str | None](("SENTRY_ENVIRONMENT",), None, _text)
+SENTRY_ENVIRONMENT = ConfigParam[str | None](env_vars=("SENTRY_ENVIRONMENT",), default=None, parse=_text)
 """The environment, when ``OTEL_RESOURCE_ATTRIBUTES`` gives none."""
 
-SENTRY_RELEASE = ConfigParam[str | None](("SENTRY_RELEASE",), None, _text)
+SENTRY_RELEASE = ConfigParam[str | None](env_vars=("SENTRY_RELEASE",), default=None, parse=_text)
 """Sentry's release (else the service version), and the service version when none is given."""
 
-SENTRY_SPANS = ConfigParam[bool](("PHONOGLYPH_SENTRY_SPANS",), True, _on_off)
+SENTRY_SPANS = ConfigParam[bool](env_vars=("PHONOGLYPH_SENTRY_SPANS",), default=True, parse=_on_off)
 """``on`` (or true/1/yes): spans go to Sentry's OTLP endpoint from this process. ``off`` (or
 false/0/no): Sentry gets errors only (an OpenTelemetry Collector forwards the spans; otherwise
 Sentry would get each twice)."""
 
-SCRUB_KEYS = ConfigParam[tuple[str, ...]](("PHONOGLYPH_SCRUB_KEYS",), (), _regexes)
+SCRUB_KEYS = ConfigParam[tuple[str, ...]](env_vars=("PHONOGLYPH_SCRUB_KEYS",), default=(), parse=_regexes)
 """Comma-separated regexes: more sensitive keys (``ScrubbingConfig.extra_key_patterns``)."""
 
-SCRUB_VALUES = ConfigParam[tuple[str, ...]](("PHONOGLYPH_SCRUB_VALUES",), (), _regexes)
+SCRUB_VALUES = ConfigParam[tuple[str, ...]](env_vars=("PHONOGLYPH_SCRUB_VALUES",), default=(), parse=_regexes)
 """Comma-separated regexes: more sensitive values (``ScrubbingConfig.extra_value_patterns``)."""
 
-STRICT = ConfigParam[bool](("PHONOGLYPH_INSTRUMENTATION_STRICT",), False, _flag)
+STRICT = ConfigParam[bool](env_vars=("PHONOGLYPH_INSTRUMENTATION_STRICT",), default=False, parse=_flag)
 """``1`` (the test suite sets it): an instrumentation error is re-raised instead of only logged."""
 
 FASTAPI_EXCLUDED_URLS = ConfigParam[str](
-    ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"),
-    DEFAULT_EXCLUDED_URLS,
-    _text,
+    env_vars=("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"),
+    default=DEFAULT_EXCLUDED_URLS,
+    parse=_text,
     blank_is_unset=False,
 )
 """Under ``opentelemetry-instrument``: comma-separated paths (or regexes) that get no server span."""
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """One export queue: bounded, drained by a worker thread in batches."""
+
+    max_queue_size: int = 4096
+    """Items waiting at most; when full, new ones are dropped and counted."""
+    max_export_batch_size: int = 512
+    """Items per export call."""
+    schedule_delay_s: float = 1.0
+    """Longest wait between two exports (the environment variable is in milliseconds, as the spec says)."""
+    export_timeout_s: float = 10.0
+    """Timeout of one export (milliseconds in the environment)."""
 
 
 @dataclass(frozen=True)
@@ -156,27 +182,19 @@ class QueueParams:
 def _queue_params(prefix: str) -> QueueParams:
     default = QueueConfig()
     return QueueParams(
-        max_queue_size=ConfigParam((f"{prefix}_MAX_QUEUE_SIZE",), default.max_queue_size, _positive_int),
-        max_export_batch_size=ConfigParam(
-            (f"{prefix}_MAX_EXPORT_BATCH_SIZE",), default.max_export_batch_size, _positive_int
+        max_queue_size=ConfigParam(
+            env_vars=(f"{prefix}_MAX_QUEUE_SIZE",), default=default.max_queue_size, parse=_positive_int
         ),
-        schedule_delay_s=ConfigParam((f"{prefix}_SCHEDULE_DELAY",), default.schedule_delay_s, _positive_ms_as_s),
-        export_timeout_s=ConfigParam((f"{prefix}_EXPORT_TIMEOUT",), default.export_timeout_s, _positive_ms_as_s),
+        max_export_batch_size=ConfigParam(
+            env_vars=(f"{prefix}_MAX_EXPORT_BATCH_SIZE",), default=default.max_export_batch_size, parse=_positive_int
+        ),
+        schedule_delay_s=ConfigParam(
+            env_vars=(f"{prefix}_SCHEDULE_DELAY",), default=default.schedule_delay_s, parse=_positive_ms_as_s
+        ),
+        export_timeout_s=ConfigParam(
+            env_vars=(f"{prefix}_EXPORT_TIMEOUT",), default=default.export_timeout_s, parse=_positive_ms_as_s
+        ),
     )
-
-
-@dataclass(frozen=True)
-class QueueConfig:
-    """One export queue: bounded, drained by a worker thread in batches."""
-
-    max_queue_size: int = 4096
-    """Items waiting at most; when full, new ones are dropped and counted."""
-    max_export_batch_size: int = 512
-    """Items per export call."""
-    schedule_delay_s: float = 1.0
-    """Longest wait between two exports (the environment variable is in milliseconds, as the spec says)."""
-    export_timeout_s: float = 10.0
-    """Timeout of one export (milliseconds in the environment)."""
 
 
 SPAN_QUEUE = _queue_params("OTEL_BSP")
