@@ -17,6 +17,9 @@ Each rule names one condition over what the collector already receives (see docs
         - {name: analytics_backlog, when: delivery_backlog, above_s: 300, severity: warning}
         - {name: jobs_waiting, when: queue_age, operation: "*", above_s: 300, severity: critical}
 
+``route`` of ``http_error_rate``: ``"*"`` each route on its own, ``/billing/webhook`` one route, and a
+pattern ending in ``*`` (``/projects*``, ``/*``) all the routes it prefixes counted together as one.
+
 ``queue_age`` reads the api's gauge ``phonoglyph.jobs.oldest_queued_age`` (by job kind, which is the
 operation's name): a dead worker runs no operation at all, so only the queue shows it.
 
@@ -111,6 +114,8 @@ class Rule:
         subject = self.operation if self.subject_label == "operation" else self.route
         each = "each operation" if subject == ALL and self.subject_label == "operation" else "each route"
         target = each if subject == ALL else f"`{subject}`"
+        if self.when == "http_error_rate" and subject and subject != ALL and subject.endswith(ALL):
+            target = f"all routes under `{subject[:-1]}` together"
         hold = f", for {_fmt(self.for_s)} s" if self.for_s else ""
         if self.when == "failure_rate":
             text = (
@@ -202,6 +207,18 @@ def _default_rules() -> tuple[Rule, ...]:
             min_count=10,
             severity="critical",
             why="a route answering 5xx (a crash, an unconfigured dependency) pages; 4xx floods never count",
+        )
+    )
+    rules.append(
+        Rule(
+            name="api_5xx_total",
+            when="http_error_rate",
+            route="/*",
+            window_s=120,
+            above=0.15,
+            min_count=40,
+            severity="critical",
+            why="5xx spread over many routes, each too quiet for its own rule; 4xx floods only add to the total",
         )
     )
     for operation, after_s in (("stem_separation", 300), ("audio_analysis", 300), ("render", 300)):

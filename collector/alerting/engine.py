@@ -500,8 +500,27 @@ class Engine:
                 examples = self._recent(self._failed_examples.get(operation), now - rule.window_s)
                 result[operation] = _Figure(active, rate, text, examples)
         elif rule.when == "http_error_rate":
-            for route in self._subjects(rule.route, self._http):
-                totals = self._http[route].totals(now, rule.window_s)
+            route_pattern = rule.route or ALL
+            grouped = route_pattern != ALL and route_pattern.endswith(ALL)
+            subjects = [route_pattern] if grouped else self._subjects(route_pattern, self._http)
+            for route in subjects:
+                if grouped:
+                    prefix = route_pattern[:-1]
+                    totals = {}
+                    for name, window in self._http.items():
+                        if name.startswith(prefix):
+                            for counter, amount in window.totals(now, rule.window_s).items():
+                                totals[counter] = totals.get(counter, 0.0) + amount
+                    examples = tuple(
+                        trace_id
+                        for name, found in self._http_examples.items()
+                        if name.startswith(prefix)
+                        for at, trace_id in found
+                        if at >= now - rule.window_s
+                    )[:MAX_EXAMPLES]
+                else:
+                    totals = self._http[route].totals(now, rule.window_s)
+                    examples = self._recent(self._http_examples.get(route), now - rule.window_s)
                 errors, total = totals.get("5xx", 0.0), totals.get("all", 0.0)
                 rate = errors / total if total else None
                 active = rate is not None and total >= rule.min_count and rate > rule.above
@@ -509,7 +528,6 @@ class Engine:
                     f"{errors:.0f} of {total:.0f} requests answered 5xx in the last {rule.window_s:g} s"
                     f" ({_share(rate)}; alert above {_share(rule.above)}, at least {rule.min_count})"
                 )
-                examples = self._recent(self._http_examples.get(route), now - rule.window_s)
                 result[route] = _Figure(active, rate, text, examples)
         elif rule.when == "latency_p95":
             for operation in self._subjects(rule.operation, self._latency):

@@ -382,6 +382,45 @@ def test_delta_histograms_and_4xx_floods(tmp_path):
     assert statuses(engine.evaluate()) == [("api_errors", "/files", "firing", False)]
 
 
+def test_a_route_prefix_counts_its_routes_together(tmp_path):
+    clock = Clock()
+    engine = engine_for([{**API, "route": "/projects*", "min_count": 20, "above": 0.2}], tmp_path, clock)
+    routes = [f"/projects/{{id}}/r{i}" for i in range(8)]
+    engine.observe_metrics(
+        http_request([(r, 500, 2) for r in routes] + [("/auth", 500, 50)], start_ns=0, cumulative=False)
+    )
+    engine.observe_metrics(http_request([(r, 200, 2) for r in routes], start_ns=0, cumulative=False))
+    transitions = engine.evaluate()
+    assert statuses(transitions) == [("api_errors", "/projects*", "firing", False)]
+    assert "16 of 32 requests answered 5xx" in transitions[0].snapshot["summary"]
+    assert transitions[0].snapshot["labels"]["route"] == "/projects*"
+
+
+def test_default_rules_fire_on_a_5xx_burst_within_a_minute_and_not_on_4xx_floods(tmp_path):
+    clock = Clock()
+    engine = Engine(parse_alerts(None), AlertStore(tmp_path / "alerts.db"), clock=clock)
+    routes = [f"/projects/{{id}}/r{i}" for i in range(12)]
+    for _ in range(24):  # two minutes of 4xx floods beside normal traffic
+        engine.observe_metrics(
+            http_request(
+                [(r, 200, 1) for r in routes] + [("/files", 415, 20), ("/auth/token", 401, 20)],
+                start_ns=0,
+                cumulative=False,
+            )
+        )
+        clock.advance(5)
+        assert engine.evaluate() == []
+    fired: list[str] = []
+    for _ in range(12):  # a 5xx burst: half of every route's requests
+        engine.observe_metrics(http_request([(r, 500, 1) for r in routes], start_ns=0, cumulative=False))
+        engine.observe_metrics(http_request([(r, 200, 1) for r in routes], start_ns=0, cumulative=False))
+        clock.advance(5)
+        fired += [t.rule for t in engine.evaluate()]
+        if fired:
+            break
+    assert fired and set(fired) <= {"api_5xx", "api_5xx_total"}  # within the 60 s of the loop
+
+
 def test_job_queue_gauges_keep_their_last_values_and_queue_age_fires(tmp_path):
     clock = Clock()
     rule = {"name": "jobs_waiting", "when": "queue_age", "operation": "*", "above_s": 300, "severity": "critical"}
