@@ -116,3 +116,12 @@ def test_sdk_cumulative_request_histograms_drive_http_error_rate(tmp_path):
     finally:
         provider.shutdown()
         alerting.shutdown(5)
+
+
+def test_shutdown_interrupts_a_long_evaluation_interval(tmp_path):
+    alerting = build_alerting({**ALERTS, "evaluation_interval_s": 3600}, tmp_path)
+    assert alerting is not None
+    alerting.start()
+    alerting.shutdown(10)
+    assert alerting._thread is not None and not alerting._thread.is_alive()
+    assert not alerting.dispatcher.running()

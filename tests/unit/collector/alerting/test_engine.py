@@ -1,6 +1,9 @@
 import random
 import threading
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from collector.alerting.config import parse_alerts
 from collector.alerting.engine import Engine
 from collector.alerting.store import AlertStore
@@ -525,3 +528,19 @@ def test_concurrent_ingest_counts_everything(tmp_path):
     (alert,) = engine.firing()
     assert "1000 of 1000 outcomes failed" in alert["summary"]
     assert engine.open_starts() == 0  # every start came after its outcome
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 400), st.sampled_from("ab")), max_size=60), st.floats(1, 120))
+def test_count_window_matches_a_brute_force_count(adds, window_s):
+    window = CountWindow(5, 120)
+    times = sorted(adds, key=lambda item: item[0])
+    for at, name in times:
+        window.add(T0 + at, name)
+    now = T0 + (times[-1][0] if times else 0) + 1
+    first_bucket = int((now - window_s) // 5) + 1
+    expected: dict[str, float] = {}
+    for at, name in times:
+        if int((T0 + at) // 5) >= max(first_bucket, int(now // 5) - int(120 // 5)):
+            expected[name] = expected.get(name, 0.0) + 1
+    assert window.totals(now, window_s) == expected
