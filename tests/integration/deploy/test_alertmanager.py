@@ -4,6 +4,7 @@ resolved, to a webhook receiver on loopback in the Alertmanager webhook format."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import shutil
@@ -26,6 +27,7 @@ from collector.alerting.notify import AlertmanagerNotifier
 
 pytestmark = pytest.mark.integration
 
+SHIPPED_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "alertmanager.yml"
 STARTUP_DEADLINE_S = 30
 NOTIFICATION_DEADLINE_S = 30
 
@@ -93,10 +95,42 @@ def webhook() -> Iterator[WebhookReceiver]:
         receiver.thread.join(timeout=10)
 
 
+@contextlib.contextmanager
+def running_alertmanager(config: dict, directory: Path) -> Iterator[str]:
+    """A real Alertmanager with ``config`` on a free loopback port, clustering off; yields its URL."""
+    binary = alertmanager_binary()
+    config_file = directory / "alertmanager.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = directory / "alertmanager.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config_file}",
+                f"--storage.path={directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_ready(url, process, log_path)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
 @pytest.fixture
 def alertmanager(tmp_path: Path, webhook: WebhookReceiver) -> Iterator[str]:
-    """A real Alertmanager on a free loopback port, clustering off, routing everything to ``webhook``."""
-    binary = alertmanager_binary()
+    """Routes everything to ``webhook``, grouped by alertname and severity, within about a second."""
     config = {
         "route": {
             "receiver": "webhook",
@@ -107,33 +141,8 @@ def alertmanager(tmp_path: Path, webhook: WebhookReceiver) -> Iterator[str]:
         },
         "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook.url, "send_resolved": True}]}],
     }
-    config_file = tmp_path / "alertmanager.yml"
-    config_file.write_text(yaml.safe_dump(config))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "alertmanager.log").open("w")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config_file}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_ready(url, process, tmp_path / "alertmanager.log")
+    with running_alertmanager(config, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 def wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
@@ -205,3 +214,46 @@ def test_collector_alert_reaches_the_webhook_through_alertmanager_firing_then_re
     assert notified["status"] == "resolved"
     assert notified["labels"] == LABELS
     assert datetime.fromisoformat(notified["endsAt"]) < datetime.now(UTC)
+
+
+def shipped_config(webhook_url: str) -> dict:
+    """deploy/alertmanager.yml with its placeholder receiver URL replaced by ``webhook_url`` and its waits
+    shortened to a second; routes, grouping and inhibition as shipped."""
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    for receiver in config["receivers"]:
+        for webhook_config in receiver["webhook_configs"]:
+            webhook_config["url"] = webhook_url
+    for route in [config["route"], *config["route"].get("routes", [])]:
+        for key in ("group_wait", "group_interval"):
+            if key in route:
+                route[key] = "1s"
+    return config
+
+
+def test_shipped_config_inhibits_the_warning_while_the_critical_of_the_same_alert_fires(tmp_path, webhook):
+    backlog = {"alertname": "PhonoglyphCollectorAnalyticsBacklog", "instance": "collector:4318"}
+    warning, critical = ({**backlog, "severity": severity} for severity in ("warning", "critical"))
+    started = time.time() - 600
+
+    def pushed(labels: dict, ends_at: float | None = None) -> dict:
+        return {**collector_alert(started, ends_at), "labels": labels, "alertname": labels["alertname"]}
+
+    with running_alertmanager(shipped_config(webhook.url), tmp_path) as url:
+        notifier = AlertmanagerNotifier(url)
+        notifier.push([pushed(warning), pushed(critical)])
+
+        first = webhook.next_payload()
+        assert first["receiver"] == "oncall"
+        assert first["status"] == "firing"
+        assert [alert["labels"] for alert in first["alerts"]] == [critical]
+        states = {alert["labels"]["severity"]: alert["status"] for alert in current_alerts(url)}
+        assert states["critical"]["state"] == "active"
+        assert states["warning"]["state"] == "suppressed" and states["warning"]["inhibitedBy"]
+
+        # The critical resolves: its resolution goes out, and the warning it held back now notifies.
+        notifier.push([pushed(critical, ends_at=time.time() - 1)])
+        seen = set()
+        while seen != {("critical", "resolved"), ("warning", "firing")}:
+            payload = webhook.next_payload()
+            seen |= {(alert["labels"]["severity"], alert["status"]) for alert in payload["alerts"]}
+            assert seen <= {("critical", "resolved"), ("warning", "firing")}, seen
