@@ -7,12 +7,16 @@ Ingest (receiver threads, one lock, O(1) an item, docs/architecture.md "Alerting
   outcome of the same operation leaves again. Starts and outcomes are matched by the job id
   (``phonoglyph.job.id``) when they carry one, because a render starts in the api (its
   ``render_started`` product event) and ends in the worker, and a retried job starts again under
-  another span; otherwise by (trace id, span id). Bucket time is the engine's clock, not the event's
+  another span; otherwise by (trace id, span id). Outcomes are remembered for a while (persisted too),
+  because spans and event records travel in separate batches and a start may arrive after its
+  outcome. The table is bounded (the oldest start is evicted, counted) and a start older than
+  ``open_start_ttl_s`` expires (counted), which also ends a ``stalled`` alert about it. Bucket time is the engine's clock, not the event's
   timestamp, so a late or clock-skewed sender cannot place counts outside the window.
 - ``observe_metrics``: OTLP metrics. The histogram ``http.server.request.duration`` gives request and
   5xx counts per route (CUMULATIVE points are differenced per series; a count that goes down or a new
-  start time is a restart and counts from zero); gauges ``phonoglyph.jobs.queued`` and
-  ``phonoglyph.jobs.oldest_queued_age`` keep their last value.
+  start time is a restart and counts from zero; a series first seen that began before this engine
+  did is only a baseline, so a collector restart replays no history); gauges ``phonoglyph.jobs.queued``
+  and ``phonoglyph.jobs.oldest_queued_age`` keep their last value per job kind (``queue_age`` rules).
 - ``observe_delivery``: the age of the oldest undelivered analytics event.
 
 Evaluation (``evaluate``) turns each rule into instances (one per operation or route) that move
@@ -22,7 +26,8 @@ threshold notifies once rather than every evaluation. After a restart the window
 firing windowed alert is not resolved before its window has filled again. Each transition, its
 history row and one notification row per notifier commit in one SQLite transaction (store.py); the
 in-memory state changes only after that commit. A firing instance re-notifies every
-``repeat_interval_s``. The open-start table is written to SQLite as a delta at each evaluation.
+``repeat_interval_s``. The open-start and finished tables are written to SQLite as deltas at each
+evaluation (and at ``flush``), never per event.
 """
 
 from __future__ import annotations
