@@ -10,8 +10,9 @@ Ingest (receiver threads, one lock, O(1) an item, docs/architecture.md "Alerting
   another span; otherwise by (trace id, span id). Outcomes are remembered for a while (persisted too),
   because spans and event records travel in separate batches and a start may arrive after its
   outcome. The table is bounded (the oldest start is evicted, counted) and a start older than
-  ``open_start_ttl_s`` expires (counted), which also ends a ``stalled`` alert about it. Bucket time is the engine's clock, not the event's
-  timestamp, so a late or clock-skewed sender cannot place counts outside the window.
+  ``open_start_ttl_s`` expires (counted), which also ends a ``stalled`` alert about it. Bucket time is
+  the engine's clock, not the event's timestamp, so a late or clock-skewed sender cannot place counts
+  outside the window.
 - ``observe_metrics``: OTLP metrics. The histogram ``http.server.request.duration`` gives request and
   5xx counts per route (CUMULATIVE points are differenced per series; a count that goes down or a new
   start time is a restart and counts from zero; a series first seen that began before this engine
