@@ -42,6 +42,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from collector.defaults import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_ENDPOINT,
+    DEFAULT_OUTBOX_MAX_BYTES,
+    DEFAULT_POSTHOG_HOST,
+)
 from collector.processors.mapping import DEFAULT_RULES, MappingRules
 
 __all__ = [
@@ -60,11 +67,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "127.0.0.1:4318"
-DEFAULT_DATA_DIR = "./.stack/collector"
-DEFAULT_POSTHOG_HOST = "https://us.i.posthog.com"
-DEFAULT_OUTBOX_MAX_BYTES = 256 * 2**20
-DEFAULT_DRAIN_TIMEOUT_S = 10.0
 OUTBOX_FILE = "outbox.db"
 EVENTS_FILE = "events.db"
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from collector.config import DEFAULT_OUTBOX_MAX_BYTES
+from collector.defaults import DEFAULT_OUTBOX_MAX_BYTES
 from collector.events import StoredEvent, encode_event
 
 __all__ = ["Outbox", "OutboxError", "OutboxFullError"]

@@ -27,7 +27,7 @@ from posthog.request import EVENTS_ENDPOINT, USER_AGENT, determine_server_host
 from posthog.utils import remove_trailing_slash
 from requests.adapters import HTTPAdapter
 
-from collector.config import DEFAULT_POSTHOG_HOST
+from collector.defaults import DEFAULT_POSTHOG_HOST
 from collector.events import encode_event
 from collector.exporters import ExportError, Rejected, RetryLater, TooLarge, Unauthorized
 

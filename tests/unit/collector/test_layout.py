@@ -44,7 +44,9 @@ def test_the_scan_sees_imports():
     [
         ("receivers", ("collector.processors", "collector.delivery", "collector.exporters", "collector.app")),
         ("codecs", ("collector.processors", "collector.delivery", "collector.exporters", "collector.receivers")),
-        ("exporters", ("collector.delivery", "collector.receivers", "collector.processors")),
+        ("processors", ("collector.receivers", "collector.delivery", "collector.exporters", "collector.config")),
+        ("delivery", ("collector.receivers", "collector.processors", "collector.config")),
+        ("exporters", ("collector.delivery", "collector.receivers", "collector.processors", "collector.config")),
         ("extensions", ("collector.processors", "collector.delivery", "collector.exporters", "collector.receivers")),
     ],
 )
