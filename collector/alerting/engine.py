@@ -33,7 +33,6 @@ evaluation (and at ``flush``), never per event.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -73,10 +72,22 @@ def rfc3339(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+_FNV_OFFSET = 14695981039346656037
+_FNV_PRIME = 1099511628211
+_MASK64 = 2**64 - 1
+
+
 def fingerprint(labels: Mapping[str, str]) -> str:
-    """A stable 16-hex-digit identity of an alert's label set (as Alertmanager's fingerprints)."""
-    text = "\x00".join(f"{key}\x01{labels[key]}" for key in sorted(labels))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The alert's identity: Alertmanager's own fingerprint of the label set (FNV-1a 64 over the sorted
+    names and values, each followed by 0xff, as prometheus/common's ``LabelSet.Fingerprint``), so the
+    webhook's ``fingerprint`` is the one Alertmanager shows for the same alert."""
+    value = _FNV_OFFSET
+    for name in sorted(labels):
+        for part in (name, labels[name]):
+            for byte in part.encode():
+                value = ((value ^ byte) * _FNV_PRIME) & _MASK64
+            value = ((value ^ 0xFF) * _FNV_PRIME) & _MASK64
+    return f"{value:016x}"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@ import re
 import time
 
 from collector.alerting.config import parse_alerts
+from collector.alerting.engine import fingerprint
 from collector.alerting.notify import (
     ZERO_TIME,
     AlertmanagerNotifier,
@@ -81,6 +82,12 @@ def test_webhook_payload_has_the_alertmanager_fields(tmp_path):
     assert RFC3339.match(closing["alerts"][0]["endsAt"]) and closing["alerts"][0]["endsAt"] != ZERO_TIME
     assert closing["alerts"][0]["fingerprint"] == alert["fingerprint"]
     assert closing["alerts"][0]["startsAt"] == alert["startsAt"]
+
+
+def test_fingerprints_are_alertmanagers():
+    # the fingerprints Alertmanager gives these label sets (its GET /api/v2/alerts shows them)
+    assert fingerprint({"alertname": "x", "severity": "critical"}) == "2531c3c2583840d8"
+    assert fingerprint({"severity": "critical", "alertname": "y"}) == "64f200c79568884d"
 
 
 def test_slack_text_carries_the_same_facts(tmp_path):
