@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
 from collector.codecs.protowire import spans_containing
 from collector.events import PostHogEvent
@@ -43,9 +44,11 @@ UUID_NAMESPACE = uuid.UUID("5f1c2b0e-7d3a-5c8e-9b4f-0a6d1e2c3b4a")
 """uuid5 namespace of span-derived events: ``uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event}")``."""
 
 OPERATION_TAG = semconv.OPERATION.encode()
-HTTP_ROUTE = "http.route"
 EVENT_NAME_ATTRIBUTE = "event.name"
+"""OTel's event name attribute (incubating in opentelemetry-semantic-conventions), read when a record has no
+``event_name``."""
 DEPLOYMENT_ENVIRONMENT_NAME = "deployment.environment.name"
+"""The newer name of ``deployment.environment`` (incubating), read when a resource has only that one."""
 UNKNOWN_ERROR_TYPE = "_OTHER"
 """OTel's fallback value of ``error.type`` when a failure carries none."""
 
