@@ -110,8 +110,7 @@ def build_exporter(config: CollectorConfig) -> tuple[Exporter, str]:
         return PostHogExporter(config.posthog_api_key, config.posthog_host), f"posthog {config.posthog_host}"
     from collector.exporters.local import LocalStoreExporter
 
-    local: Any = LocalStoreExporter(config.events_path)
-    return local, f"local store {config.events_path}"
+    return LocalStoreExporter(config.events_path), f"local store {config.events_path}"
 
 
 def build_app(
