@@ -120,23 +120,29 @@ def claim(
 
 @dataclass(frozen=True)
 class QueueStats:
-    """Queued jobs of one kind: how many, and when the oldest was queued (None when there is none)."""
+    """Jobs of one kind waiting for a worker: queued ones (and when the oldest was queued, None when
+    there is none), and orphaned ones: 'running' past their lease, their worker dead or stuck."""
 
     kind: str
     queued: int
     oldest_created_at: float | None
+    orphaned: int = 0
 
 
-def queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
-    """Per job kind (every kind, zero included): queued jobs and the oldest one's creation time.
+def queue_stats(conn: sqlite3.Connection, *, now: float | None = None) -> list[QueueStats]:
+    """Per job kind (every kind, zero included): queued jobs, the oldest one's creation time, orphans.
 
-    One query, answered from the ``jobs_by_status_kind`` index alone (a covering index scan).
+    One query, answered from the ``jobs_queue_stats`` index alone (a covering index scan).
     """
     rows = conn.execute(
-        "SELECT kind, COUNT(*) AS queued, MIN(created_at) AS oldest FROM jobs WHERE status = 'queued' GROUP BY kind"
+        "SELECT kind, SUM(status = 'queued') AS queued, "
+        "MIN(CASE WHEN status = 'queued' THEN created_at END) AS oldest, "
+        "SUM(status = 'running' AND lease_expires_at < ?) AS orphaned "
+        "FROM jobs WHERE status IN ('queued', 'running') GROUP BY kind",
+        (now_s() if now is None else now,),
     ).fetchall()
-    found = {row["kind"]: (row["queued"], row["oldest"]) for row in rows}
-    return [QueueStats(kind, *found.get(kind, (0, None))) for kind in JOB_KINDS]
+    found = {row["kind"]: (row["queued"], row["oldest"], row["orphaned"]) for row in rows}
+    return [QueueStats(kind, *found.get(kind, (0, None, 0))) for kind in JOB_KINDS]
 
 
 def complete(conn: sqlite3.Connection, job_id: str, result: dict[str, Any]) -> None:

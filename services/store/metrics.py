@@ -22,14 +22,16 @@ JOBS_QUEUED = "phonoglyph.jobs.queued"
 """Gauge, ``{job}``: jobs waiting for a worker, by ``phonoglyph.job.kind`` (every kind, zero included)."""
 JOBS_OLDEST_QUEUED_AGE = "phonoglyph.jobs.oldest_queued_age"
 """Gauge, ``s``: how long the oldest queued job of each kind has waited (0 when none waits)."""
+JOBS_ORPHANED = "phonoglyph.jobs.orphaned"
+"""Gauge, ``{job}``: jobs still 'running' past their lease (their worker died or hangs), by kind."""
 
 _REUSE_S = 1.0
-"""The queue-depth gauge reads the queue at each collection; the age gauge, collected right after it,
-reuses that read (one query per collection)."""
+"""The queue-depth gauge reads the queue at each collection; the other gauges, collected right after
+it, reuse that read (one query per collection)."""
 
 
 class JobQueueGauges:
-    """Registers the two gauges on ``meter``; each collection reads the queue once."""
+    """Registers the gauges on ``meter``; each collection reads the queue once."""
 
     def __init__(self, db: Database, meter: Meter | None = None) -> None:
         self._db = db
@@ -46,6 +48,12 @@ class JobQueueGauges:
             unit="s",
             description="How long the oldest queued job has waited",
         )
+        meter.create_observable_gauge(
+            JOBS_ORPHANED,
+            callbacks=[self._observe_orphaned],
+            unit="{job}",
+            description="Jobs running past their lease: their worker died or hangs",
+        )
 
     def _read(self, *, reuse_within_s: float | None = None) -> list[jobs.QueueStats]:
         with self._lock:
@@ -57,6 +65,9 @@ class JobQueueGauges:
 
     def _observe_queued(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(stats.queued, {JOB_KIND: stats.kind}) for stats in self._read()]
+
+    def _observe_orphaned(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(stats.orphaned, {JOB_KIND: stats.kind}) for stats in self._read(reuse_within_s=_REUSE_S)]
 
     def _observe_oldest_age(self, _options: CallbackOptions) -> Iterable[Observation]:
         now = now_s()

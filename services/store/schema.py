@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_file ON jobs (file_id, kind);
-CREATE INDEX IF NOT EXISTS jobs_by_status_kind ON jobs (status, kind, created_at);  -- queue depth and age per kind
+DROP INDEX IF EXISTS jobs_by_status_kind;
+CREATE INDEX IF NOT EXISTS jobs_queue_stats ON jobs (status, kind, created_at, lease_expires_at);  -- queue gauges
 CREATE TABLE IF NOT EXISTS analyses (
     file_id TEXT PRIMARY KEY REFERENCES files(id),
     result TEXT NOT NULL,

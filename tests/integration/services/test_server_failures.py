@@ -17,7 +17,8 @@ from instrumentation.testing import capture
 from services.api import create_app
 from services.api.dependencies import get_db
 from services.settings import FaultSettings, ServiceSettings
-from services.store.metrics import JOB_KIND, JOBS_OLDEST_QUEUED_AGE, JOBS_QUEUED
+from services.store import jobs
+from services.store.metrics import JOB_KIND, JOBS_OLDEST_QUEUED_AGE, JOBS_ORPHANED, JOBS_QUEUED
 from tests.fakes.sentry import FakeSentry
 from tests.integration.services.conftest import Api, api_client
 
@@ -127,6 +128,11 @@ def test_the_job_queue_depth_and_age_are_gauges_by_kind(api: Api) -> None:
     ages = _gauge(api, JOBS_OLDEST_QUEUED_AGE)
     assert ages["render"] == 0.0
     assert 0.0 <= ages["stem_separation"] <= time.time() - created_before_s + 1.0
+    with api.db.transaction() as conn:  # a worker claims one, then dies: its lease is already over
+        jobs.claim(conn, lease_s=-1.0, max_attempts=3)
+    assert _gauge(api, JOBS_ORPHANED) == {"stem_separation": 1, "audio_analysis": 0, "render": 0}
+    assert _gauge(api, JOBS_QUEUED) == {"stem_separation": 1, "audio_analysis": 1, "render": 0}
     assert api.run_worker() == 3
     assert _gauge(api, JOBS_QUEUED) == {"stem_separation": 0, "audio_analysis": 0, "render": 0}
     assert set(_gauge(api, JOBS_OLDEST_QUEUED_AGE).values()) == {0.0}
+    assert set(_gauge(api, JOBS_ORPHANED).values()) == {0}

@@ -103,6 +103,10 @@ def test_queue_stats_count_queued_jobs_by_kind_with_the_oldest(db: Database, fil
     assert {kind: s.queued for kind, s in stats.items()} == {"stem_separation": 1, "audio_analysis": 1, "render": 0}
     created_at = db.read().execute("SELECT created_at FROM jobs WHERE id = ?", (stems.id,)).fetchone()[0]
     assert stats["stem_separation"].oldest_created_at == created_at
+    assert {kind: s.orphaned for kind, s in stats.items()} == {"stem_separation": 0, "audio_analysis": 0, "render": 0}
+    lease_end = db.read().execute("SELECT lease_expires_at FROM jobs WHERE id = ?", (first.id,)).fetchone()[0]
+    later = {s.kind: s for s in jobs.queue_stats(db.read(), now=lease_end + 1.0)}  # both workers died
+    assert (later["audio_analysis"].orphaned, later["audio_analysis"].queued) == (2, 1)
 
 
 def test_complete_and_fail_record_the_outcome(db: Database, file_id: str) -> None:
