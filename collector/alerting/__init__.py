@@ -152,8 +152,8 @@ class Alerting:
     def firing(self) -> list[dict[str, Any]]:
         return self.engine.firing()
 
-    def history(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self.engine.history(limit)
+    def history(self, limit: int = 100, *, after_id: int = 0) -> list[dict[str, Any]]:
+        return self.engine.history(limit, after_id=after_id)
 
     def metrics_samples(self) -> list[tuple[str, str, float]]:
         return self.engine.metrics_samples()
@@ -204,13 +204,16 @@ def build_alerting(
     return Alerting(config, store, engine, dispatcher, metrics=metrics, clock=clock)
 
 
-def read_alerts(data_dir: str | Path, *, history_limit: int = 100) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(firing, history) as a running collector last wrote them; empty when alerting never ran."""
+def read_alerts(
+    data_dir: str | Path, *, history_limit: int = 100, after_id: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(firing, history newest first) as a running collector last wrote them; empty when alerting never
+    ran. ``after_id``: only history entries newer than that ``id`` (``--follow``)."""
     path = Path(data_dir) / ALERTS_FILE
     if not path.exists():
         return [], []
     store = AlertStore(path)
     try:
-        return store.firing_snapshots(), store.history(history_limit)
+        return store.firing_snapshots(), store.history(history_limit, after_id=after_id)
     finally:
         store.close()

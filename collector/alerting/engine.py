@@ -606,8 +606,8 @@ class Engine:
         with self._lock:
             return [(r.rule, r.subject, r.active_since) for r in self._instances.values() if r.state == "pending"]
 
-    def history(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self.store.history(limit)
+    def history(self, limit: int = 100, *, after_id: int = 0) -> list[dict[str, Any]]:
+        return self.store.history(limit, after_id=after_id)
 
     def metrics_samples(self) -> list[tuple[str, str, float]]:
         """(alertname, severity, firing instances) per rule, zeros included, for ``alerts_firing``."""

@@ -213,9 +213,14 @@ class AlertStore:
         )
         db.execute("DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?", (HISTORY_LIMIT,))
 
-    def history(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._read("SELECT at, snapshot FROM history ORDER BY id DESC LIMIT ?", (max(0, int(limit)),))
-        return [{"at": at, **json.loads(snapshot)} for at, snapshot in rows]
+    def history(self, limit: int = 100, *, after_id: int = 0) -> list[dict[str, Any]]:
+        """Newest first; each entry is the snapshot plus ``at`` and its row ``id``. ``after_id``: only
+        entries newer than that one (``alerts --follow`` polls with the last id it printed)."""
+        rows = self._read(
+            "SELECT id, at, snapshot FROM history WHERE id > ? ORDER BY id DESC LIMIT ?",
+            (int(after_id), max(0, int(limit))),
+        )
+        return [{**json.loads(snapshot), "id": row_id, "at": at} for row_id, at, snapshot in rows]
 
     # -- open starts ------------------------------------------------------------------------------
 

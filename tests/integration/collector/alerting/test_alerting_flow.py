@@ -58,6 +58,7 @@ def test_a_failure_surge_notifies_every_receiver_once_across_a_restart(tmp_path)
         firing, history = read_alerts(tmp_path)
         assert [a["alertname"] for a in firing] == ["stems_failing"]
         assert [(h["alertname"], h["status"]) for h in history] == [("stems_failing", "firing")]
+        assert read_alerts(tmp_path, after_id=history[0]["id"])[1] == []  # --follow: nothing newer
 
         restarted = build_alerting(ALERTS, tmp_path, metrics=metrics, **urls)
         assert restarted is not None
