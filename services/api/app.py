@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Depends, FastAPI
 
 from instrumentation import instrument_fastapi
@@ -24,6 +26,8 @@ def create_app(settings: ServiceSettings | None = None, *, observe_job_queue: bo
     db = Database(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     dependencies = [Depends(http_fault(settings.faults))] if settings.faults.http_5xx_rate else []
+    if settings.faults.any_on:
+        logging.getLogger("services.api").warning("fault switches on (README, Fault switches): %s", settings.faults)
     app = FastAPI(title="Phonoglyph API", docs_url=None, redoc_url=None, openapi_url=None, dependencies=dependencies)
     app.state.settings = settings
     app.state.db = db

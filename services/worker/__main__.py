@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = ServiceSettings.from_env()
         worker = JobWorker(Database(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s), settings)
         logger.info("worker started on %s", settings.db_path)
+        if settings.faults.any_on:
+            logger.warning("fault switches on (README, Fault switches): %s", settings.faults)
         worker.run(stop)
     except Exception as exc:
         job = worker.current_job if worker is not None else None
