@@ -267,7 +267,8 @@ class Engine:
             self._finished.move_to_end(key)
             self._finished_new[key] = (event_ts, now)
             if len(self._finished) > self._max_open_starts:
-                self._finished.popitem(last=False)
+                forgotten, _ = self._finished.popitem(last=False)
+                self._finished_new.pop(forgotten, None)
 
     def observe_metrics(self, request: ExportMetricsServiceRequest) -> None:
         """An ``ExportMetricsServiceRequest``: HTTP server request counts by route, and the job gauges."""

@@ -327,6 +327,8 @@ def test_the_open_start_table_is_bounded_and_counts_what_it_drops(tmp_path):
     clock.advance(1001)
     engine.evaluate()
     assert engine.open_starts() == 0 and dropped[-1] == ("expired", 3)
+    engine.observe_events([event("stem_separation_completed", 100 + n) for n in range(5)])
+    assert len(engine._finished) == 3 and len(engine._finished_new) == 3  # the outcome memory is bounded too
 
 
 # -- http_error_rate --------------------------------------------------------------------------------
