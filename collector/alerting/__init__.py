@@ -14,7 +14,8 @@ One facade for the collector's wiring (docs/architecture.md, "Alerting")::
 
 ``build_alerting`` returns None when there are no rules (``alerts: {rules: []}``). Parts: ``config``
 (the ``alerts:`` section and the default rules), ``windows`` (bounded time buckets), ``engine`` (ingest,
-evaluation, state), ``store`` (``alerts.db``), ``notify`` (receivers and the notification outbox).
+evaluation, state), ``store`` (``alerts.db``), ``notify`` (receivers and the notification outbox),
+``report`` (the plain-text view the CLI and the demo print).
 ``read_alerts(data_dir)`` reads the firing alerts and history of a running collector (the CLI).
 """
 
