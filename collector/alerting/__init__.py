@@ -2,16 +2,19 @@
 
 One facade for the collector's wiring (docs/architecture.md, "Alerting")::
 
-    alerting = build_alerting(sections.get("alerts"), config.data_dir,
-                              webhook_url=env.get("COLLECTOR_ALERT_WEBHOOK_URL"),
-                              slack_url=env.get("COLLECTOR_ALERT_SLACK_URL"),
-                              alertmanager_url=env.get("COLLECTOR_ALERTMANAGER_URL"), metrics=metrics)
+    alerting = build_alerting(config.alerts_raw, config.data_dir,
+                              webhook_url=config.alert_webhook_url,        # COLLECTOR_ALERT_WEBHOOK_URL
+                              slack_url=config.alert_slack_url,            # COLLECTOR_ALERT_SLACK_URL
+                              alertmanager_url=config.alertmanager_url,    # COLLECTOR_ALERTMANAGER_URL
+                              metrics=metrics)
     if alerting is not None:
         alerting.set_delivery_probe(outbox_oldest_age_s)
         alerting.start()
         ...  # receivers: alerting.observe_events(events); alerting.observe_metrics(request)
         alerting.shutdown(5.0)
 
+The events fed in are the mapped PostHog events: a mapping rule that renames ``<op>_started`` /
+``_completed`` / ``_failed`` or drops ``phonoglyph.job.id`` changes what the rules see.
 ``build_alerting`` returns None when there are no rules (``alerts: {rules: []}``). Parts: ``config``
 (the ``alerts:`` section and the default rules), ``windows`` (bounded time buckets), ``engine`` (ingest,
 evaluation, state), ``store`` (``alerts.db``), ``notify`` (receivers and the notification outbox),
