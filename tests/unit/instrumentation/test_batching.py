@@ -16,8 +16,10 @@ class RecordingExport:
         self.batches: list[list[int]] = []
         self.succeed = succeed
         self.gate = gate
+        self.entered = threading.Event()
 
     def __call__(self, batch: Sequence[int]) -> bool:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(5)
         self.batches.append(list(batch))
@@ -133,10 +135,7 @@ def test_shutdown_does_not_wait_longer_than_its_timeout_for_a_stuck_export() -> 
         export, QueueConfig(max_export_batch_size=1, schedule_delay_s=60), signal="test"
     )
     queue.put(1)  # a full batch: the worker takes it and blocks in the export
-    for _ in range(500):
-        if not queue._queue:
-            break
-        threading.Event().wait(0.01)
+    assert export.entered.wait(5)
     queue.put(2)
     queue.shutdown(0.05)
     assert STATS.snapshot() == {"test_lost": 1}
