@@ -57,6 +57,18 @@ EVENT_ID: Final = "phonoglyph.event.id"
 SERVICE_NAME: Final = "service.name"
 SERVICE_VERSION: Final = "service.version"
 DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment"
+DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
+"""The newer name of ``deployment.environment``; read from ``OTEL_RESOURCE_ATTRIBUTES`` too."""
+
+# -- HTTP server spans (OTel semconv names) ---------------------------------------------------
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_ROUTE: Final = "http.route"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+URL_PATH: Final = "url.path"
+URL_QUERY: Final = "url.query"
+URL_SCHEME: Final = "url.scheme"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
 
 # -- names ----------------------------------------------------------------------------------
 OPERATIONS: Final = ("file_upload", "stem_separation", "audio_analysis", "render")

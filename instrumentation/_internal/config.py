@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
+from instrumentation import semconv
+
 T = TypeVar("T")
 
 _logger = logging.getLogger("instrumentation")
@@ -263,16 +265,16 @@ def resolve(
     resource = read(RESOURCE_ATTRIBUTES)
     sentry_release = read(SENTRY_RELEASE)
     return Settings(
-        service_name=service_name or read(SERVICE_NAME) or resource.get("service.name") or DEFAULT_SERVICE_NAME,
-        service_version=service_version or resource.get("service.version") or sentry_release or None,
+        service_name=service_name or read(SERVICE_NAME) or resource.get(semconv.SERVICE_NAME) or DEFAULT_SERVICE_NAME,
+        service_version=service_version or resource.get(semconv.SERVICE_VERSION) or sentry_release or None,
         environment=environment
-        or resource.get("deployment.environment")
-        or resource.get("deployment.environment.name")
+        or resource.get(semconv.DEPLOYMENT_ENVIRONMENT)
+        or resource.get(semconv.DEPLOYMENT_ENVIRONMENT_NAME)
         or read(SENTRY_ENVIRONMENT)
         or None,
         otlp_endpoint=(otlp_endpoint or read(OTLP_ENDPOINT) or DEFAULT_OTLP_ENDPOINT).rstrip("/"),
         sentry_dsn=sentry_dsn or read(SENTRY_DSN) or None,
-        sentry_release=sentry_release or service_version or resource.get("service.version") or None,
+        sentry_release=sentry_release or service_version or resource.get(semconv.SERVICE_VERSION) or None,
         span_queue=read_queue(SPAN_QUEUE),
         event_queue=read_queue(EVENT_QUEUE),
         traces_endpoint=read(OTLP_TRACES_ENDPOINT),

@@ -20,6 +20,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from instrumentation import semconv
 from instrumentation._internal import pipeline
 from instrumentation._internal.config import DEFAULT_EXCLUDED_URLS
 from instrumentation._internal.guard import guarded, report
@@ -78,22 +79,22 @@ def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context:
 
 def _server_attributes(scope: Scope, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        "http.request.method": scope["method"],
-        "url.path": scope["path"],
-        "url.scheme": scope.get("scheme", "http"),
+        semconv.HTTP_REQUEST_METHOD: scope["method"],
+        semconv.URL_PATH: scope["path"],
+        semconv.URL_SCHEME: scope.get("scheme", "http"),
     }
     query = scope.get("query_string")
     if query:
-        attributes["url.query"] = query.decode("latin-1")
+        attributes[semconv.URL_QUERY] = query.decode("latin-1")
     for key, value in headers:
         if key == b"host":
             host = value.decode("latin-1")
             name, separator, port = host.rpartition(":")
             if separator and port.isdigit():
-                attributes["server.address"] = name
-                attributes["server.port"] = int(port)
+                attributes[semconv.SERVER_ADDRESS] = name
+                attributes[semconv.SERVER_PORT] = int(port)
             else:
-                attributes["server.address"] = host
+                attributes[semconv.SERVER_ADDRESS] = host
             break
     return attributes
 
@@ -159,7 +160,7 @@ class ServerSpanMiddleware:
                 if span.is_recording():
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
-                    span.set_attribute("error.type", type(exc).__qualname__)
+                    span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
                 if isinstance(exc, Exception):
                     for handler in REQUEST_ERROR_HANDLERS:
                         handler(exc, scope)
@@ -193,10 +194,10 @@ class ServerSpanMiddleware:
             route = scope.get("route")
             route_path = getattr(route, "path", None)
             if route_path:
-                span.set_attribute("http.route", route_path)
+                span.set_attribute(semconv.HTTP_ROUTE, route_path)
                 span.update_name(f"{scope['method']} {route_path}")
             if status_code:
-                span.set_attribute("http.response.status_code", status_code)
+                span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
                 if status_code >= 500:
                     span.set_status(_SERVER_ERROR)
         span.end()
