@@ -142,3 +142,18 @@ def test_excluded_urls_for_the_distro(
         else:
             monkeypatch.setenv(name, value)
     assert config.read(config.FASTAPI_EXCLUDED_URLS) == expected
+
+
+def test_only_the_settings_table_reads_the_environment() -> None:
+    from pathlib import Path
+
+    import instrumentation
+
+    package = Path(instrumentation.__file__).parent
+    readers = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "config.py"
+        and any(read in path.read_text() for read in ("os.environ.get", "os.getenv", "os.environ[", "environ.items"))
+    ]
+    assert readers == []
