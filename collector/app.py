@@ -4,7 +4,8 @@
 and hands each request to a ``Pipeline`` whose processors map it to PostHog events and scrub them; the
 pipeline commits the events to the outbox (``OutboxDelivery``: backpressure and storage trouble become
 ``RetryableError`` 429 and 503) and wakes the delivery worker, which drains the outbox into the exporter.
-The health extension shares the receiver's port (``App.asgi``).
+Once committed, each batch is shown to the alerting observer (docs/architecture.md "Alerting"), which
+evaluates its rules on its own thread. The health extension shares the receiver's port (``App.asgi``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.alerting import Alerting, build_alerting
 from collector.asgi import Router
 from collector.config import CollectorConfig
 from collector.delivery.outbox import Outbox, OutboxError, OutboxFullError
@@ -66,6 +68,8 @@ class App:
     worker: DeliveryWorker
     pipeline: Pipeline
     receiver: OtlpHttpReceiver
+    alerting: Alerting | None = None
+    """None when there are no alert rules (``alerts: {rules: []}``)."""
     asgi: Router = field(init=False)
     """The one ASGI app served: the OTLP receiver and the health extension."""
 
@@ -74,11 +78,15 @@ class App:
 
     def start(self) -> None:
         self.worker.start()
+        if self.alerting is not None:
+            self.alerting.start()
 
     def shutdown(self, timeout_s: float) -> None:
         """Finish in-flight requests, deliver what can be delivered within ``timeout_s``, keep the rest."""
         deadline = time.monotonic() + timeout_s
         self.receiver.shutdown()
+        if self.alerting is not None:
+            self.alerting.shutdown(min(5.0, max(0.0, deadline - time.monotonic())))
         self.worker.shutdown(max(0.0, deadline - time.monotonic()))
         left = self.outbox.depth()
         if left:
@@ -123,7 +131,8 @@ def build_app(
     processors: Sequence[Processor] = (),
 ) -> App:
     """The collector, not started. ``processors`` run after mapping and scrubbing, in order (they see each
-    batch's decoded request, metrics requests included, and its events)."""
+    batch's decoded request, metrics requests included, and its events). Raises ConfigError on a bad
+    ``alerts:`` section."""
     metrics = Metrics()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     outbox = Outbox(config.outbox_path, max_bytes=config.limits.outbox_max_bytes, clock=clock)
@@ -133,6 +142,17 @@ def build_app(
         exporter_name = type(exporter).__name__
     worker = DeliveryWorker(outbox, exporter, retry=retry, batch=batch, metrics=metrics, clock=clock)
     delivery = OutboxDelivery(outbox, worker, retry_after_s=config.limits.retry_after_s)
+    alerting = build_alerting(
+        config.alerts_raw,
+        config.data_dir,
+        webhook_url=config.alert_webhook_url,
+        slack_url=config.alert_slack_url,
+        alertmanager_url=config.alertmanager_url,
+        metrics=metrics,
+        clock=clock,
+    )
+    if alerting is not None:
+        alerting.set_delivery_probe(outbox.oldest_age_s)
     pipeline = Pipeline(
         [
             MappingProcessor(config.mapping),
@@ -141,6 +161,7 @@ def build_app(
         ],
         deliver=delivery.put,
         metrics=metrics,
+        observers=[alerting] if alerting is not None else [],
     )
     receiver = OtlpHttpReceiver(pipeline, metrics=metrics, limits=config.limits, auth_token=config.auth_token)
-    return App(config, metrics, outbox, exporter, exporter_name, worker, pipeline, receiver)
+    return App(config, metrics, outbox, exporter, exporter_name, worker, pipeline, receiver, alerting)

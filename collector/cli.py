@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=100)
     dead.set_defaults(run=_dead_letters)
 
+    alerts = commands.add_parser("alerts", help="alerts firing now, and their history with times and figures")
+    alerts.add_argument("--follow", "-f", action="store_true", help="keep printing new firing/resolved entries")
+    alerts.add_argument("--json", action="store_true", help="JSON (with --follow: one history entry a line)")
+    alerts.add_argument("--limit", type=int, default=50, help="history entries shown (newest first)")
+    alerts.set_defaults(run=_alerts)
+
     stats = commands.add_parser("stats", help="counts per event, outbox depth, dead letters")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(run=_stats)
@@ -208,6 +214,34 @@ def _events(config: CollectorConfig, args: argparse.Namespace) -> int:
         pass
     finally:
         store.shutdown()
+    return 0
+
+
+def _alerts(config: CollectorConfig, args: argparse.Namespace) -> int:
+    from collector.alerting import read_alerts
+    from collector.alerting.report import render_alerts
+
+    firing, history = read_alerts(config.data_dir, history_limit=args.limit)
+    if args.json and not args.follow:
+        print(json.dumps({"firing": firing, "history": history}, indent=2, default=str))
+    elif args.json:
+        for entry in reversed(history):
+            print(json.dumps(entry, default=str), flush=True)
+    else:
+        print(render_alerts(firing, history, now=time.time()), end="", flush=True)
+    last_id = max((entry["id"] for entry in history), default=0)
+    try:
+        while args.follow:
+            time.sleep(1.0)
+            _, new = read_alerts(config.data_dir, history_limit=1000, after_id=last_id)
+            for entry in reversed(new):  # oldest first
+                if args.json:
+                    print(json.dumps(entry, default=str), flush=True)
+                else:
+                    print(render_alerts([], [entry], now=time.time()).splitlines()[-1], flush=True)
+                last_id = max(last_id, entry["id"])
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

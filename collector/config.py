@@ -164,7 +164,11 @@ def _number_at_least(minimum: float) -> Callable[[Any], float]:
     return check
 
 
-def _as_is(value: Any) -> Any:
+def _alerts_section(value: Any) -> Any:
+    """The ``alerts:`` section as written, once ``parse_alerts`` accepts it: a bad rule refuses to start."""
+    from collector.alerting.config import parse_alerts  # imported here: alerting imports ConfigError from here
+
+    parse_alerts(value)
     return value
 
 
@@ -383,8 +387,8 @@ SETTINGS: tuple[Setting, ...] = (
         "alerts_raw",
         yaml="alerts",
         default=None,
-        type=_as_is,
-        doc="Alert rules, parsed by collector.alerting.config.parse_alerts.",
+        type=_alerts_section,
+        doc="Alert rules (collector.alerting.config): absent, the default rules; `{rules: []}`, none.",
     ),
 )
 

@@ -11,6 +11,9 @@ import threading
 PREFIX = "phonoglyph_collector_"
 
 HELP = {
+    "alerts_firing": "Firing alert instances per rule.",
+    "alert_notifications_total": "Alert notification attempts, by notifier and result.",
+    "alert_dropped_items_total": "Items the alerting engine let go to stay bounded, by reason.",
     "received_spans_total": "Spans received over OTLP.",
     "received_log_records_total": "Log records received over OTLP.",
     "received_metric_points_total": "Metric data points received over OTLP (counted, not forwarded).",

@@ -101,14 +101,23 @@ class EventsProcessor:
 
 class Pipeline:
     """The consumer behind a receiver: processors in order, then ``deliver`` (a durable commit that returns
-    how many events were new, or raises RetryableError)."""
+    how many events were new, or raises RetryableError), then the observers.
+
+    Observers (alerting) see a batch only once it is committed: a request refused with 429 or 503 is sent
+    again, and counting it twice would skew every rate they compute.
+    """
 
     def __init__(
-        self, processors: Sequence[Processor], deliver: Callable[[list[dict[str, Any]]], int], metrics: Metrics
+        self,
+        processors: Sequence[Processor],
+        deliver: Callable[[list[dict[str, Any]]], int],
+        metrics: Metrics,
+        observers: Sequence[Processor] = (),
     ) -> None:
         self._processors = tuple(processors)
         self._deliver = deliver
         self._metrics = metrics
+        self._observers = tuple(observers)
 
     def consume(self, signal: str, request: Message, raw_body: bytes | None) -> ConsumeResult:
         batch = Batch(signal, request, raw_body)
@@ -117,6 +126,8 @@ class Pipeline:
         self._count(batch)
         if batch.events:
             self._metrics.inc("queued_events_total", self._deliver(batch.events))
+        for observer in self._observers:
+            observer.process(batch)
         return ConsumeResult(rejected=batch.rejected, error_message=batch.error_message)
 
     def _count(self, batch: Batch) -> None:

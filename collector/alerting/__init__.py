@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
@@ -56,6 +56,9 @@ __all__ = [
     "parse_alerts",
     "read_alerts",
 ]
+
+if TYPE_CHECKING:
+    from collector.pipeline import Batch
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,13 @@ class Alerting:
     def set_delivery_probe(self, probe: Callable[[], float | None]) -> None:
         """``probe()``: age in seconds of the oldest undelivered analytics event, None when none waits."""
         self._probe = probe
+
+    def process(self, batch: Batch) -> None:
+        """The pipeline's observer: a committed batch's events, or a metrics request."""
+        if batch.signal == "metrics":
+            self.observe_metrics(cast(ExportMetricsServiceRequest, batch.request))
+        elif batch.events:
+            self.observe_events(batch.events)
 
     # -- evaluation -------------------------------------------------------------------------------
 

@@ -1,3 +1,4 @@
+import json
 import logging
 from pathlib import Path
 
@@ -82,9 +83,18 @@ def test_alert_destinations_come_from_the_environment():
 
 def test_the_alerts_section_is_kept_as_written(tmp_path):
     path = tmp_path / "collector.yaml"
-    path.write_text("alerts:\n  rules: [{name: x}]\n")
-    assert CollectorConfig.from_env({"COLLECTOR_CONFIG": str(path)}).alerts_raw == {"rules": [{"name": "x"}]}
+    rule = {"name": "x", "when": "stalled", "operation": "render", "after_s": 60, "severity": "critical"}
+    path.write_text(f"alerts:\n  rules: [{json.dumps(rule)}]\n")
+    assert CollectorConfig.from_env({"COLLECTOR_CONFIG": str(path)}).alerts_raw == {"rules": [rule]}
     assert CollectorConfig.from_env({}).alerts_raw is None
+
+
+def test_a_bad_alert_rule_refuses_to_start_with_its_key(tmp_path):
+    path = tmp_path / "collector.yaml"
+    path.write_text("alerts:\n  rules: [{name: x, when: failure_rate, operation: render, window_s: -5, above: 0.2}]\n")
+    with pytest.raises(ConfigError) as error:
+        CollectorConfig.from_env({"COLLECTOR_CONFIG": str(path)})
+    assert "alerts.rules[0]" in str(error.value)
 
 
 def test_every_setting_is_one_documented_row():
