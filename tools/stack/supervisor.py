@@ -252,6 +252,19 @@ class Stack:
         """SIGKILL the collector (for crash tests); ``start_collector()`` restarts it on the same port."""
         self.processes["collector"].kill()
 
+    def restart(self, name: str, env: Mapping[str, str] | None = None) -> None:
+        """Stop ``name`` (SIGTERM, it flushes) and start the same command again, with ``env`` as its whole
+        environment when given (e.g. ``service_process_env(...)`` plus a fault switch). StackError when it
+        did not stop cleanly or exited at once."""
+        old = self.processes[name]
+        code = old.stop(self.stop_timeout_s)
+        if old.killed or code not in (0, -signal.SIGTERM):
+            raise StackError(f"{name} did not stop cleanly (exit {code}):\n{old.log_tail()}")
+        process = ManagedProcess(name, old.argv, old.env if env is None else env, old.log_path)
+        self.processes[name] = process
+        process.start()
+        self.check_running()
+
     def stop_services(self) -> dict[str, int | None]:
         """Stop api and worker (SIGTERM: they flush their telemetry to the collector)."""
         services = [name for name in ("api", "worker") if name in self.processes]

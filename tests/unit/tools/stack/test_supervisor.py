@@ -140,3 +140,40 @@ def alive_not_zombie(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_restart_stops_the_process_and_starts_its_command_with_the_new_environment(tmp_path):
+    script = "import os, time; print('switch', os.environ.get('SWITCH'), flush=True); time.sleep(60)"
+    stack = Stack(root=tmp_path)
+    stack.processes["worker"] = ManagedProcess(
+        "worker", [sys.executable, "-c", script], {**os.environ, "SWITCH": "off"}, tmp_path / "worker.log"
+    )
+    stack.processes["worker"].start()
+    first = stack.processes["worker"]
+    log = tmp_path / "worker.log"
+    try:
+        wait_for_text(log, "switch off")
+        stack.restart("worker", {**os.environ, "SWITCH": "on"})
+        assert not first.running and stack.processes["worker"].running
+        wait_for_text(log, "switch on")
+        assert log.read_text().split("\n")[:2] == ["switch off", "switch on"]
+    finally:
+        codes = stack.shutdown()
+    assert stack.clean_exit(codes)
+
+
+def test_restart_refuses_a_process_that_did_not_stop_cleanly(tmp_path):
+    stack = Stack(root=tmp_path, stop_timeout_s=5)
+    stack.processes["worker"] = ManagedProcess(
+        "worker", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ), tmp_path / "worker.log"
+    )
+    stack.processes["worker"].start()
+    stack.processes["worker"].popen.wait()
+    with pytest.raises(StackError, match="worker did not stop cleanly"):
+        stack.restart("worker")
+
+
+def wait_for_text(path: Path, text: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in (path.read_text() if path.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
