@@ -1,4 +1,4 @@
-"""``python -m services.journeys --base-url URL --users N [--seed S]``: drive the API like users.
+"""``python -m services.journeys --base-url URL --users N [--seed S] [--stems-only]``: drive the API like users.
 
 Purchases are signed with PHONOGLYPH_BILLING_SECRET (without it, nobody buys credits). Prints
 one line per user and a summary; exits 1 when any journey met an unexpected answer.
@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deadline-s", type=float, default=120.0, help="for all users together")
+    parser.add_argument(
+        "--stems-only",
+        action="store_true",
+        help="each user is a guest who uploads one track and asks for its stems; a failed separation is an "
+        "answer, not a problem (incident traffic, with a fault switch on)",
+    )
     args = parser.parse_args(argv)
     report = run_journeys(
         args.base_url,
@@ -27,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         billing_secret=os.environ.get("PHONOGLYPH_BILLING_SECRET") or None,
         deadline_s=args.deadline_s,
         on_user=lambda user: print(user.line(), flush=True),
+        stems_only=args.stems_only,
     )
     print(report.summary(), flush=True)
     for problem in report.problems:

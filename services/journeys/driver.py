@@ -3,6 +3,11 @@
 Some upload a bad file first, some run out of credits, some buy credits through the billing
 webhook (signed as the billing provider signs it) and replay it. Bounded: N users, one overall
 deadline, every job polled until it ends or the deadline passes.
+
+``stems_only``: every user is a guest who uploads one track and asks for its stems, nothing else (the
+demo's incident traffic, sent while a fault switch makes the worker fail separations). There a failed
+separation is an answer; only a job that never ends is a problem. Guests never sign up, so this traffic
+stays out of the signup funnel.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ EXPECTED_REFUSALS = {
     "empty_file": (400, "empty_file"),
 }
 PERSONAS = ("member", "guest_converts", "guest")
+STEMS_ONLY = "stems_only"
 PERSONA_WEIGHTS = (4, 3, 3)
 JOB_POLL_INTERVAL_S = 0.1
 PURCHASE = {"credits": 20, "amount_cents": 999, "currency": "EUR"}
@@ -93,13 +99,13 @@ class _Journey:
 
     def run(self) -> None:
         user = self.user
+        if user.persona == STEMS_ONLY:
+            self.stems_only()
+            return
         if user.persona == "member":
             self.sign_up()
         else:
-            guest = self.call("POST", "/auth/guest", (201,)).json()
-            user.user_id, self.session_id = guest["user_id"], guest["session_id"]
-            self.headers = {"X-Guest-Session": guest["guest_token"]}
-            user.steps.append("guest session")
+            self.guest_session()
         project_id = self.call("POST", "/projects", (201,), json_body={"name": f"journey {user.index}"}).json()[
             "project_id"
         ]
@@ -124,6 +130,27 @@ class _Journey:
             if not image.body.startswith(b"\x89PNG"):
                 raise UnexpectedAnswer("the render is not a PNG")
         user.steps.append(f"stems+analysis+{len(renders)} render(s) completed")
+
+    def stems_only(self) -> None:
+        """A guest: one project, one upload, one stem separation; completed or failed are both answers."""
+        self.guest_session()
+        project_id = self.call("POST", "/projects", (201,), json_body={"name": f"stems {self.user.index}"}).json()[
+            "project_id"
+        ]
+        self.user.counts["projects"] += 1
+        file_id = self.upload(project_id)
+        job_id = self.call("POST", f"/files/{file_id}/stems", (202,)).json()["job_id"]
+        status = self.wait_for(f"/stems/{job_id}")
+        self.user.counts[f"stems.{status}"] += 1
+        if status not in ("completed", "failed"):
+            raise UnexpectedAnswer(f"stems job {job_id} ended {status}")
+        self.user.steps.append(f"stems {status}")
+
+    def guest_session(self) -> None:
+        guest = self.call("POST", "/auth/guest", (201,)).json()
+        self.user.user_id, self.session_id = guest["user_id"], guest["session_id"]
+        self.headers = {"X-Guest-Session": guest["guest_token"]}
+        self.user.steps.append("guest session")
 
     def sign_up(self) -> None:
         email = f"journey-{self.user.index}-{secrets.token_hex(4)}@example.test"
@@ -214,14 +241,18 @@ def run_journeys(
     billing_secret: str | None = None,
     deadline_s: float = 120.0,
     on_user: object = None,
+    stems_only: bool = False,
 ) -> JourneyReport:
-    """Run ``users`` journeys one after another; ``on_user(journey)`` is called after each."""
+    """Run ``users`` journeys one after another; ``on_user(journey)`` is called after each.
+
+    ``stems_only``: every user is a guest who only asks for one track's stems (module docstring)."""
     rng = random.Random(seed)
     client = ApiClient(base_url)
     deadline_at_s = time.monotonic() + deadline_s
     report = JourneyReport(users=[])
     for index in range(users):
-        user = UserJourney(index=index, persona=rng.choices(PERSONAS, PERSONA_WEIGHTS)[0])
+        persona = STEMS_ONLY if stems_only else rng.choices(PERSONAS, PERSONA_WEIGHTS)[0]
+        user = UserJourney(index=index, persona=persona)
         if time.monotonic() > deadline_at_s:
             user.problem = "not started: the deadline passed"
         else:

@@ -1,7 +1,11 @@
 """The local stack: collector, api and worker as processes on loopback (``make demo``, ``make up``).
 
-``demo`` runs the journeys against a fresh stack and prints the summary; ``up`` keeps the stack running
-until Ctrl-C or SIGTERM. Both exit 0 only if every step worked and every process stopped cleanly.
+``demo`` runs the journeys against a fresh stack, then a short incident (the worker restarted with a fault
+switch that fails every stem separation, a few guests asking for stems, the worker restarted clean), waits
+until the collector's alert for it has fired and resolved, and prints the summary with ``== Alerts``; the
+collector runs the default rules scaled to seconds (``demo_alerts``). ``up`` keeps the stack running
+until Ctrl-C or SIGTERM, with the default rules. Both exit 0 only if every step worked and every process
+stopped cleanly.
 """
 
 from __future__ import annotations
@@ -18,13 +22,71 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tools.stack.summary import render_summary, summarize
+import yaml
+
+from collector.alerting import DEFAULT_RULES, read_alerts
+from tools.stack.summary import (
+    Incident,
+    alert_episodes,
+    detection,
+    render_alerts_section,
+    render_summary,
+    summarize,
+)
 from tools.stack.supervisor import STACK_DIR, Stack, StackError
 
-__all__ = ["DEMO_SEED", "DEMO_USERS", "demo", "main", "run_journeys", "up"]
+__all__ = ["DEMO_SEED", "DEMO_USERS", "INCIDENT_USERS", "demo", "demo_alerts", "main", "run_journeys", "up"]
 
 DEMO_USERS = 12
 DEMO_SEED = 7
+INCIDENT_USERS = 6
+"""Guests whose stem separations fail during the incident: more than the demo rules' ``min_count``."""
+INCIDENT_FAULT = {"PHONOGLYPH_FAULT_SEPARATION_FAILURE_RATE": "1"}
+INCIDENT_ALERT = "stem_separation_failing"
+ALERT_FIRE_TIMEOUT_S = 30.0
+ALERT_RESOLVE_TIMEOUT_S = 60.0
+
+# The default rules scaled so that a few seconds of failures fire and a few quiet seconds resolve: the
+# defaults (60 s windows, at least 8 outcomes, 60 s before a cleared alert resolves, 5 s evaluations)
+# would need minutes of traffic and waiting, longer than the whole demo.
+DEMO_WINDOW_S = 10.0
+DEMO_MIN_COUNT = 4
+DEMO_WAIT_S = 30.0  # stalled after_s, queue_age and delivery_backlog above_s
+DEMO_KEEP_FIRING_S = 2.0
+DEMO_EVALUATION_INTERVAL_S = 1.0
+DEMO_RULES_NOTE = (
+    f"the default rules scaled to the demo: windows {DEMO_WINDOW_S:g} s, at least {DEMO_MIN_COUNT} outcomes,"
+    f" resolved after {DEMO_KEEP_FIRING_S:g} s clear, evaluated every {DEMO_EVALUATION_INTERVAL_S:g} s"
+)
+
+
+def demo_alerts() -> dict:
+    """The ``alerts:`` section of the demo's collector: every default rule, same kind, subject, threshold
+    and ignored error types, with demo-sized windows, counts and waits (see ``DEMO_RULES_NOTE``)."""
+    rules = []
+    for rule in DEFAULT_RULES:
+        raw: dict = {"name": rule.name, "when": rule.when, "severity": rule.severity}
+        for subject in ("operation", "route"):
+            if getattr(rule, subject) is not None:
+                raw[subject] = getattr(rule, subject)
+        if rule.when in ("failure_rate", "http_error_rate", "latency_p95"):
+            raw["window_s"] = min(rule.window_s, DEMO_WINDOW_S)
+            raw["min_count"] = min(rule.min_count, DEMO_MIN_COUNT)
+        if rule.when in ("failure_rate", "http_error_rate"):
+            raw["above"] = rule.above
+        if rule.when == "latency_p95":
+            raw["above_ms"] = rule.above_ms
+        if rule.when == "stalled":
+            raw["after_s"] = min(rule.after_s, DEMO_WAIT_S)
+        if rule.when in ("queue_age", "delivery_backlog"):
+            raw["above_s"] = min(rule.above_s, DEMO_WAIT_S)
+        if rule.ignore_error_types:
+            raw["ignore_error_types"] = sorted(rule.ignore_error_types)
+        raw["for_s"] = min(rule.for_s, DEMO_KEEP_FIRING_S)
+        raw["keep_firing_for_s"] = DEMO_KEEP_FIRING_S
+        raw["repeat_interval_s"] = 0
+        rules.append(raw)
+    return {"evaluation_interval_s": DEMO_EVALUATION_INTERVAL_S, "rules": rules}
 
 
 class _Terminated(Exception):
@@ -39,11 +101,11 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def run_journeys(stack: Stack, users: int, seed: int, timeout_s: float) -> int:
+def run_journeys(stack: Stack, users: int, seed: int, timeout_s: float, *, stems_only: bool = False) -> int:
     """Run the journeys against the api, relaying their output with elapsed time. Returns the exit code."""
     started = time.monotonic()
     argv = [stack.python, "-m", "services.journeys", "--base-url", stack.api_url]
-    argv += ["--users", str(users), "--seed", str(seed)]
+    argv += ["--users", str(users), "--seed", str(seed)] + (["--stems-only"] if stems_only else [])
     with subprocess.Popen(
         argv,
         env=stack.journeys_env(),
@@ -62,12 +124,62 @@ def run_journeys(stack: Stack, users: int, seed: int, timeout_s: float) -> int:
         return journeys.wait()
 
 
+def _alert_entry(stack: Stack, alertname: str, status: str, since: float, timeout_s: float) -> dict | None:
+    """Poll the collector's alert history until ``alertname`` has a ``status`` entry at or after ``since``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stack.check_running()
+        _, history = read_alerts(stack.collector_data_dir)
+        found = [e for e in history if e["alertname"] == alertname and e["status"] == status and e["at"] >= since]
+        if found:
+            return found[-1]  # newest first: the earliest one
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.25)
+
+
+def run_incident(stack: Stack, args: argparse.Namespace) -> tuple[Incident, bool]:
+    """Restart the worker with every stem separation failing, send a few guests' separations, wait for
+    the incident's alert to fire, restart the worker clean, wait for the alert to resolve."""
+    fault = " ".join(f"{name}={value}" for name, value in INCIDENT_FAULT.items())
+    _say(f"Incident: the worker restarts with {fault}; {args.incident_users} guests ask for stems")
+    stack.restart("worker", {**stack.service_process_env("phonoglyph-worker"), **INCIDENT_FAULT})
+    started_at, clock = time.time(), time.monotonic()
+    ok = True
+    code = run_journeys(stack, args.incident_users, args.seed + 1, args.timeout, stems_only=True)
+    if code != 0:
+        _say(f"The incident's journeys failed (exit {code}).")
+        ok = False
+    fired = _alert_entry(stack, INCIDENT_ALERT, "firing", started_at, ALERT_FIRE_TIMEOUT_S)
+    if fired is None:
+        _say(f"The incident's alert {INCIDENT_ALERT} did not fire within {ALERT_FIRE_TIMEOUT_S:.0f} s.")
+    else:
+        _say(f"  [{time.monotonic() - clock:6.1f} s] {INCIDENT_ALERT} fired: {fired['summary']}")
+    _say("Incident over: the worker restarts without the fault switch")
+    stack.restart("worker", stack.service_process_env("phonoglyph-worker"))
+    ended_at = time.time()
+    incident = Incident(f"stem separations failing ({fault} on the worker)", INCIDENT_ALERT, started_at, ended_at)
+    if fired is None:
+        return incident, False
+    resolved = _alert_entry(stack, INCIDENT_ALERT, "resolved", ended_at, ALERT_RESOLVE_TIMEOUT_S)
+    if resolved is None:
+        _say(f"The incident's alert {INCIDENT_ALERT} did not resolve within {ALERT_RESOLVE_TIMEOUT_S:.0f} s.")
+        return incident, False
+    _say(f"  [{time.monotonic() - clock:6.1f} s] {INCIDENT_ALERT} resolved: {resolved['summary']}")
+    return incident, ok
+
+
 def demo(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if root.exists():
         shutil.rmtree(root)  # a demo starts from nothing, so the summary counts this run only
-    stack = Stack(root=root)
+    root.mkdir(parents=True)
+    collector_config = (root / "collector.yaml").resolve()
+    collector_config.write_text(yaml.safe_dump({"alerts": demo_alerts()}, sort_keys=False))
+    stack = Stack(root=root, collector_env={"COLLECTOR_CONFIG": str(collector_config)})
+    began = time.monotonic()
     ok = True
+    incident: Incident | None = None
     try:
         _say(f"Starting collector, api and worker (logs in {stack.logs_dir}) ...")
         stack.start()
@@ -83,6 +195,8 @@ def demo(args: argparse.Namespace) -> int:
         progress = _Progress()
         ok &= stack.wait_until_drained(args.timeout, on_wait=progress.update)
         progress.done()
+        incident, detected = run_incident(stack, args)
+        ok &= detected
         _say("Stopping api and worker (they flush their telemetry) ...")
         ok &= stack.clean_exit(stack.stop_services())
         drained = stack.wait_until_drained(args.timeout, on_wait=progress.update)
@@ -92,9 +206,16 @@ def demo(args: argparse.Namespace) -> int:
             ok = False
         events = stack.stored_events()
         summary = summarize(events)
-        _say(render_summary(summary, stack))
+        episodes = alert_episodes(*read_alerts(stack.collector_data_dir))
+        alerts = render_alerts_section(episodes, incident, rules=DEMO_RULES_NOTE)
+        _say(render_summary(summary, stack, alerts=alerts))
         if not events or not summary.events_per_name.get("user_signed_up"):
             _say("No user_signed_up event arrived: the pipeline did not work end to end.")
+            ok = False
+        caught = detection(episodes, incident)
+        if caught is None or caught.resolved_at is None:
+            what = "did not fire" if caught is None else "did not resolve"
+            _say(f"The incident's alert {INCIDENT_ALERT} {what}: detection did not work end to end.")
             ok = False
     except StackError as exc:
         _say(f"stack: {exc}")
@@ -107,7 +228,8 @@ def demo(args: argparse.Namespace) -> int:
         if not stack.clean_exit(codes):
             _say(f"A process did not stop cleanly: {codes}")
             ok = False
-    _say("\nDemo finished: every step worked." if ok else "\nDemo failed: see the messages above and the logs.")
+    took = f" Took {time.monotonic() - began:.0f} s."
+    _say(f"\nDemo finished: every step worked.{took}" if ok else "\nDemo failed: see the messages above and the logs.")
     return 0 if ok else 1
 
 
@@ -179,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="start, run the journeys, summarize, stop")
     demo_parser.add_argument("--users", type=int, default=DEMO_USERS)
     demo_parser.add_argument("--seed", type=int, default=DEMO_SEED)
+    demo_parser.add_argument(
+        "--incident-users", type=int, default=INCIDENT_USERS, help="guests whose separations fail in the incident"
+    )
     demo_parser.set_defaults(run=demo)
     commands.add_parser("up", help="start and keep running until Ctrl-C").set_defaults(run=up)
     args = parser.parse_args(argv)
