@@ -289,7 +289,7 @@ def test_no_seeded_secret_leaves_the_processes(run, seed):
 
 
 def test_make_demo_command_runs_to_exit_0(tmp_path):
-    """README's main command, as `make demo` runs it (fewer users, to stay fast)."""
+    """README's main command, as `make demo` runs it (fewer users, to stay fast), with its incident."""
     result = subprocess.run(
         [sys.executable, "-m", "tools.stack", "--root", str(tmp_path / "stack"), "demo", "--users", "3"],
         cwd=ROOT,
@@ -301,6 +301,12 @@ def test_make_demo_command_runs_to_exit_0(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "== Funnel" in result.stdout and "Demo finished: every step worked." in result.stdout
     assert processes_mentioning(str(tmp_path)) == []
+    # the incident's alert fired after the incident began and resolved
+    alerts = result.stdout.split("\n== Alerts", 1)[1].split("\n== ", 1)[0].splitlines()
+    header = next(i for i, line in enumerate(alerts) if "stem_separation_failing  operation=stem_separation" in line)
+    fired, resolved = alerts[header + 1].split(), alerts[header + 2].split()
+    assert fired[0] == "fired" and alerts[header + 1].endswith("s after the incident began"), alerts
+    assert resolved[0] == "resolved" and resolved[2] == "after", alerts
 
 
 def processes_mentioning(text: str) -> list[int]:
