@@ -9,11 +9,23 @@ from opentelemetry.metrics import Histogram
 
 SCOPE_NAME = "phonoglyph.instrumentation"
 OPERATION_DURATION = "phonoglyph.operation.duration"
+REQUEST_DURATION = "http.server.request.duration"
+REQUEST_DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+"""The bucket boundaries OTel's HTTP semantic conventions advise for ``http.server.request.duration``."""
 
 
 def _duration_histogram(meter: metrics.Meter) -> Histogram:
     return meter.create_histogram(
         OPERATION_DURATION, unit="s", description="Duration of Phonoglyph operations, by operation and outcome."
+    )
+
+
+def _request_histogram(meter: metrics.Meter) -> Histogram:
+    return meter.create_histogram(
+        REQUEST_DURATION,
+        unit="s",
+        description="Duration of HTTP server requests.",
+        explicit_bucket_boundaries_advisory=list(REQUEST_DURATION_BUCKETS_S),
     )
 
 
@@ -24,6 +36,7 @@ class Pipeline:
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer(SCOPE_NAME))
     event_logger: _logs.Logger = field(default_factory=lambda: _logs.get_logger(SCOPE_NAME))
     duration_histogram: Histogram = field(default_factory=lambda: _duration_histogram(metrics.get_meter(SCOPE_NAME)))
+    request_histogram: Histogram = field(default_factory=lambda: _request_histogram(metrics.get_meter(SCOPE_NAME)))
 
     @classmethod
     def from_providers(
@@ -32,10 +45,12 @@ class Pipeline:
         logger_provider: _logs.LoggerProvider,
         meter_provider: metrics.MeterProvider,
     ) -> Pipeline:
+        meter = meter_provider.get_meter(SCOPE_NAME)
         return cls(
             tracer=tracer_provider.get_tracer(SCOPE_NAME),
             event_logger=logger_provider.get_logger(SCOPE_NAME),
-            duration_histogram=_duration_histogram(meter_provider.get_meter(SCOPE_NAME)),
+            duration_histogram=_duration_histogram(meter),
+            request_histogram=_request_histogram(meter),
         )
 
 

@@ -79,7 +79,8 @@ def otlp_exporters(settings: Settings, scrubber: Scrubber) -> Exporters:
             prepare=functools.partial(scrub_log_record, scrubber=scrubber),
         ),
         metric_reader=PeriodicExportingMetricReader(
-            OTLPMetricExporter(endpoint=settings.signal_endpoint("metrics"), timeout=timeout_s)
+            OTLPMetricExporter(endpoint=settings.signal_endpoint("metrics"), timeout=timeout_s),
+            export_interval_millis=settings.metric_export_interval_s * 1000,
         ),
         scrub_themselves=True,
     )

@@ -24,6 +24,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_METRIC_EXPORT_INTERVAL",
         *(
             f"{prefix}_{name}"
             for prefix in ("OTEL_BSP", "OTEL_BLRP")
@@ -157,3 +158,16 @@ def test_only_the_settings_table_reads_the_environment() -> None:
         and any(read in path.read_text() for read in ("os.environ.get", "os.getenv", "os.environ[", "environ.items"))
     ]
     assert readers == []
+
+
+@pytest.mark.parametrize(("value", "expected_s"), [(None, 10.0), ("2500", 2.5), ("abc", 10.0), ("-1", 10.0)])
+def test_the_metric_export_interval(
+    value: str | None, expected_s: float, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """10 s by default, so alert rules over the request metrics see a burst within their minute."""
+    if value is not None:
+        monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", value)
+    with caplog.at_level(logging.WARNING, logger="instrumentation"):
+        assert resolve(**NO_ARGUMENTS).metric_export_interval_s == expected_s
+    warned = [r.getMessage() for r in caplog.records if "OTEL_METRIC_EXPORT_INTERVAL" in r.getMessage()]
+    assert len(warned) == (1 if value in ("abc", "-1") else 0)

@@ -202,3 +202,31 @@ async def test_request_error_handlers_run_inside_the_server_span(
     assert (await client.get("/items/1")).status_code == 200
     [span] = [span for span in captured.spans() if span["name"] == "GET /fail"]
     assert seen == [("Boom", "/fail", span["trace_id"])]
+
+
+async def test_every_request_is_one_request_duration_point_by_route_and_status(
+    client: httpx.AsyncClient, captured: Captured
+) -> None:
+    """``http.server.request.duration`` (what the collector's http_error_rate rule reads): a raised error
+    and a returned 503 are both server errors with an ``error.type``; a 404 has no route; health checks
+    excluded from tracing are not counted."""
+    for path in ("/items/1", "/items/2", "/fail", "/unavailable", "/nowhere", "/healthz"):
+        await client.get(path)
+    points = {
+        (
+            p["attributes"].get("http.route"),
+            p["attributes"]["http.response.status_code"],
+            p["attributes"].get("error.type"),
+        ): p["count"]
+        for p in captured.histogram_points("http.server.request.duration")
+    }
+    assert points == {
+        ("/items/{item_id}", 200, None): 2,
+        ("/fail", 500, "Boom"): 1,
+        ("/unavailable", 503, "503"): 1,
+        (None, 404, None): 1,
+    }
+    assert all(
+        p["attributes"]["http.request.method"] == "GET"
+        for p in captured.histogram_points("http.server.request.duration")
+    )
