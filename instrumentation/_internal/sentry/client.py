@@ -23,6 +23,7 @@ never become Sentry events.
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any, Final
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -102,6 +103,22 @@ def setup_sentry(
     return True
 
 
+def _report_exception_in_flight(client: Any) -> None:
+    """``shutdown()`` called from a ``finally:`` (or an ``except:``) while an error ends the program: report
+    that error now, as unhandled. Sentry's ``sys.excepthook`` would see it only after the client is
+    closed. An error the program already reported is dropped by Sentry's dedupe integration."""
+    import sentry_sdk
+    from sentry_sdk.utils import event_from_exception
+
+    exc = sys.exc_info()[1]
+    if not isinstance(exc, Exception):  # none, or SystemExit / KeyboardInterrupt: not an error
+        return
+    event, hint = event_from_exception(
+        exc, client_options=client.options, mechanism={"type": "shutdown", "handled": False}
+    )
+    sentry_sdk.capture_event(event, hint=hint)
+
+
 def shutdown_sentry(timeout_s: float) -> None:
     """Export the spans still queued for Sentry, then flush, close and unset the Sentry client."""
     import sentry_sdk
@@ -113,5 +130,6 @@ def shutdown_sentry(timeout_s: float) -> None:
     spans.stop_span_path()
     client = sentry_sdk.get_client()
     if client.is_active():
+        _report_exception_in_flight(client)
         client.close(timeout=timeout_s)
         sentry_sdk.get_global_scope().set_client(None)  # Sentry is off until setup_sentry runs again
