@@ -21,6 +21,7 @@ up: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: $(STAMP) lint
