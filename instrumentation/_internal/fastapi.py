@@ -25,7 +25,7 @@ from instrumentation import semconv
 from instrumentation._internal import pipeline
 from instrumentation._internal.config import DEFAULT_EXCLUDED_URLS
 from instrumentation._internal.guard import guarded, report
-from instrumentation._internal.identity import Identity, context_with_identity
+from instrumentation._internal.identity import Identity, from_caller, with_request_identity
 from instrumentation._internal.sentry.propagation import SENTRY_TRACE_HEADER, parse_sentry_trace
 
 Scope = dict[str, Any]
@@ -33,7 +33,12 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "
 """Other methods are recorded as ``_OTHER`` (OTel HTTP semantic conventions): metric series stay bounded."""
 IdentifyRequest = Callable[[Mapping[str, Any]], Identity | None]
 
-_PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage", b"sentry-trace"})
+_POSTHOG_SESSION_HEADER = "x-posthog-session-id"
+_POSTHOG_DISTINCT_ID_HEADER = "x-posthog-distinct-id"
+_CALLER_HEADERS = frozenset(
+    {b"traceparent", b"tracestate", b"baggage", b"sentry-trace", b"x-posthog-session-id", b"x-posthog-distinct-id"}
+)
+"""The headers a request's context is built from: trace propagation, and posthog-js's tracing headers."""
 _SERVER_ERROR = Status(StatusCode.ERROR)
 
 REQUEST_ERROR_HANDLERS: list[Callable[[Exception, Scope], None]] = []
@@ -60,10 +65,12 @@ def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context:
     Whatever is attached when a request starts belongs to someone else (uvicorn can resume a
     keep-alive connection's next request inside the previous one's context: CPython #140947,
     uvicorn #2167), so a request without propagation headers starts a new trace with no baggage.
+    The caller's baggage never sets ``user.id`` or the guest flag (identity trust rule, ``from_caller``);
+    its session id, or posthog-js's ``X-POSTHOG-SESSION-ID``, is the browser's session.
     """
     carrier: dict[str, str] | None = None
     for key, value in headers:
-        if key in _PROPAGATION_HEADERS:
+        if key in _CALLER_HEADERS:
             if carrier is None:
                 carrier = {}
             name = key.decode("latin-1")
@@ -71,13 +78,15 @@ def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context:
             carrier[name] = f"{carrier[name]},{text}" if name in carrier else text
     if carrier is None:
         return Context()
-    ctx = propagate.extract(carrier, context=Context())
+    session_header = carrier.pop(_POSTHOG_SESSION_HEADER, None)
+    distinct_id_header = carrier.pop(_POSTHOG_DISTINCT_ID_HEADER, None)
+    ctx = propagate.extract(carrier, context=Context()) if carrier else Context()
     if "traceparent" not in carrier and SENTRY_TRACE_HEADER in carrier:
         # honoured even when Sentry is off (the global propagator then has no sentry-trace part)
         span_context = parse_sentry_trace(carrier[SENTRY_TRACE_HEADER])
         if span_context is not None:
             ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_context), ctx)
-    return ctx
+    return from_caller(ctx, session_header, distinct_id_header)
 
 
 def _server_attributes(scope: Scope, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
@@ -183,10 +192,8 @@ class ServerSpanMiddleware:
     def _start(self, scope: Scope) -> tuple[trace.Span, Token[Context]]:
         headers = scope["headers"]
         parent = _parent_context(headers)
-        if self._identify_request is not None:
-            identity = self._identify_request(scope)
-            if identity is not None:
-                parent = context_with_identity(identity, parent)
+        identity = self._identify_request(scope) if self._identify_request is not None else None
+        parent = with_request_identity(parent, identity)  # session rule; the distinct id of anonymous callers
         span = pipeline.current().tracer.start_span(
             scope["method"],
             context=parent,

@@ -1,4 +1,16 @@
-"""Who is acting: identity in OTel baggage, copied onto every span and event record."""
+"""Who is acting: identity in OTel baggage, copied onto every span and event record.
+
+Trust rule: a caller's ``user.id`` and ``phonoglyph.user.guest`` are never believed. The server-span
+layer drops them from the incoming baggage (:func:`from_caller`) before anything reads it; ``user.id``
+comes only from the service's own authentication (``identify_request``, ``identify()``).
+
+Session rule: the browser's session id wins when the request carries one, as baggage ``session.id``
+or as posthog-js's ``X-POSTHOG-SESSION-ID`` header (baggage first): a server-issued session id (the
+principal's, or one given to ``identify()`` while handling that request) gives way to it, so backend
+events join the browser's session. posthog-js's ``X-POSTHOG-DISTINCT-ID`` names the person of a
+request with no authenticated principal (as ``user.id``, marked guest); it never replaces the user id
+of an authenticated one.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +35,72 @@ class Identity:
 _TRUE = "true"
 _FALSE = "false"
 
+UNTRUSTED_BAGGAGE_KEYS = (semconv.USER_ID, semconv.USER_GUEST)
+"""Identity entries a caller's baggage may not set: dropped from every incoming request's context."""
+MAX_BROWSER_ID_CHARS = 200
+"""A browser's session or distinct id longer than this is ignored (posthog-js's are uuids)."""
+
+_BROWSER_SESSION = context.create_key("phonoglyph.browser_session")
+_BROWSER_DISTINCT_ID = context.create_key("phonoglyph.browser_distinct_id")
+
+
+def _browser_id(value: object) -> str | None:
+    """A usable browser id: the first of repeated header values, trimmed; None when empty or too long."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.partition(",")[0].strip()
+    return text if text and len(text) <= MAX_BROWSER_ID_CHARS else None
+
+
+def from_caller(ctx: Context, session_header: str | None = None, distinct_id_header: str | None = None) -> Context:
+    """A request's context as extracted from its headers, made safe to read: the caller's ``user.id``
+    and guest flag dropped, the browser's session id (baggage ``session.id``, else ``session_header``)
+    kept in the baggage and remembered for :func:`context_with_identity`, the browser's distinct id
+    remembered for :func:`with_request_identity`."""
+    entries = baggage.get_all(ctx)
+    session = None
+    if entries:
+        for key in UNTRUSTED_BAGGAGE_KEYS:
+            if key in entries:
+                ctx = baggage.remove_baggage(key, ctx)
+        baggage_session = entries.get(semconv.SESSION_ID)
+        if baggage_session is not None:
+            session = _browser_id(baggage_session)
+            if session != baggage_session:
+                ctx = baggage.remove_baggage(semconv.SESSION_ID, ctx)
+    if session is None and session_header:
+        session = _browser_id(session_header)
+    if session is not None:
+        ctx = context.set_value(_BROWSER_SESSION, session, baggage.set_baggage(semconv.SESSION_ID, session, ctx))
+    if distinct_id_header:
+        distinct_id = _browser_id(distinct_id_header)
+        if distinct_id is not None:
+            ctx = context.set_value(_BROWSER_DISTINCT_ID, distinct_id, ctx)
+    return ctx
+
+
+def with_request_identity(ctx: Context, identity: Identity | None) -> Context:
+    """``ctx`` (from :func:`from_caller`) with ``identity`` (``identify_request``'s answer) merged by the
+    session rule; with no authenticated user, the browser's distinct id (if any) names the person."""
+    if identity is None or not identity.user_id:
+        distinct_id = context.get_value(_BROWSER_DISTINCT_ID, ctx)
+        if distinct_id is not None:
+            identity = Identity(
+                user_id=str(distinct_id), session_id=identity.session_id if identity else None, guest=True
+            )
+        elif identity is None:
+            return ctx
+    return context_with_identity(identity, ctx)
+
 
 def context_with_identity(identity: Identity, parent: Context | None = None) -> Context:
-    """``parent`` (default: current) with the identity's baggage entries, replacing any earlier identity."""
+    """``parent`` (default: current) with the identity's baggage entries, replacing any earlier identity;
+    a browser session id of the request (session rule) replaces the identity's."""
     ctx = parent if parent is not None else context.get_current()
+    browser_session = context.get_value(_BROWSER_SESSION, ctx)
     for key, value in (
         (semconv.USER_ID, identity.user_id),
-        (semconv.SESSION_ID, identity.session_id),
+        (semconv.SESSION_ID, browser_session or identity.session_id),
     ):
         ctx = baggage.set_baggage(key, value, ctx) if value else baggage.remove_baggage(key, ctx)
     return baggage.set_baggage(semconv.USER_GUEST, _TRUE if identity.guest else _FALSE, ctx)

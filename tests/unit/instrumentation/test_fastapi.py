@@ -85,6 +85,7 @@ async def test_one_server_span_per_request_named_by_route(client: httpx.AsyncCli
 
 
 async def test_w3c_traceparent_and_baggage_are_honoured(client: httpx.AsyncClient, captured: Captured) -> None:
+    """Baggage brings the browser's session, never a user (the identity trust rule: test_identity.py)."""
     await client.get(
         "/items/1",
         headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01", "baggage": "user.id=u_up,session.id=s_up"},
@@ -92,7 +93,8 @@ async def test_w3c_traceparent_and_baggage_are_honoured(client: httpx.AsyncClien
     [span] = captured.spans()
     assert span["trace_id"] == TRACE_ID
     assert span["parent_span_id"] == PARENT_SPAN_ID
-    assert span["attributes"][semconv.USER_ID] == "u_up"
+    assert span["attributes"][semconv.SESSION_ID] == "s_up"
+    assert semconv.USER_ID not in span["attributes"]
 
 
 async def test_sentry_trace_is_honoured_without_traceparent(client: httpx.AsyncClient, captured: Captured) -> None:
