@@ -300,12 +300,14 @@ def flood_4xx(api_url: str, duration_s: float, rate_per_s: float, seed: int) -> 
     return counts
 
 
-def slow_request(api_url: str, duration_s: float, timeout_s: float) -> str:
-    """One long upload (a mono 16-bit WAV of ``duration_s``) and its stem separation, waited for."""
+def long_separation(api_url: str, duration_s: float) -> tuple[ApiClient, dict[str, str], str, float, int]:
+    """Sign up, upload a long mono 16-bit WAV of ``duration_s`` and ask for its stems.
+
+    Returns (client, headers, job id, upload seconds, bytes)."""
     client = ApiClient(api_url, timeout_s=120.0)
-    signup = client.request("POST", "/auth/signup", json_body={"email": f"slow-{uuid.uuid4().hex[:8]}@x.test"})
+    signup = client.request("POST", "/auth/signup", json_body={"email": f"long-{uuid.uuid4().hex[:8]}@x.test"})
     headers = {"Authorization": f"Bearer {signup.json()['token']}"}
-    project = client.request("POST", "/projects", json_body={"name": "slow"}, headers=headers).json()["project_id"]
+    project = client.request("POST", "/projects", json_body={"name": "long"}, headers=headers).json()["project_id"]
     rate = 22050
     t_s = np.arange(int(duration_s * rate)) / rate
     samples = 0.3 * np.sin(2 * np.pi * 220.0 * t_s) + 0.02 * np.random.default_rng(1).standard_normal(t_s.size)
@@ -318,9 +320,16 @@ def slow_request(api_url: str, duration_s: float, timeout_s: float) -> str:
         headers={**headers, "Content-Type": "audio/wav"},
     )
     if upload.status != 201:
-        return f"upload answered {upload.status}"
+        raise ValueError(f"the long upload answered {upload.status}: {upload.body[:200]!r}")
     upload_s = time.monotonic() - started
     job = client.request("POST", f"/files/{upload.json()['file_id']}/stems", headers=headers).json()["job_id"]
+    return client, headers, job, upload_s, len(body)
+
+
+def slow_request(api_url: str, duration_s: float, timeout_s: float) -> str:
+    """One long upload and its stem separation, waited for."""
+    started = time.monotonic()
+    client, headers, job, upload_s, size = long_separation(api_url, duration_s)
     deadline = time.monotonic() + timeout_s
     status = "queued"
     while time.monotonic() < deadline and not ABORT.is_set():
@@ -329,7 +338,7 @@ def slow_request(api_url: str, duration_s: float, timeout_s: float) -> str:
             break
         ABORT.wait(0.5)
     total_s = time.monotonic() - started
-    return f"{len(body) / 1e6:.1f} MB upload in {upload_s:.1f} s, its separation {status} after {total_s:.0f} s"
+    return f"{size / 1e6:.1f} MB upload in {upload_s:.1f} s, its separation {status} after {total_s:.0f} s"
 
 
 # -- the stack --------------------------------------------------------------------------------------
@@ -377,12 +386,12 @@ def restart(stack: Stack, name: str, extra_env: dict[str, str] | None = None) ->
     return code
 
 
-def running_job(stack: Stack) -> tuple[str, str] | None:
-    """(id, kind) of a job the worker is running now, read from the services' database."""
+def job_status(stack: Stack, job_id: str) -> tuple[str | None, int]:
+    """(status, attempts) of a job, read from the services' database."""
     with contextlib.closing(sqlite3.connect(f"file:{stack.root / 'phonoglyph.db'}?mode=ro", uri=True)) as db:
         db.execute("PRAGMA busy_timeout = 2000")
-        row = db.execute("SELECT id, kind FROM jobs WHERE status = 'running' LIMIT 1").fetchone()
-    return (row[0], row[1]) if row else None
+        row = db.execute("SELECT status, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return (row[0], row[1]) if row else (None, 0)
 
 
 # -- scenarios --------------------------------------------------------------------------------------
@@ -511,22 +520,27 @@ def scenario_latency(ctx: Context) -> None:
 
 def scenario_worker_killed(ctx: Context) -> None:
     pause(ctx.args.warmup_s)
-    job = None
-    deadline = time.monotonic() + 30
-    while job is None and time.monotonic() < deadline:
+    # a separation long enough (a 150 s track: several seconds of work) to be killed in the middle of it
+    _client, _headers, job, _upload_s, _size = long_separation(ctx.stack.api_url, 150.0)
+    status = None
+    deadline = time.monotonic() + 60
+    while status != "running" and time.monotonic() < deadline:
         with contextlib.suppress(sqlite3.Error):
-            job = running_job(ctx.stack)
-        if job is None:
-            pause(0.05)
-    if job is not None:
-        pause(0.7)  # its <op>_started record leaves the worker's 500 ms batch before the kill
+            status = job_status(ctx.stack, job)[0]
+        if status != "running":
+            pause(0.1)
+    if status == "running":
+        pause(1.5)  # its stem_separation_started record leaves the worker's 500 ms export batch first
     ctx.stack.processes["worker"].kill()
-    ctx.begin(f"worker SIGKILLed (running job: {job[1] + ' ' + job[0] if job else 'none seen in 30 s'}), not restarted")
-    ctx.outcome.notes.append(f"killed during {job[1]}" if job else "no running job seen before the kill")
+    ctx.begin(f"worker SIGKILLed (the long separation {job}: {status}), not restarted")
     ctx.detect(STALL_AFTER_S + 90)
     start_process(ctx.stack, "worker")
     ctx.end("worker started again")
     ctx.await_resolution(ctx.args.resolve_s)
+    with contextlib.suppress(sqlite3.Error):
+        after, attempts = job_status(ctx.stack, job)
+        # a job killed mid-run is 'running' at the kill and claimed again after its lease: 2 attempts
+        ctx.outcome.notes.append(f"the killed separation was {status} at the kill; now {after}, {attempts} attempt(s)")
 
 
 def scenario_posthog(ctx: Context, posthog: RefusingPostHog) -> None:
@@ -715,8 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--metric-export-interval-ms",
         type=int,
-        default=5000,
-        help="OTEL_METRIC_EXPORT_INTERVAL of api and worker (0: the services' default)",
+        default=0,
+        help="OTEL_METRIC_EXPORT_INTERVAL of api and worker (default 0: the services' own default, 10 s)",
     )
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="keep the stacks' data and logs")
