@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["decode_varint", "encode_varint", "length_delimited", "skip_field", "spans_containing"]
+__all__ = ["decode_varint", "encode_varint", "fields", "length_delimited", "skip_field", "spans_containing"]
 
 WIRE_VARINT = 0
 WIRE_FIXED64 = 1
@@ -53,6 +53,25 @@ def skip_field(buf: bytes, pos: int, wire_type: int) -> int:
     if wire_type == WIRE_FIXED32:
         return pos + 4
     raise ValueError("unexpected wire type")  # groups: never in OTLP
+
+
+def fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Every field of the message in ``buf[start:end]``: (field number, wire type, start of its key, start
+    of its value, end). A length-delimited value is ``buf[value start:end]`` without its length.
+    ValueError or IndexError when the bytes are not fields."""
+    pos = start
+    while pos < end:
+        key_start = pos
+        key, pos = decode_varint(buf, pos)
+        wire_type = key & 7
+        if wire_type == WIRE_LENGTH_DELIMITED:
+            length, pos = decode_varint(buf, pos)
+            value_start, pos = pos, pos + length
+        else:
+            value_start, pos = pos, skip_field(buf, pos, wire_type)
+        if pos > end:
+            raise ValueError("truncated field")
+        yield key >> 3, wire_type, key_start, value_start, pos
 
 
 def length_delimited(buf: bytes, start: int, end: int, field_number: int) -> Iterator[tuple[int, int]]:

@@ -4,7 +4,8 @@ It reads the body, decodes it (``collector.codecs.otlp``), hands ``(signal, requ
 consumer and encodes the answer; it never maps, stores or exports (docs/architecture.md "Collector HTTP").
 
 Statuses: 200 only after the consumer returned (the derived events are committed), with
-``partial_success`` for items that cannot be mapped; 400 undecodable; 401 bad or missing bearer token
+``partial_success`` for items that cannot be decoded or mapped (an item that does not decode is left out
+alone, the rest of the request goes on); 400 when the request itself cannot be decoded; 401 bad or missing bearer token
 (constant-time compare); 408 body not received within ``body_timeout_s``; 413 over the compressed or the
 decompressed limit; 415 unknown content type or encoding; 429 too many requests in flight, or the
 consumer's backpressure, and 503 its storage trouble, both with ``Retry-After``. Answers are in the
@@ -29,7 +30,7 @@ from collector.codecs.otlp import (
     SIGNALS,
     CodecError,
     Signal,
-    decode_request,
+    decode,
     encode_response,
     gunzip,
     status_body,
@@ -159,8 +160,10 @@ class OtlpHttpReceiver:
                 body = gunzip(body, self._limits.max_decompressed_bytes)
             elif len(body) > self._limits.max_decompressed_bytes:
                 raise _Refused(413, f"body over {self._limits.max_decompressed_bytes} bytes")
-            request = decode_request(signal, body, is_json=is_json)
-            result = self._consumer.consume(signal.name, request, None if is_json else body)
+            decoded = decode(signal, body, is_json=is_json)
+            if decoded.rejected:
+                self._metrics.inc("dropped_items_total", decoded.rejected, reason="undecodable")
+            result = self._consumer.consume(signal.name, decoded.request, decoded.raw_body)
         except _Refused as exc:
             return self._error(exc, is_json=is_json)
         except CodecError as exc:
@@ -170,7 +173,9 @@ class OtlpHttpReceiver:
         except Exception:  # a bug, not a transient condition: log it and say so
             logger.exception("receiver failed on a %s request", signal.name)
             return self._error(_Refused(500, "internal error"), is_json=is_json)
-        body = encode_response(signal, rejected=result.rejected, error_message=result.error_message, is_json=is_json)
+        rejected = decoded.rejected + result.rejected
+        error_message = "; ".join(message for message in (decoded.error_message, result.error_message) if message)
+        body = encode_response(signal, rejected=rejected, error_message=error_message, is_json=is_json)
         return Response(200, body, JSON if is_json else PROTOBUF)
 
     def _error(self, exc: _Refused, *, is_json: bool) -> Response:

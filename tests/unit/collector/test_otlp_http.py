@@ -2,6 +2,7 @@
 
 import asyncio
 import gzip
+import json
 import threading
 
 from google.rpc.status_pb2 import Status
@@ -145,3 +146,40 @@ async def test_too_many_requests_in_flight_is_429():
     finally:
         release.set()
         app.shutdown()
+
+
+async def test_an_empty_body_is_200_with_an_empty_answer_in_both_encodings():
+    consumer = Consumer()
+    app = receiver(consumer)
+    try:
+        for content_type, empty_answer in ((b"application/x-protobuf", b""), (b"application/json", b"{}")):
+            for body in (b"", gzip.compress(b"")):
+                headers = [(b"content-type", content_type)]
+                if body:
+                    headers.append((b"content-encoding", b"gzip"))
+                status, _, answer = await asgi(app, "/v1/traces", body, headers=headers)
+                assert (status, answer) == (200, empty_answer)
+    finally:
+        app.shutdown()
+    assert all(request.ByteSize() == 0 for _, request, _ in consumer.calls) and len(consumer.calls) == 4
+
+
+async def test_items_that_do_not_decode_are_reported_with_the_consumers_rejections():
+    consumer = Consumer(ConsumeResult(rejected=1, error_message="invalid trace_id or span_id"))
+    metrics = Metrics()
+    app = receiver(consumer, metrics=metrics)
+    good = '{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "ok"}'
+    body = f'{{"resourceSpans": [{{"scopeSpans": [{{"spans": [{good}, {{"spanId": "not hex"}}]}}]}}]}}'
+    try:
+        status, _, answer = await asgi(
+            app, "/v1/traces", body.encode(), headers=[(b"content-type", b"application/json")]
+        )
+    finally:
+        app.shutdown()
+    assert status == 200
+    partial = json.loads(answer)["partialSuccess"]
+    assert partial["rejectedSpans"] == "2"
+    assert partial["errorMessage"] == "a span that does not decode: spanId is not hex; invalid trace_id or span_id"
+    [(_, request, _)] = consumer.calls
+    assert [span.name for span in request.resource_spans[0].scope_spans[0].spans] == ["ok"]
+    assert metrics.value("dropped_items_total", reason="undecodable") == 1
