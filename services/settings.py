@@ -51,6 +51,13 @@ def _rate(env: Mapping[str, str], name: str) -> float:
     return value
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = float(env.get(name) or default)
+    if not value > 0:
+        raise ValueError(f"{name}={value} is not a positive number of seconds")
+    return value
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     db_path: Path
@@ -64,6 +71,10 @@ class ServiceSettings:
     signup_credits: int = 10
     guest_credits: int = 3
     render_cost_credits: int = 5
+    api_token_ttl_s: float = 30 * 86400.0
+    """How long an API token works after it is issued (then 401; sign up or create another)."""
+    guest_token_ttl_s: float = 7 * 86400.0
+    """How long a guest session token works (it is revoked earlier when the guest signs up)."""
     db_busy_timeout_s: float = 10.0
     """How long one SQLite statement waits for another process's write lock before "database is locked"."""
     store_retry_budget_s: float = 60.0
@@ -84,6 +95,8 @@ class ServiceSettings:
             job_lease_s=float(env.get("PHONOGLYPH_JOB_LEASE_S", defaults.job_lease_s)),
             job_max_attempts=int(env.get("PHONOGLYPH_JOB_MAX_ATTEMPTS", defaults.job_max_attempts)),
             worker_poll_interval_s=float(env.get("PHONOGLYPH_WORKER_POLL_INTERVAL_S", defaults.worker_poll_interval_s)),
+            api_token_ttl_s=_positive(env, "PHONOGLYPH_API_TOKEN_TTL_S", defaults.api_token_ttl_s),
+            guest_token_ttl_s=_positive(env, "PHONOGLYPH_GUEST_TOKEN_TTL_S", defaults.guest_token_ttl_s),
             db_busy_timeout_s=float(env.get("PHONOGLYPH_DB_BUSY_TIMEOUT_S", defaults.db_busy_timeout_s)),
             store_retry_budget_s=float(env.get("PHONOGLYPH_STORE_RETRY_BUDGET_S", defaults.store_retry_budget_s)),
             faults=FaultSettings.from_env(env),

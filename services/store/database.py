@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.store.schema import SCHEMA
+from services.store.schema import SCHEMA, migrate
 
 _BUSY_TIMEOUT_S = 10.0
 
@@ -40,6 +40,7 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connection().executescript(SCHEMA)  # idempotent DDL; executescript manages its own commit
+        migrate(self._connection())
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

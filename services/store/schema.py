@@ -1,4 +1,11 @@
-"""The database schema, applied idempotently at start."""
+"""The database schema, applied idempotently at start, then :func:`migrate` for files made by an
+earlier version (``CREATE TABLE IF NOT EXISTS`` never adds a column to an existing table)."""
+
+import sqlite3
+
+LEGACY_API_TOKEN_TTL_S = 30 * 86400.0
+LEGACY_GUEST_TOKEN_TTL_S = 7 * 86400.0
+"""The lifetime given to a credential issued before tokens expired (the default TTLs of that change)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -14,8 +21,11 @@ CREATE TABLE IF NOT EXISTS credentials (
     kind TEXT NOT NULL CHECK (kind IN ('api_token', 'guest_session')),
     user_id TEXT NOT NULL REFERENCES users(id),
     session_id TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    expires_at REAL,  -- NULL only on a row from before expiry existed, until migrate() fills it
+    revoked_at REAL
 );
+CREATE INDEX IF NOT EXISTS credentials_by_user ON credentials (user_id, kind);
 CREATE TABLE IF NOT EXISTS projects (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id),
@@ -68,3 +78,35 @@ CREATE TABLE IF NOT EXISTS billing_events (
     received_at REAL NOT NULL
 );
 """
+
+
+_CREDENTIAL_COLUMNS = (("expires_at", "REAL"), ("revoked_at", "REAL"))
+
+
+def _credential_columns(conn: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in conn.execute("PRAGMA table_info(credentials)")}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns an older database file lacks. An up-to-date file is only read (no write lock at
+    start); an old one is migrated in one immediate transaction, so the api and the worker opening it
+    at once migrate it once."""
+    if all(name in _credential_columns(conn) for name, _type in _CREDENTIAL_COLUMNS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = _credential_columns(conn)
+        for name, sql_type in _CREDENTIAL_COLUMNS:
+            if name not in columns:
+                conn.execute(f"ALTER TABLE credentials ADD COLUMN {name} {sql_type}")
+        if "expires_at" not in columns:
+            conn.execute(
+                "UPDATE credentials SET expires_at = created_at + "
+                "CASE kind WHEN 'api_token' THEN ? ELSE ? END WHERE expires_at IS NULL",
+                (LEGACY_API_TOKEN_TTL_S, LEGACY_GUEST_TOKEN_TTL_S),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

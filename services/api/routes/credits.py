@@ -23,13 +23,15 @@ from services.store.database import NotFoundError
 router = APIRouter(tags=["credits"])
 
 MAX_WEBHOOK_BYTES = 64 * 1024
+MAX_AMOUNT_CENTS = 10**12
+"""Above any real purchase, and within SQLite's 64-bit INTEGER: a larger amount is an invalid payload."""
 
 
 class Purchase(BaseModel):
-    user_id: str
-    session_id: str | None = None
+    user_id: Annotated[str, Field(min_length=1, max_length=200)]
+    session_id: Annotated[str | None, Field(max_length=200)] = None
     credits: Annotated[int, Field(gt=0, le=1_000_000)]
-    amount_cents: Annotated[int, Field(ge=0)]
+    amount_cents: Annotated[int, Field(ge=0, le=MAX_AMOUNT_CENTS)]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
@@ -37,6 +39,10 @@ class BillingEvent(BaseModel):
     id: Annotated[str, Field(min_length=1, max_length=200)]
     type: str
     data: Purchase
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 async def _read_capped(request: Request, max_bytes: int) -> bytes:
@@ -66,8 +72,8 @@ async def billing_webhook(request: Request, db: DbDep, settings: SettingsDep) ->
     if not verify(body, settings.billing_secret, request.headers.get(SIGNATURE_HEADER)):
         raise api_error(401, "invalid_signature", "the signature does not match the body")
     try:
-        event = BillingEvent.model_validate(json.loads(body))
-    except (ValueError, ValidationError):
+        event = BillingEvent.model_validate(json.loads(body, parse_constant=_refuse_constant))
+    except (ValueError, ValidationError, RecursionError):  # RecursionError: nested too deep to parse
         raise api_error(400, "invalid_payload", "the body is not a billing event") from None
     if event.type != "credits.purchased":
         return {"status": "ignored", "event_id": event.id}

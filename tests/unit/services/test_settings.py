@@ -74,3 +74,16 @@ def test_a_failure_rate_outside_0_to_1_is_refused(name: str) -> None:
 def test_store_retry_settings_from_the_environment() -> None:
     settings = ServiceSettings.from_env({"PHONOGLYPH_DB_BUSY_TIMEOUT_S": "0.5", "PHONOGLYPH_STORE_RETRY_BUDGET_S": "3"})
     assert (settings.db_busy_timeout_s, settings.store_retry_budget_s) == (0.5, 3.0)
+
+
+def test_token_lifetimes_default_to_30_days_and_7_for_guests_and_come_from_the_environment() -> None:
+    defaults = ServiceSettings.from_env({})
+    assert (defaults.api_token_ttl_s, defaults.guest_token_ttl_s) == (30 * 86400.0, 7 * 86400.0)
+    settings = ServiceSettings.from_env({"PHONOGLYPH_API_TOKEN_TTL_S": "3600", "PHONOGLYPH_GUEST_TOKEN_TTL_S": "600"})
+    assert (settings.api_token_ttl_s, settings.guest_token_ttl_s) == (3600.0, 600.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan"])
+def test_a_token_lifetime_that_is_not_positive_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="PHONOGLYPH_API_TOKEN_TTL_S"):
+        ServiceSettings.from_env({"PHONOGLYPH_API_TOKEN_TTL_S": value})

@@ -149,11 +149,74 @@ def test_a_billing_event_credits_once(db: Database, file_id: str) -> None:
 def test_credentials_resolve_by_kind_and_store_only_a_hash(db: Database, file_id: str) -> None:
     user_id = _user_of(db, file_id)
     with db.transaction() as conn:
-        token = accounts.issue_credential(conn, user_id=user_id, session_id="s_1", kind="api_token")
+        token = accounts.issue_credential(conn, user_id=user_id, session_id="s_1", kind="api_token", ttl_s=60.0)
     assert accounts.resolve_credential(db.read(), token, kind="api_token") == accounts.Principal(user_id, "s_1", False)
     assert accounts.resolve_credential(db.read(), token, kind="guest_session") is None
     stored = [row[0] for row in db.read().execute("SELECT token_sha256 FROM credentials")]
     assert token not in stored and len(stored) == 1
+
+
+def test_a_credential_stops_resolving_once_expired_or_revoked(db: Database, file_id: str) -> None:
+    user_id = _user_of(db, file_id)
+    with db.transaction() as conn:
+        expired = accounts.issue_credential(conn, user_id=user_id, session_id="s_1", kind="api_token", ttl_s=-1.0)
+        live = accounts.issue_credential(conn, user_id=user_id, session_id="s_2", kind="api_token", ttl_s=60.0)
+    assert accounts.resolve_credential(db.read(), expired, kind="api_token") is None
+    principal = accounts.resolve_credential(db.read(), live, kind="api_token")
+    assert principal is not None
+    with db.transaction() as conn:
+        assert accounts.revoke_credential(conn, principal.credential) is True
+        assert accounts.revoke_credential(conn, principal.credential) is False
+    assert accounts.resolve_credential(db.read(), live, kind="api_token") is None
+
+
+def test_a_guest_converts_once_and_loses_its_guest_token(db: Database) -> None:
+    with db.transaction() as conn:
+        guest = accounts.create_user(conn, email=None, name=None, guest=True, credits=3)
+        token = accounts.issue_credential(conn, user_id=guest, session_id="s_g", kind="guest_session", ttl_s=60.0)
+    with db.transaction() as conn:
+        accounts.upgrade_guest(conn, guest, email="first@example.test", name=None, credits=10)
+    assert accounts.resolve_credential(db.read(), token, kind="guest_session") is None
+    assert accounts.was_converted_guest(db.read(), token) is True
+    with pytest.raises(accounts.AlreadySignedUpError), db.transaction() as conn:
+        accounts.upgrade_guest(conn, guest, email="second@example.test", name=None, credits=10)
+    user = accounts.get_user(db.read(), guest)
+    assert (user["email"], user["credits"]) == ("first@example.test", 13)
+
+
+def test_an_existing_database_file_gains_token_expiry_and_revocation(tmp_path: Path) -> None:
+    """A file made before credentials expired: its columns are added once, its tokens get a lifetime."""
+    import sqlite3
+    import time
+
+    from services.store.schema import LEGACY_API_TOKEN_TTL_S
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT UNIQUE, name TEXT, guest INTEGER NOT NULL,"
+        " credits INTEGER NOT NULL, created_at REAL NOT NULL);"
+        "CREATE TABLE credentials (token_sha256 TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN"
+        " ('api_token', 'guest_session')), user_id TEXT NOT NULL REFERENCES users(id), session_id TEXT NOT NULL,"
+        " created_at REAL NOT NULL);"
+    )
+    now = time.time()
+    old.execute("INSERT INTO users VALUES ('u_old', 'o@example.test', NULL, 0, 5, ?)", (now,))
+    old.execute(
+        "INSERT INTO credentials VALUES (?, 'api_token', 'u_old', 's_old', ?)",
+        (accounts._sha256("pg_recent"), now),
+    )
+    old.execute(
+        "INSERT INTO credentials VALUES (?, 'api_token', 'u_old', 's_old', ?)",
+        (accounts._sha256("pg_ancient"), now - 2 * LEGACY_API_TOKEN_TTL_S),
+    )
+    old.commit()
+    old.close()
+    db = Database(path)
+    Database(path)  # a second process opening the same file: nothing left to migrate
+    assert accounts.resolve_credential(db.read(), "pg_recent", kind="api_token") is not None
+    assert accounts.resolve_credential(db.read(), "pg_ancient", kind="api_token") is None
+    assert accounts.get_user(db.read(), "u_old")["credits"] == 5
 
 
 def test_concurrent_claims_take_each_job_once(tmp_path: Path, file_id: str, db: Database) -> None:
