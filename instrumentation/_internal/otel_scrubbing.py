@@ -67,6 +67,7 @@ def _span_attributes(span: ReadableSpan) -> Any:
 def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
     """The span itself when clean, else a scrubbed copy carrying ``phonoglyph.scrubbed``."""
     paths: list[str] = []
+    work = scrubber.new_work()  # one budget for the whole span
     name = scrubber.scrub_string(span.name)
     if name is not span.name:
         paths.append("name")
@@ -78,7 +79,9 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
             status = Status(status.status_code, description)
     original_attributes = _span_attributes(span)
     attributes = (
-        scrubber.scrub_value(original_attributes, "attributes", paths) if original_attributes else original_attributes
+        scrubber.scrub_value(original_attributes, "attributes", paths, work)
+        if original_attributes
+        else original_attributes
     )
 
     events: Sequence[Event] = span.events
@@ -86,7 +89,7 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
     for index, event in enumerate(events):
         original_event_attributes = _plain(event.attributes)
         event_attributes = (
-            scrubber.scrub_value(original_event_attributes, f"events[{index}].attributes", paths)
+            scrubber.scrub_value(original_event_attributes, f"events[{index}].attributes", paths, work)
             if original_event_attributes
             else original_event_attributes
         )
@@ -101,7 +104,7 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
     new_links: list[Link] | None = None
     for index, link in enumerate(links):
         link_attributes = (
-            scrubber.scrub_value(link.attributes, f"links[{index}].attributes", paths)
+            scrubber.scrub_value(link.attributes, f"links[{index}].attributes", paths, work)
             if link.attributes
             else link.attributes
         )
@@ -135,9 +138,10 @@ def scrub_log_record(record: ReadableLogRecord, scrubber: Scrubber) -> ReadableL
     """The record itself when clean, else a scrubbed copy carrying ``phonoglyph.scrubbed``."""
     log_record = record.log_record
     paths: list[str] = []
-    body = scrubber.scrub_value(log_record.body, "body", paths)
+    work = scrubber.new_work()  # one budget for the whole record
+    body = scrubber.scrub_value(log_record.body, "body", paths, work)
     attributes = (
-        scrubber.scrub_value(log_record.attributes, "attributes", paths)
+        scrubber.scrub_value(log_record.attributes, "attributes", paths, work)
         if log_record.attributes
         else log_record.attributes
     )

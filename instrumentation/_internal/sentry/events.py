@@ -8,14 +8,15 @@ dropped and counted, never sent.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from instrumentation import semconv
 from instrumentation._internal.sentry.exceptions import current_details, exception_details
-from instrumentation._internal.sentry.request_errors import is_client_error
+from instrumentation._internal.sentry.request_errors import REQUEST_SCOPE_HINT, is_client_error, request_secrets
 from instrumentation._internal.stats import STATS
-from instrumentation.scrubbing import SCRUBBED_ATTRIBUTE, Scrubber
+from instrumentation.scrubbing import SCRUBBED, SCRUBBED_ATTRIBUTE, Scrubber
 
 _logger = logging.getLogger("instrumentation")
 
@@ -55,9 +56,19 @@ def before_send(scrubber: Scrubber, event: dict[str, Any], hint: dict[str, Any])
         return None
     try:
         meta = event.pop("_meta", None)  # Sentry's annotations: lengths and remarks, never values
+        # installed packages and their versions: names such as pwdlib or tokenizers are no secrets
+        modules = event.pop("modules", None)
         scrubbed, paths = scrubber.scrub(event)
+        scope = hint.get(REQUEST_SCOPE_HINT)
+        if isinstance(scope, Mapping):
+            scrubbed = _scrub_known(scrubbed, request_secrets(scope, scrubber.is_sensitive_key), paths)
         if meta is not None:
             scrubbed["_meta"] = meta
+        if isinstance(modules, dict):
+            scrubbed["modules"] = {
+                name: scrubber.scrub_string(version) if isinstance(version, str) else version
+                for name, version in modules.items()
+            }
         if paths:
             scrubbed.setdefault("extra", {})[SCRUBBED_ATTRIBUTE] = paths
         annotate(scrubbed, {**current_details(), **exception_details(hint)})
@@ -66,6 +77,29 @@ def before_send(scrubber: Scrubber, event: dict[str, Any], hint: dict[str, Any])
         STATS.increment("sentry_events_dropped_unscrubbed")
         _logger.exception("instrumentation error: a Sentry event was dropped because scrubbing failed")
         return None
+
+
+def _scrub_known(event: dict[str, Any], secrets: set[str], paths: list[str]) -> dict[str, Any]:
+    """Replace every occurrence of ``secrets`` (the request's own) in the event's strings."""
+    if not secrets:
+        return event
+    pattern = re.compile("|".join(re.escape(secret) for secret in sorted(secrets, key=len, reverse=True)))
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            scrubbed = pattern.sub(SCRUBBED, value)
+            if scrubbed != value:
+                paths.append(path)
+                return scrubbed
+            return value
+        if isinstance(value, dict):
+            return {key: walk(item, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return value
+
+    result: dict[str, Any] = walk(event, "")
+    return result
 
 
 def before_breadcrumb(scrubber: Scrubber, crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -19,6 +19,12 @@ REQUEST_MECHANISM: Final = "phonoglyph.asgi"
 """The exception mechanism of a reported request error (unhandled)."""
 REQUEST_BODY_SCOPE_KEY: Final = "phonoglyph.request_body"
 """Where the ASGI scope keeps a body the app read (Starlette's ``Request.body``), for an error event."""
+REQUEST_SCOPE_HINT: Final = "phonoglyph.asgi_scope"
+"""The hint key of a reported request's ASGI scope: ``before_send`` scrubs the request's own secrets
+(cookie values, credentials in headers, sensitive query and body fields) wherever the event holds
+them, e.g. in frame variables that do not name them (a dependency cache, a parsed token)."""
+MIN_SECRET_CHARS: Final = 6
+"""Shorter values of a request are not searched for elsewhere in its event (too common to mean it)."""
 
 _JSON_TYPES: Final = ("application/json", "+json")
 _FORM_TYPE: Final = "application/x-www-form-urlencoded"
@@ -49,6 +55,7 @@ def report_request_error(exc: Exception, scope: Mapping[str, Any]) -> None:
     event["request"] = request_data(scope, client)
     event["transaction"] = _route(scope)
     event["transaction_info"] = {"source": "route" if scope.get("route") is not None else "url"}
+    hint[REQUEST_SCOPE_HINT] = scope
     with sentry_sdk.isolation_scope() as isolation:
         if not trace.get_current_span().get_span_context().is_valid:
             isolation.set_new_propagation_context()  # an excluded URL: a trace of its own
@@ -146,3 +153,49 @@ def keep_request_bodies() -> None:
 
     body._phonoglyph_keeps = True  # type: ignore[attr-defined]
     Request.body = body  # type: ignore[method-assign,assignment]
+
+
+def request_secrets(scope: Mapping[str, Any], is_sensitive: Callable[[str], bool]) -> set[str]:
+    """The values of a request that are secret by their name: every cookie value, headers and
+    query or body fields whose name ``is_sensitive`` (and a credential after its scheme), as sent
+    and URL-decoded; values shorter than :data:`MIN_SECRET_CHARS` are left out."""
+    from urllib.parse import parse_qsl, unquote_plus
+
+    found: set[str] = set()
+
+    def add(value: str) -> None:
+        for candidate in (value, unquote_plus(value), value.partition(" ")[2]):
+            candidate = candidate.strip().strip('"')
+            if len(candidate) >= MIN_SECRET_CHARS:
+                found.add(candidate)
+
+    content_type = ""
+    for key, value in scope.get("headers") or ():
+        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+        if name == "content-type":
+            content_type = text.split(";", 1)[0].strip().lower()
+        if name == "cookie":
+            add(text)
+            for part in text.split(";"):
+                add(part.partition("=")[2])
+        elif is_sensitive(name):
+            add(text)
+    query = (scope.get("query_string") or b"").decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if is_sensitive(name):
+            add(value)
+    body = scope.get(REQUEST_BODY_SCOPE_KEY)
+    if isinstance(body, bytes) and body:
+        fields: Any = None
+        try:
+            if content_type.endswith(_JSON_TYPES):
+                fields = json.loads(body)
+            elif content_type == _FORM_TYPE:
+                fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        except (ValueError, RecursionError):
+            fields = None
+        if isinstance(fields, dict):
+            for name, value in fields.items():
+                if isinstance(value, str) and is_sensitive(str(name)):
+                    add(value)
+    return found
