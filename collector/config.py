@@ -18,6 +18,7 @@ YAML (every section optional; unknown keys are errors, so a typo never passes si
       include_spans:                                             # opt extra spans in
         - {span_name: "POST /api/projects", operation: project_api}
         - {http_route: "/api/renders/{render_id}", operation: render_api}
+      keep_request_attributes: false   # true, or a list: keep request dumps (URLs, headers...) as properties
     limits:
       max_request_bytes: 4194304          # compressed body
       max_decompressed_bytes: 33554432    # after gzip
@@ -200,7 +201,11 @@ def _string_list(value: Any, key: str) -> frozenset[str]:
 
 def _mapping_rules(value: Any) -> MappingRules:
     section = _section(value, "mapping")
-    _known(section, ("rename_events", "drop_properties", "allow_properties", "include_spans"), "mapping.")
+    _known(
+        section,
+        ("rename_events", "drop_properties", "allow_properties", "include_spans", "keep_request_attributes"),
+        "mapping.",
+    )
     rename = _section(section.get("rename_events"), "mapping.rename_events")
     rename_events = {
         _event_name(old, "mapping.rename_events"): _event_name(new, f"mapping.rename_events.{old}")
@@ -225,7 +230,11 @@ def _mapping_rules(value: Any) -> MappingRules:
             raise ConfigError(f"{key}.{matchers[0]}", "must be a non-empty string")
         operation = _event_name(rule.get("operation"), f"{key}.operation")
         (span_names if matchers[0] == "span_name" else http_routes)[match] = operation
+    keep = section.get("keep_request_attributes", False)
+    if not isinstance(keep, bool):
+        keep = _string_list(keep, "mapping.keep_request_attributes")
     return MappingRules(
+        keep_request_attributes=keep,
         rename_events=rename_events,
         drop_properties=frozenset() if drop is None else _string_list(drop, "mapping.drop_properties"),
         allow_properties=None if allow is None else _string_list(allow, "mapping.allow_properties"),

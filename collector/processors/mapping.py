@@ -11,7 +11,11 @@ properties and opt extra spans in. Choices made once, documented in README:
   as ``distinct_id`` and gets the property ``is_guest: true`` (PostHog reserves ``$`` names);
 - no ``user.id``: a person-less event (``$process_person_profile: false``) whose ``distinct_id``
   is ``session:<session.id>``, else ``trace:<trace_id>``, else ``event:<uuid>``;
-- ``uuid`` is derived from the event name *before* renaming, so a rename rule never changes it.
+- ``uuid`` is derived from the event name *before* renaming, so a rename rule never changes it; an
+  event record with no ``phonoglyph.event.id`` (a foreign SDK's) gets a uuid derived from its whole
+  content (``record_content_uuid``), so only a true resend de-duplicates;
+- request dumps (``REQUEST_ATTRIBUTES``: URLs, query strings, headers, user agents, client addresses,
+  statements) are left out of properties unless ``MappingRules.keep_request_attributes`` says otherwise.
 
 Untagged spans cost next to nothing: for protobuf bodies only the framing is walked and a span is
 touched as a message only when its bytes contain the tag key; the full scan (OTLP/JSON, or rules
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from hashlib import sha1
 from typing import Any
 
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -34,14 +39,15 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
-from collector.codecs.protowire import spans_containing
+from collector.codecs.protowire import encode_varint, spans_containing
 from collector.events import PostHogEvent
 from collector.pipeline import Batch
 from collector.processors.values import any_value, attributes_dict, iso_timestamp
 from instrumentation import semconv
 
 UUID_NAMESPACE = uuid.UUID("5f1c2b0e-7d3a-5c8e-9b4f-0a6d1e2c3b4a")
-"""uuid5 namespace of span-derived events: ``uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event}")``."""
+"""uuid5 namespace of span-derived events: ``uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event}")``, and of
+content-derived ones (``record_content_uuid``)."""
 
 OPERATION_TAG = semconv.OPERATION.encode()
 EVENT_NAME_ATTRIBUTE = "event.name"
@@ -65,6 +71,44 @@ _CONSUMED_KEYS = frozenset(
         EVENT_NAME_ATTRIBUTE,
     }
 )
+REQUEST_ATTRIBUTES = frozenset(
+    {
+        # the request's target: paths and query strings carry ids, e-mail addresses, tokens
+        "http.url",
+        "url.full",
+        "url.original",
+        "http.target",
+        "url.path",
+        "url.query",
+        "url.fragment",
+        # who sent it: identifies a person or a device
+        "http.user_agent",
+        "user_agent.original",
+        "http.client_ip",
+        "client.address",
+        "source.address",
+        "net.peer.ip",
+        "net.peer.name",
+        "net.sock.peer.addr",
+        "network.peer.address",
+        # what it carried
+        "db.statement",
+        "db.query.text",
+    }
+)
+"""Attributes that dump a request rather than describe the operation: left out of PostHog properties by
+default (the route, method and status code stay: ``http.route``, ``http.request.method``,
+``http.response.status_code``). Keys starting with ``REQUEST_ATTRIBUTE_PREFIXES`` too."""
+REQUEST_ATTRIBUTE_PREFIXES = (
+    "http.request.header.",
+    "http.response.header.",
+    "rpc.grpc.request.metadata.",
+    "rpc.grpc.response.metadata.",
+    "rpc.request.metadata.",
+    "rpc.response.metadata.",
+)
+"""Prefixes of header and metadata attributes: request dumps too (``REQUEST_ATTRIBUTES``)."""
+
 _OUTCOMES = (semconv.OUTCOME_COMPLETED, semconv.OUTCOME_FAILED)
 _MAX_REASONS = 3
 
@@ -81,6 +125,14 @@ class MappingRules:
     """Opt-in: span name → operation, mapped as if tagged ``phonoglyph.operation=<operation>``."""
     http_routes: Mapping[str, str] = field(default_factory=dict)
     """Opt-in: ``http.route`` attribute value → operation."""
+    keep_request_attributes: bool | frozenset[str] = False
+    """``True`` keeps every request attribute (``REQUEST_ATTRIBUTES``) as a property; a set keeps those
+    named; the default leaves them all out."""
+
+
+def is_request_attribute(key: str) -> bool:
+    """Whether an attribute key dumps a request (``REQUEST_ATTRIBUTES``, ``REQUEST_ATTRIBUTE_PREFIXES``)."""
+    return key in REQUEST_ATTRIBUTES or key.startswith(REQUEST_ATTRIBUTE_PREFIXES)
 
 
 DEFAULT_RULES = MappingRules()
@@ -118,8 +170,33 @@ _NAMESPACE_BYTES = UUID_NAMESPACE.bytes
 
 
 def span_event_uuid(trace_id: str, span_id: str, event_name: str) -> str:
-    """``str(uuid.uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event_name}"))``, without the objects."""
-    digest = bytearray(sha1(_NAMESPACE_BYTES + f"{trace_id}:{span_id}:{event_name}".encode()).digest()[:16])
+    """``str(uuid.uuid5(UUID_NAMESPACE, f"{trace_id}:{span_id}:{event_name}"))``, without the objects.
+
+    A span id is unique within its trace (OTLP), so this names one span's event; a resend names it again."""
+    return _uuid5(f"{trace_id}:{span_id}:{event_name}".encode())
+
+
+def record_content_uuid(record: LogRecord, origin: bytes = b"") -> str:
+    """The uuid of an event record that names none: uuid5 over its whole content, the record's protobuf
+    serialization (body, attributes, times, severity, ids, event name, flags) after ``origin`` (its
+    resource and scope, ``record_origin``). Serializing the same parsed content gives the same bytes, so
+    a resend keeps its uuid while two records differing in anything get two."""
+    return _uuid5(b"record\0" + origin + record.SerializeToString(deterministic=True))
+
+
+def record_origin(resource: Message, resource_schema_url: str, scope: Message, scope_schema_url: str) -> bytes:
+    """The resource and scope part of ``record_content_uuid``'s input, each part length-prefixed."""
+    parts = (
+        resource.SerializeToString(deterministic=True),
+        resource_schema_url.encode(),
+        scope.SerializeToString(deterministic=True),
+        scope_schema_url.encode(),
+    )
+    return b"".join(encode_varint(len(part)) + part for part in parts)
+
+
+def _uuid5(name: bytes) -> str:
+    digest = bytearray(sha1(_NAMESPACE_BYTES + name).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     text = digest.hex()
@@ -165,11 +242,14 @@ def _event(
     extra: dict[str, Any],
     rules: MappingRules,
 ) -> PostHogEvent:
-    allow, drop = rules.allow_properties, rules.drop_properties
+    allow, drop, keep = rules.allow_properties, rules.drop_properties, rules.keep_request_attributes
     properties = {
         key: value
         for key, value in attributes.items()
-        if key not in _CONSUMED_KEYS and key not in drop and (allow is None or key in allow)
+        if key not in _CONSUMED_KEYS
+        and key not in drop
+        and (allow is None or key in allow)
+        and (keep is True or not is_request_attribute(key) or (keep is not False and key in keep))
     }
     properties.update(extra)
     if trace_id is not None:
@@ -239,9 +319,10 @@ def map_span(
 
 
 def map_log_record(
-    record: LogRecord, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES
+    record: LogRecord, resource: dict[str, Any], rules: MappingRules = DEFAULT_RULES, *, origin: bytes = b""
 ) -> PostHogEvent | None:
-    """An event record → a PostHog event; ``None`` for a plain log record (no event name)."""
+    """An event record → a PostHog event; ``None`` for a plain log record (no event name). ``origin``
+    (``record_origin``) is the record's resource and scope, part of a content-derived uuid."""
     attributes = attributes_dict(record.attributes)
     name = record.event_name or attributes.get(EVENT_NAME_ATTRIBUTE)
     if not name:
@@ -269,7 +350,7 @@ def map_log_record(
     event_id = attributes.get(semconv.EVENT_ID)
     if event_id is None:
         # Deterministic all the same, so that a retried OTLP request maps to the same uuid.
-        event_uuid = str(uuid.uuid5(UUID_NAMESPACE, f"{record_trace_id}:{record_span_id}:{name}:{time_unix_nano}"))
+        event_uuid = record_content_uuid(record, origin)
     else:
         try:
             event_uuid = str(uuid.UUID(str(event_id)))
@@ -366,10 +447,13 @@ def map_logs(request: ExportLogsServiceRequest, rules: MappingRules = DEFAULT_RU
     for resource_logs in request.resource_logs:
         resource = _resource_properties(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
+            origin = record_origin(
+                resource_logs.resource, resource_logs.schema_url, scope_logs.scope, scope_logs.schema_url
+            )
             for record in scope_logs.log_records:
                 result.received += 1
                 try:
-                    event = map_log_record(record, resource, rules)
+                    event = map_log_record(record, resource, rules, origin=origin)
                 except _Rejected as exc:
                     result.reject(str(exc))
                     continue

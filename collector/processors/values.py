@@ -1,26 +1,51 @@
-"""OTLP values → JSON-ready Python values, and OTLP times → PostHog timestamps."""
+"""OTLP values → JSON-ready Python values, and OTLP times → PostHog timestamps.
+
+Values nested in arrays and maps are bounded here, because nothing downstream walks them for size: a
+string is cut to ``MAX_STRING_CHARS`` characters plus ``…`` (the scrubber cuts top-level strings the
+same way and lists their paths), an array or map keeps its first ``MAX_COLLECTION_ITEMS`` entries, and
+an array or map nested deeper than ``MAX_VALUE_DEPTH`` levels becomes the string ``…``. So an event
+stays well under PostHog's size limits whatever a sender nests.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-__all__ = ["any_value", "attributes_dict", "iso_timestamp"]
+from instrumentation.scrubbing import MAX_STRING_CHARS
+
+__all__ = [
+    "CUT",
+    "MAX_COLLECTION_ITEMS",
+    "MAX_STRING_CHARS",
+    "MAX_VALUE_DEPTH",
+    "any_value",
+    "attributes_dict",
+    "iso_timestamp",
+]
+
+CUT: Final = "…"
+"""Appended to a cut string; stands alone for a value nested too deep."""
+MAX_COLLECTION_ITEMS: Final = 128
+"""Entries kept of an array or map value (the OTel SDKs' default attribute count limit)."""
+MAX_VALUE_DEPTH: Final = 8
+"""Levels of arrays and maps kept in one attribute value (an attribute's own array or map is level 1)."""
 
 
 def any_value(value: AnyValue) -> Any:
-    """An attribute value as JSON can hold it: bytes as hex, a non-finite double as its text."""
+    """An attribute value as JSON can hold it: bytes as hex, a non-finite double as its text.
+
+    A top-level string is returned whole (the scrubber cuts it and records that it did); what is nested
+    in arrays and maps is bounded (module docstring)."""
     kind = value.WhichOneof("value")
     if kind is None:
         return None
-    if kind == "array_value":
-        return [any_value(item) for item in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "array_value" or kind == "kvlist_value":
+        return _collection(value, kind, 1)
     if kind == "bytes_value":
         return value.bytes_value.hex()
     if kind == "double_value":
@@ -29,9 +54,42 @@ def any_value(value: AnyValue) -> Any:
     return getattr(value, kind)
 
 
+def _collection(value: AnyValue, kind: str, depth: int) -> Any:
+    if depth > MAX_VALUE_DEPTH:
+        return CUT
+    if kind == "array_value":
+        return [_nested(item, depth) for item in value.array_value.values[:MAX_COLLECTION_ITEMS]]
+    result: dict[str, Any] = {}
+    for kv in value.kvlist_value.values:
+        if kv.key not in result:  # the first of a repeated key wins, as in attributes_dict
+            if len(result) == MAX_COLLECTION_ITEMS:
+                break
+            result[kv.key] = _nested(kv.value, depth)
+    return result
+
+
+def _nested(value: AnyValue, depth: int) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        text = value.string_value
+        return text if len(text) <= MAX_STRING_CHARS else text[:MAX_STRING_CHARS] + CUT
+    if kind == "array_value" or kind == "kvlist_value":
+        return _collection(value, kind, depth + 1)
+    if kind == "bytes_value":
+        data = value.bytes_value[: MAX_STRING_CHARS // 2 + 1]
+        return data.hex() if len(data) <= MAX_STRING_CHARS // 2 else data[:-1].hex() + CUT
+    return any_value(value)
+
+
 def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
-    """Attributes as a dict (the last of a repeated key wins)."""
-    return {kv.key: any_value(kv.value) for kv in attributes}
+    """Attributes as a dict. The first of a repeated key wins: OTLP says keys MUST be unique and leaves
+    repeats undefined; the OpenTelemetry Collector's ``pcommon.Map.Get`` reads the first, and so do we."""
+    result: dict[str, Any] = {}
+    for kv in attributes:
+        key = kv.key
+        if key not in result:
+            result[key] = any_value(kv.value)
+    return result
 
 
 _seconds_text: dict[int, str] = {}

@@ -177,3 +177,18 @@ def test_data_dir_that_is_a_file(tmp_path):
     assert (
         _error({"COLLECTOR_DATA_DIR": str(file)}) == f"COLLECTOR_DATA_DIR: {str(file)!r} exists and is not a directory"
     )
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "expected"),
+    [(None, False), ("true", True), ("[http.user_agent, url.path]", frozenset({"http.user_agent", "url.path"}))],
+)
+def test_keep_request_attributes(tmp_path, yaml_value, expected):
+    path = tmp_path / "collector.yaml"
+    path.write_text("mapping: {}\n" if yaml_value is None else f"mapping: {{keep_request_attributes: {yaml_value}}}\n")
+    config = CollectorConfig.from_env({"COLLECTOR_CONFIG": str(path), "COLLECTOR_DATA_DIR": str(tmp_path / "d")})
+    assert config.mapping.keep_request_attributes == expected
+    path.write_text("mapping: {keep_request_attributes: 3}\n")
+    assert _error({"COLLECTOR_CONFIG": str(path)}) == (
+        "mapping.keep_request_attributes: must be a list of non-empty strings"
+    )

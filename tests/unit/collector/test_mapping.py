@@ -339,3 +339,107 @@ def test_the_mapping_processor_fills_the_batch():
     metrics_batch = Batch("metrics", ExportMetricsServiceRequest())
     MappingProcessor().process(metrics_batch)
     assert (metrics_batch.events, metrics_batch.ignored_reason) == ([], "metric_point")
+
+
+def test_records_without_event_id_differing_in_anything_get_different_uuids():
+    """Foreign SDKs name no phonoglyph.event.id: 20 records of one span at one time are 20 events."""
+    base = record("browser.page_view", {"user.id": "u"})
+    variants = []
+    for index in range(20):
+        item = record("browser.page_view", {"user.id": f"user-{index}"})
+        variants.append(item)
+    body_variant = record("browser.page_view", {"user.id": "u"})
+    body_variant.body.string_value = "other body"
+    severity_variant = record("browser.page_view", {"user.id": "u"})
+    severity_variant.severity_number = 17
+    observed_variant = record("browser.page_view", {"user.id": "u"})
+    observed_variant.observed_time_unix_nano += 1
+    variants += [base, body_variant, severity_variant, observed_variant]
+    events = map_logs(logs(*variants)).events
+    assert len({event["uuid"] for event in events}) == len(variants) == 24
+    # resource and scope are part of the content too
+    other_resource = map_logs(logs(base, resource={"service.name": "web"})).events[0]
+    assert other_resource["uuid"] != events[20]["uuid"]
+    scoped = logs(base)
+    scoped.resource_logs[0].scope_logs[0].scope.name = "browser"
+    assert map_logs(scoped).events[0]["uuid"] != events[20]["uuid"]
+
+
+def test_a_resent_record_keeps_its_content_uuid_whatever_the_encoding_or_field_order():
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = logs(record("browser.page_view", {"user.id": "u", "n": [1, {"k": "v"}]}))
+    first = map_logs(request).events[0]["uuid"]
+    resent = ExportLogsServiceRequest.FromString(request.SerializeToString())
+    assert map_logs(resent).events[0]["uuid"] == first
+    # the same record with its fields written in another order on the wire
+    log_record = request.resource_logs[0].scope_logs[0].log_records[0]
+    fields = sorted(log_record.ListFields(), key=lambda pair: -pair[0].number)
+    reordered = b"".join(type(log_record)(**{field.name: value}).SerializeToString() for field, value in fields)
+    assert mapping.record_content_uuid(type(log_record).FromString(reordered)) == mapping.record_content_uuid(
+        log_record
+    )
+
+
+def test_records_with_an_event_id_and_outcome_records_keep_their_uuids():
+    assert map_logs(logs(record("file_uploaded", {"phonoglyph.event.id": EVENT_ID}))).events[0]["uuid"] == EVENT_ID
+    outcome = record(
+        "render_completed", {"phonoglyph.operation": "render", "phonoglyph.operation.duration_ms": 5, "x": "y"}
+    )
+    assert map_logs(logs(outcome)).events[0]["uuid"] == mapping.span_event_uuid(TRACE, SPAN, "render_completed")
+
+
+def test_a_repeated_attribute_key_maps_its_first_value_on_both_paths():
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    tagged = span({"phonoglyph.operation": "render", "plan": "pro"})
+    tagged.attributes.extend(
+        [
+            KeyValue(key="phonoglyph.operation", value=AnyValue(string_value="export")),
+            KeyValue(key="plan", value=AnyValue(string_value="free")),
+        ]
+    )
+    request = traces(tagged)
+    fast = map_traces(request, raw_body=request.SerializeToString()).events
+    scan = map_traces(request).events
+    assert fast == scan
+    assert (fast[0]["event"], fast[0]["properties"]["plan"]) == ("render_completed", "pro")
+
+
+REQUEST_DUMP = {
+    "http.url": "https://app.example/api/x?email=a%40b.c",
+    "url.full": "https://app.example/api/x?token=abc",
+    "http.target": "/api/x?email=a%40b.c",
+    "url.path": "/api/users/a@b.c",
+    "url.query": "email=a%40b.c",
+    "http.user_agent": "Mozilla/5.0",
+    "user_agent.original": "Mozilla/5.0",
+    "client.address": "203.0.113.9",
+    "net.peer.ip": "203.0.113.9",
+    "http.request.header.x_forwarded_for": ["203.0.113.9"],
+    "http.response.header.set_cookie": ["sid=1"],
+    "db.statement": "SELECT 1",
+}
+OPERATION_ATTRIBUTES = {
+    "http.route": "/api/x",
+    "http.request.method": "POST",
+    "http.response.status_code": 201,
+    "audio.duration_s": 1.5,
+}
+
+
+def test_request_dumps_are_left_out_of_properties_by_default():
+    request = traces(span({"phonoglyph.operation": "render", "user.id": "u", **REQUEST_DUMP, **OPERATION_ATTRIBUTES}))
+    properties = map_traces(request).events[0]["properties"]
+    assert not set(REQUEST_DUMP) & set(properties)
+    assert {key: properties[key] for key in OPERATION_ATTRIBUTES} == OPERATION_ATTRIBUTES
+    record_properties = map_logs(logs(record("file_uploaded", {"phonoglyph.event.id": EVENT_ID, **REQUEST_DUMP})))
+    assert not set(REQUEST_DUMP) & set(record_properties.events[0]["properties"])
+
+
+def test_request_attributes_can_be_kept_all_or_by_name():
+    request = traces(span({"phonoglyph.operation": "render", **REQUEST_DUMP}))
+    everything = map_traces(request, MappingRules(keep_request_attributes=True)).events[0]["properties"]
+    assert set(REQUEST_DUMP) <= set(everything)
+    named = map_traces(request, MappingRules(keep_request_attributes=frozenset({"http.user_agent"}))).events[0]
+    assert set(REQUEST_DUMP) & set(named["properties"]) == {"http.user_agent"}
