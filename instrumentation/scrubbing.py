@@ -66,6 +66,7 @@ KEY_PATTERNS: Final = (
     r"iban",
     r"private[-_.]?key",
     r"credential",
+    r"signature",
 )
 """Sensitive keys, searched case-insensitively in the key itself (not the path)."""
 
