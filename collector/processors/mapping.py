@@ -249,7 +249,11 @@ def _event(
         if key not in _CONSUMED_KEYS
         and key not in drop
         and (allow is None or key in allow)
-        and (keep is True or not is_request_attribute(key) or (keep is not False and key in keep))
+        and (
+            keep is True
+            or not (key in REQUEST_ATTRIBUTES or key.startswith(REQUEST_ATTRIBUTE_PREFIXES))
+            or (keep is not False and key in keep)
+        )
     }
     properties.update(extra)
     if trace_id is not None:

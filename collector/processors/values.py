@@ -10,7 +10,7 @@ stays well under PostHog's size limits whatever a sender nests.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -81,14 +81,16 @@ def _nested(value: AnyValue, depth: int) -> Any:
     return any_value(value)
 
 
-def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
+def attributes_dict(attributes: Sequence[KeyValue]) -> dict[str, Any]:
     """Attributes as a dict. The first of a repeated key wins: OTLP says keys MUST be unique and leaves
     repeats undefined; the OpenTelemetry Collector's ``pcommon.Map.Get`` reads the first, and so do we."""
-    result: dict[str, Any] = {}
+    result = {kv.key: any_value(kv.value) for kv in attributes}
+    if len(result) == len(attributes):
+        return result
+    result = {}  # a key repeats: the rare case, walked again
     for kv in attributes:
-        key = kv.key
-        if key not in result:
-            result[key] = any_value(kv.value)
+        if kv.key not in result:
+            result[kv.key] = any_value(kv.value)
     return result
 
 
