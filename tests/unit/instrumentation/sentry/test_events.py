@@ -155,3 +155,74 @@ def test_before_send_drops_http_exceptions_below_500(status_code: int, sent: boo
     plain = ValueError("x")
     plain.status_code = status_code  # type: ignore[attr-defined]  # not an HTTPException: always sent
     assert before_send(SCRUBBER, _event(), _hint_for(plain)) is not None
+
+
+def test_before_send_keeps_the_modules_list() -> None:
+    # package names are no secrets, whatever they look like to the key rules
+    modules = {"pwdlib": "0.2.1", "tokenizers": "0.19.1", "secretstorage": "3.3.3", "fastapi": "0.115.0"}
+    event = before_send(SCRUBBER, {**_event(), "modules": dict(modules)}, {})
+    assert event is not None and event["modules"] == modules
+
+
+def _frame_event(frame_vars: dict[str, Any]) -> dict[str, Any]:
+    frame = {"function": "handler", "vars": frame_vars}
+    return {
+        "event_id": "b" * 32,
+        "exception": {"values": [{"type": "RuntimeError", "value": "boom", "stacktrace": {"frames": [frame]}}]},
+    }
+
+
+def test_before_send_scrubs_an_asgi_scope_in_frame_variables() -> None:
+    # as sentry-sdk serialises frame variables: bytes and strings repr()'d, tuples as lists
+    scope = {
+        "type": "'http'",
+        "headers": [
+            ["b'host'", "b'api'"],
+            ["b'cookie'", "b'sid=canary-cookie-01'"],
+            ["b'x-api-key'", "b'canary-apikey-02'"],
+            ["b'x-csrf-token'", "b'canary-csrf-03'"],
+            ["b'x-hub-signature-256'", "b'sha256=canary04'"],
+        ],
+        "query_string": "b'token=canary-query-05'",
+    }
+    event = before_send(SCRUBBER, _frame_event({"scope": scope, "body": "b'password=canary-body-06'"}), {})
+    assert event is not None and "canary" not in repr(event)
+    assert event["exception"]["values"][0]["stacktrace"]["frames"][0]["vars"]["scope"]["headers"][0] == [
+        "b'host'",
+        "b'api'",
+    ]
+
+
+def test_before_send_scrubs_the_request_s_own_secrets_wherever_they_are() -> None:
+    # a dependency cache keyed by (callable, scopes) holds a parsed cookie and a websocket's token:
+    # nothing names them as secrets, but they are the request's own cookie and token values
+    scope = {
+        "type": "websocket",
+        "headers": [(b"cookie", b"theme=dark; sid=canary-session-07"), (b"authorization", b"Bearer canary-bearer-08")],
+        "query_string": b"token=canary-ws-token-09&room=lobby",
+    }
+    frame_vars = {
+        "dependency_cache": {
+            "(<function current_session at 0x7f>, ())": "'canary-session-07'",
+            "(<function ws_auth at 0x7f>, ())": "'canary-ws-token-09'",
+            "(<function bearer at 0x7f>, ())": "'canary-bearer-08'",
+            "(<function room at 0x7f>, ())": "'lobby'",
+        }
+    }
+    event = before_send(SCRUBBER, _frame_event(frame_vars), {"phonoglyph.asgi_scope": scope})
+    assert event is not None and "canary" not in repr(event)
+    cache = event["exception"]["values"][0]["stacktrace"]["frames"][0]["vars"]["dependency_cache"]
+    assert cache["(<function room at 0x7f>, ())"] == "'lobby'"
+    assert cache["(<function current_session at 0x7f>, ())"] == f"'{SCRUBBED}'"
+    assert any(
+        path.endswith("dependency_cache.(<function current_session at 0x7f>, ())")
+        for path in event["extra"][SCRUBBED_ATTRIBUTE]
+    )
+
+
+def test_before_send_scrubs_database_errors_and_credential_formats() -> None:
+    message = "(sqlite3.IntegrityError) UNIQUE constraint failed\n[parameters: (None, 'canary-param-10', 2)]"
+    event = _event(message)
+    event["extra"] = {"notify_webhook": "https://hooks.slack.com/services/T0CANARY/B0CANARY/canaryhook11"}
+    scrubbed = before_send(SCRUBBER, event, {})
+    assert scrubbed is not None and "canary" not in repr(scrubbed)
