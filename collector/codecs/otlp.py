@@ -185,8 +185,8 @@ _JSON_DEPTH_LIMIT = 400
 1,000 levels): a span, log record or metric holding deeper nesting is cut out and rejected alone."""
 _TOO_DEEP = "\x00phonoglyph.too-deep:"
 """Stands for a cut-out entry in the JSON document, followed by how many items it held."""
-_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-"""A JSON string or bracket: brackets inside strings are not structure."""
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[{]+|[\]}]+')
+"""A JSON string, or a run of opening or of closing brackets: brackets inside strings are not structure."""
 _ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
 _METRIC_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "exponential_histogram", "summary")
 
@@ -429,32 +429,38 @@ def _cut_deep_items(signal: Signal, body: bytes) -> bytes | None:
     cutting = 0
     cuts: list[tuple[int, int, int]] = []
     for match in _JSON_TOKEN.finditer(body):
-        start = match.start()
+        start, end = match.span()
         byte = body[start]
         if byte == 0x22:  # a string: the last one before a bracket is that value's key
-            last_string = (start, match.end())
+            last_string = (start, end)
             continue
-        if byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth < 8:
+        if byte in (0x5B, 0x7B):  # a run of [ and {: one by one down to depth 7, then all at once
+            position = start
+            while position < end and depth < 7:
+                depth += 1
                 in_shape[depth] = in_shape[depth - 1] and (
                     depth not in keys or body[last_string[0] : last_string[1]] in keys[depth]
                 )
-                starts[depth] = start
+                starts[depth] = position
                 if depth in (3, 5):
                     held[depth] = 0
                 elif depth == 7 and in_shape[7]:
                     held[3] += 1
                     held[5] += 1
-            elif depth > _JSON_DEPTH_LIMIT and not cutting:
+                position += 1
+            depth += end - position
+            if depth > _JSON_DEPTH_LIMIT and not cutting:
                 cutting = next((d for d in (7, 5, 3) if in_shape[d]), 0)
                 if not cutting:
                     return None
-        else:
-            if depth == cutting:
-                cuts.append((starts[depth], match.end(), 1 if depth == 7 else held[depth]))
-                cutting = 0
-            depth -= 1
+        else:  # a run of ] and }: all at once down to depth 7 (a cut ends at depth 7 or above)
+            bulk = min(end - start, max(0, depth - 7))
+            depth -= bulk
+            for position in range(start + bulk, end):
+                if depth == cutting:
+                    cuts.append((starts[depth], position + 1, 1 if depth == 7 else held[depth]))
+                    cutting = 0
+                depth -= 1
     pieces: list[bytes] = []
     position = 0
     for start, end, count in cuts:

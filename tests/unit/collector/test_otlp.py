@@ -358,3 +358,12 @@ def test_decoding_work_grows_linearly_with_the_items(monkeypatch, is_json):
 
     small, large = work(50), work(400)
     assert large <= 8 * small + 8
+
+
+@pytest.mark.parametrize("opening, closing", [(b"[", b"]"), (b'[ {"a": ', b"} ] ")])
+def test_runs_of_brackets_deeper_than_json_takes_reject_their_item_alone(opening, closing):
+    body = json_spans(json_span("0000000000000001", TAGGED, futureField="@x@"), json_span("0000000000000002", TAGGED))
+    deep = opening * 5000 + b"1" + closing * 5000
+    decoded = decode(TRACES, body.replace(b'"@x@"', deep), is_json=True)
+    assert decoded.rejected == 1
+    assert [event["properties"]["span_id"] for event in map_traces(decoded.request).events] == ["0000000000000002"]
