@@ -267,7 +267,9 @@ def instrument_fastapi(
     """Give every request of ``app`` one SERVER span named ``METHOD route``; returns ``app``.
 
     ``excluded_urls``: comma-separated paths (or regexes) that get no span. ``identify_request``
-    receives the ASGI scope when the request starts and returns the caller's ``Identity`` (or None).
+    receives the ASGI scope when the request starts and returns the caller's ``Identity`` (or None):
+    the only source of ``user.id`` (a caller's baggage never sets it; the browser's session id wins
+    over the identity's: docs/architecture.md "Identity").
     Instrumenting an instrumented app (e.g. one ``opentelemetry-instrument`` already instrumented
     when it was created) only replaces these options: still one server span per request.
     """

@@ -127,7 +127,8 @@ class identify:
 
     A plain call attaches it for the rest of the current context (a request's task, a job); used
     as ``with identify(...)`` it is detached at the end of the block. Either way the current span
-    gets ``user.id`` / ``session.id`` too.
+    gets ``user.id`` / ``session.id`` too. While handling a request that carries a browser session id,
+    that session id is kept (session rule, module docstring).
     """
 
     __slots__ = ("identity", "_token")
