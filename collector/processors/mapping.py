@@ -40,9 +40,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
 from collector.codecs.protowire import encode_varint, spans_containing
-from collector.events import PostHogEvent
+from collector.events import PostHogEvent, encode_event
 from collector.pipeline import Batch
-from collector.processors.values import any_value, attributes_dict, iso_timestamp
+from collector.processors.values import CUT, MAX_STRING_CHARS, any_value, attributes_dict, iso_timestamp
 from instrumentation import semconv
 
 UUID_NAMESPACE = uuid.UUID("5f1c2b0e-7d3a-5c8e-9b4f-0a6d1e2c3b4a")
@@ -108,6 +108,13 @@ REQUEST_ATTRIBUTE_PREFIXES = (
     "rpc.response.metadata.",
 )
 """Prefixes of header and metadata attributes: request dumps too (``REQUEST_ATTRIBUTES``)."""
+
+MAX_EVENT_BYTES = 512 * 1024
+"""A larger mapped event is rejected (``partial_success``) rather than taken and then dead-lettered by
+delivery (whose ``max_event_bytes`` is 900 KiB; scrubbing adds a little)."""
+_MEASURED_ITEM_BYTES = MAX_EVENT_BYTES // 8
+"""Only events of larger spans or records are measured: JSON grows a value at most about six-fold
+(escapes, hex), and resource properties are cut to ``MAX_STRING_CHARS``."""
 
 _OUTCOMES = (semconv.OUTCOME_COMPLETED, semconv.OUTCOME_FAILED)
 _MAX_REASONS = 3
@@ -220,12 +227,32 @@ def _resource_properties(attributes: Iterable[KeyValue]) -> dict[str, Any]:
     resource: dict[str, Any] = {}
     for kv in attributes:
         if kv.key == semconv.SERVICE_NAME:
-            resource[semconv.SERVICE_NAME] = any_value(kv.value)
+            key = semconv.SERVICE_NAME
         elif kv.key == semconv.DEPLOYMENT_ENVIRONMENT or (
             kv.key == DEPLOYMENT_ENVIRONMENT_NAME and semconv.DEPLOYMENT_ENVIRONMENT not in resource
         ):
-            resource[semconv.DEPLOYMENT_ENVIRONMENT] = any_value(kv.value)
+            key = semconv.DEPLOYMENT_ENVIRONMENT
+        else:
+            continue
+        value = any_value(kv.value)
+        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+            value = value[:MAX_STRING_CHARS] + CUT
+        resource[key] = value
     return resource
+
+
+def _sized(event: PostHogEvent, item_bytes: int) -> PostHogEvent:
+    """The event, unless it is over ``MAX_EVENT_BYTES`` (measured for large items only, with its top-level
+    strings cut as the scrubber will cut them)."""
+    if item_bytes > _MEASURED_ITEM_BYTES:
+        properties = {
+            key: value[:MAX_STRING_CHARS] + CUT if isinstance(value, str) and len(value) > MAX_STRING_CHARS else value
+            for key, value in event["properties"].items()
+        }
+        size = len(encode_event({**event, "properties": properties}).encode())
+        if size > MAX_EVENT_BYTES:
+            raise _Rejected(f"event over {MAX_EVENT_BYTES} bytes once mapped")
+    return event
 
 
 # -- one event ----------------------------------------------------------------------------------
@@ -301,8 +328,10 @@ def map_span(
     resource: dict[str, Any],
     rules: MappingRules = DEFAULT_RULES,
     attributes: dict[str, Any] | None = None,
+    span_bytes: int | None = None,
 ) -> PostHogEvent:
-    """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``."""
+    """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``. ``attributes`` and
+    ``span_bytes`` (its serialized size), when the caller has them, are not computed again."""
     if not operation or not isinstance(operation, str):
         raise _Rejected("empty phonoglyph.operation")
     trace_id, span_id = _ids(span.trace_id, span.span_id)
@@ -317,9 +346,10 @@ def map_span(
     failed = outcome == semconv.OUTCOME_FAILED
     name = operation + (semconv.FAILED_SUFFIX if failed else semconv.COMPLETED_SUFFIX)
     extra = _outcome_extra(failed, (end - start) / 1e6, attributes)
-    return _event(
+    event = _event(
         name, span_event_uuid(trace_id, span_id, name), end, attributes, resource, trace_id, span_id, extra, rules
     )
+    return _sized(event, span.ByteSize() if span_bytes is None else span_bytes)
 
 
 def map_log_record(
@@ -349,7 +379,8 @@ def map_log_record(
             raise _Rejected(f"outcome event record without a numeric {semconv.DURATION_MS}")
         extra = _outcome_extra(name.endswith(semconv.FAILED_SUFFIX), float(duration_ms), attributes)
         event_uuid = span_event_uuid(trace_id, span_id, name)
-        return _event(name, event_uuid, time_unix_nano, attributes, resource, trace_id, span_id, extra, rules)
+        event = _event(name, event_uuid, time_unix_nano, attributes, resource, trace_id, span_id, extra, rules)
+        return _sized(event, record.ByteSize())
     record_trace_id, record_span_id = _optional_ids(record.trace_id, record.span_id)
     event_id = attributes.get(semconv.EVENT_ID)
     if event_id is None:
@@ -360,7 +391,8 @@ def map_log_record(
             event_uuid = str(uuid.UUID(str(event_id)))
         except ValueError:
             raise _Rejected(f"{semconv.EVENT_ID} is not a UUID") from None
-    return _event(name, event_uuid, time_unix_nano, attributes, resource, record_trace_id, record_span_id, {}, rules)
+    event = _event(name, event_uuid, time_unix_nano, attributes, resource, record_trace_id, record_span_id, {}, rules)
+    return _sized(event, record.ByteSize())
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -407,7 +439,8 @@ def map_traces(
                     continue  # the tag's bytes were a value, not the key
                 if r not in resources:
                     resources[r] = _resource_properties(request.resource_spans[r].resource.attributes)
-                _map_one_span(result, span, attributes[semconv.OPERATION], resources[r], rules, attributes)
+                operation = attributes[semconv.OPERATION]
+                _map_one_span(result, span, operation, resources[r], rules, attributes, end - start)
             result.ignored = result.received - len(result.events) - result.rejected
             return result
     return _scan_traces(request, rules)
@@ -420,9 +453,10 @@ def _map_one_span(
     resource: dict[str, Any],
     rules: MappingRules,
     attributes: dict[str, Any] | None = None,
+    span_bytes: int | None = None,
 ) -> None:
     try:
-        result.events.append(map_span(span, operation, resource, rules, attributes))
+        result.events.append(map_span(span, operation, resource, rules, attributes, span_bytes))
     except _Rejected as exc:
         result.reject(str(exc))
 

@@ -443,3 +443,24 @@ def test_request_attributes_can_be_kept_all_or_by_name():
     assert set(REQUEST_DUMP) <= set(everything)
     named = map_traces(request, MappingRules(keep_request_attributes=frozenset({"http.user_agent"}))).events[0]
     assert set(REQUEST_DUMP) & set(named["properties"]) == {"http.user_agent"}
+
+
+def test_an_event_too_large_once_mapped_is_rejected_not_dead_lettered_later():
+    from collector.events import encode_event
+
+    many = {f"attribute.{index}": "v" * 4000 for index in range(200)}  # 800 KB of properties
+    request = traces(
+        span({"phonoglyph.operation": "render", **many}),
+        span({"phonoglyph.operation": "render", "a": "b"}, span_id=b"\x02" * 8),
+    )
+    result = map_traces(request, raw_body=request.SerializeToString())
+    assert (len(result.events), result.rejected) == (1, 1)
+    assert result.error_message == f"event over {mapping.MAX_EVENT_BYTES} bytes once mapped"
+    record_result = map_logs(logs(record("file_uploaded", {"phonoglyph.event.id": EVENT_ID, **many})))
+    assert record_result.rejected == 1
+    # long top-level strings are cut by the scrubber later: such an event is taken
+    long = map_traces(traces(span({"phonoglyph.operation": "render", "text": "x" * 2_000_000}))).events
+    assert len(long) == 1 and len(encode_event(long[0])) > mapping.MAX_EVENT_BYTES
+    # a resource's long service name is cut at once
+    named = map_traces(traces(span({"phonoglyph.operation": "render"}), resource={"service.name": "s" * 10_000}))
+    assert len(named.events[0]["properties"]["service.name"]) == 4097
