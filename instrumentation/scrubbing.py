@@ -532,11 +532,19 @@ class Scrubber:
             return pair
         if verdict != _SENSITIVE:
             return None
+        # the name is searched too: a credential's own text may look like a sensitive name
+        name_scrubbed = self.scrub_string(name)
+        if name_scrubbed is not name:
+            paths.append(f"{path}[0]")
+            first = name_scrubbed.encode("latin-1", "replace") if type(first) is bytes else name_scrubbed
         second = pair[1]
         if second is None or second is True or second is False or not second or second == SCRUBBED:
+            replacement = second
+        else:
+            paths.append(f"{path}[1]")
+            replacement = SCRUBBED.encode() if isinstance(second, _BYTES) else SCRUBBED
+        if first is pair[0] and replacement is second:
             return pair
-        paths.append(f"{path}[1]")
-        replacement = SCRUBBED.encode() if isinstance(second, _BYTES) else SCRUBBED
         return (first, replacement) if isinstance(pair, tuple) else [first, replacement]
 
     def _scrub_mapping(self, mapping: Mapping[Any, Any], path: str, paths: list[str], work: _Work) -> Any:

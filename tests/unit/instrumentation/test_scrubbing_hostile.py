@@ -256,3 +256,11 @@ def test_pathological_megabytes_cost_linear_time() -> None:
     for unit in PATHOLOGICAL:
         text = unit * (1_000_000 // len(unit))
         assert isinstance(scrubber.scrub_string(text), str)
+
+
+def test_a_pair_whose_name_is_itself_a_credential() -> None:
+    # "...token..." reads as a sensitive name: the value goes, and the name is searched as a value
+    token = "ghp_CaNaRyTOKEN0123456789abcdefghijklmnop"
+    scrubbed, paths = SCRUBBER.scrub({"refs": [token, "main"], "other": [CREDENTIALS["github_token"], "main"]})
+    assert scrubbed == {"refs": [f"ghp{SCRUBBED}", SCRUBBED], "other": [f"ghp{SCRUBBED}", "main"]}
+    assert paths == ["refs[0]", "refs[1]", "other[0]"]
