@@ -69,3 +69,27 @@ def test_importing_the_processor_loads_no_opentelemetry_sdk():
     code = "import sys, collector.processors.scrub; print('opentelemetry.sdk' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_nested_strings_are_cut_and_credential_formats_scrubbed():
+    webhook = "https://hooks.slack.com/services/T0CANARY/B0CANARY/canaryhooksecret"
+    events = [{"properties": {"tags": ["token " * 800, webhook], "notify": {"target": webhook}}}]
+    ScrubProcessor(ScrubbingConfig()).process(events)
+    properties = events[0]["properties"]
+    assert properties["tags"][0] == ("token " * 800)[:4096] + "…"
+    assert "canary" not in repr(properties)
+    assert properties["phonoglyph.scrubbed"] == ["tags[0]", "tags[1]", "notify.target"]
+
+
+def test_an_array_of_repeated_sensitive_words_costs_linear_work():
+    # the shape that held the collector's GIL for tens of seconds: a tagged span with an 80 KB
+    # array value of repeated sensitive words (a timeout would catch quadratic work, at 8 MB)
+    processor = ScrubProcessor(ScrubbingConfig())
+    values = ["password" * 1000] * 1000 + ["secret=" + "token" * 800] * 100
+    events = [{"properties": {"tags": values, "blob": "tokentoken:" * 100_000}}]
+    assert processor.process(events) == 1
+    properties = events[0]["properties"]
+    assert len(properties["tags"]) == 1100 and properties["tags"][0].endswith("…")
+    # the event's budget is spent on the first values: the rest are replaced whole, their paths listed
+    assert properties["blob"] == "[Scrubbed]" and properties["tags"][-1] == "[Scrubbed]"
+    assert {"blob", "tags[1099]"} <= set(properties["phonoglyph.scrubbed"])

@@ -135,3 +135,32 @@ def test_log_exporter_scrubs_body_and_attributes() -> None:
     exporter = ScrubbingLogExporter(inner, SCRUBBER)
     assert exporter.force_flush()
     assert exporter.export([]) is LogRecordExportResult.SUCCESS
+
+
+def test_exception_events_and_status_lose_the_data_they_quote() -> None:
+    inner = _RecordingSpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ScrubbingSpanExporter(inner, SCRUBBER)))
+    message = (
+        "(psycopg2.errors.UniqueViolation) duplicate key\nDETAIL:  Key (email)=(canary@example.com) already exists.\n"
+        "[parameters: (None, 'canary-param', 2)]"
+    )
+    with provider.get_tracer("t").start_as_current_span("db") as span:
+        span.record_exception(RuntimeError(message))
+        span.set_status(Status(StatusCode.ERROR, f"IntegrityError: {message}"))
+        span.set_attribute("notify_webhook", "https://hooks.slack.com/services/T0CANARY/B0CANARY/canaryhook")
+    (exported,) = inner.get_finished_spans()
+    text = repr(dict(exported.attributes or {})) + repr([dict(e.attributes or {}) for e in exported.events])
+    assert "canary" not in text + (exported.status.description or "")
+    assert exported.events[0].attributes["exception.message"].endswith(f"[parameters: {SCRUBBED}]")
+    scrubbed_paths = exported.attributes[SCRUBBED_ATTRIBUTE]
+    assert "status.description" in scrubbed_paths and "events[0].attributes.exception.message" in scrubbed_paths
+
+
+def test_a_bytes_log_body_is_scrubbed() -> None:
+    inner = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(ScrubbingLogExporter(inner, SCRUBBER)))
+    provider.get_logger("t").emit(body=b"token=canary-bytes&x=1", attributes={"ok": "fine"})
+    (exported,) = inner.get_finished_logs()
+    assert exported.log_record.body == f"token={SCRUBBED}&x=1".encode()
