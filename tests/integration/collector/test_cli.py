@@ -6,6 +6,7 @@ import uuid
 import httpx
 import pytest
 
+from collector.delivery.outbox import Outbox
 from tests.integration.collector.collector_process import CollectorProcess, wait_for
 from tests.unit.collector.otlp_builders import T0, logs, record
 
@@ -102,9 +103,21 @@ def test_follow_prints_new_events(collector):
 
 
 def test_dead_letters_list_and_replay(collector):
+    # The mapping bounds what an event can hold, so input no longer makes a dead letter here: one is
+    # written the way the worker writes one PostHog refused.
     event_id = str(uuid.uuid4())
-    oversized = ["lorem"] * 200_000  # about 1.6 MB as JSON: over PostHog's ~1 MiB an event
-    send(collector, record("file_uploaded", {"phonoglyph.event.id": event_id, "user.id": "big", "chunks": oversized}))
+    event = {
+        "event": "file_uploaded",
+        "distinct_id": "big",
+        "properties": {"$ignore_sent_at": True},
+        "timestamp": "2025-11-28T03:20:00.000000Z",
+        "uuid": event_id,
+    }
+    outbox = Outbox(collector.data_dir / "outbox.db", recover_in_flight=False)
+    try:
+        assert outbox.dead_letter([event], reason="rejected by PostHog: 400") == 1
+    finally:
+        outbox.close()
     letters = wait_for(
         lambda: json_lines(collector.cli("dead-letters", "list", "--json").stdout), message="a dead letter"
     )
