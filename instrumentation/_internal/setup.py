@@ -32,6 +32,7 @@ from instrumentation._internal.otel_scrubbing import (
 )
 from instrumentation._internal.propagation import set_global_propagator
 from instrumentation._internal.sentry.client import setup_sentry, shutdown_sentry
+from instrumentation._internal.signals import install as flush_on_signals
 from instrumentation.scrubbing import Scrubber, ScrubbingConfig
 
 
@@ -171,6 +172,7 @@ def configure(
         scrubber = Scrubber(scrubbing or ScrubbingConfig.from_env())
         if install(settings, scrubber, otlp_exporters(settings, scrubber)) is not None:
             atexit.register(shutdown)
+            flush_on_signals(shutdown=shutdown, flush=lambda timeout_s: force_flush())  # servers skip atexit
 
 
 def force_flush() -> None:
