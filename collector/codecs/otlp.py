@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -183,8 +184,9 @@ _MAX_REASONS = 3
 _JSON_DEPTH_LIMIT = 400
 """OTLP/JSON nesting kept when the body is too deep for ``json.loads`` as a whole (its own limit is near
 1,000 levels): a span, log record or metric holding deeper nesting is cut out and rejected alone."""
-_TOO_DEEP = "\x00phonoglyph.too-deep:"
-"""Stands for a cut-out entry in the JSON document, followed by how many items it held."""
+_TOO_DEEP = f"\x00phonoglyph.too-deep.{secrets.token_hex(8)}:"
+"""Stands for a cut-out entry in the JSON document, followed by how many items it held (unguessable, so a
+sender's string never passes for one)."""
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[{]+|[\]}]+')
 """A JSON string, or a run of opening or of closing brackets: brackets inside strings are not structure."""
 _ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")

@@ -367,3 +367,11 @@ def test_runs_of_brackets_deeper_than_json_takes_reject_their_item_alone(opening
     decoded = decode(TRACES, body.replace(b'"@x@"', deep), is_json=True)
     assert decoded.rejected == 1
     assert [event["properties"]["span_id"] for event in map_traces(decoded.request).events] == ["0000000000000002"]
+
+
+def test_a_sent_string_never_passes_for_a_cut_out_item():
+    body = json_spans(json_span("0000000000000001", TAGGED)).replace(
+        b'"spans": [', b'"spans": ["\\u0000phonoglyph.too-deep:' + b"9" * 5000 + b'", '
+    )
+    decoded = decode(TRACES, body, is_json=True)
+    assert decoded.rejected == 1 and "not a JSON object" in decoded.error_message
