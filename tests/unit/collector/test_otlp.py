@@ -375,3 +375,21 @@ def test_a_sent_string_never_passes_for_a_cut_out_item():
     )
     decoded = decode(TRACES, body, is_json=True)
     assert decoded.rejected == 1 and "not a JSON object" in decoded.error_message
+
+
+def test_a_repeated_attribute_key_maps_the_same_from_json_and_protobuf():
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    tagged = span({"phonoglyph.operation": "render", "plan": "pro"})
+    tagged.attributes.extend(
+        [
+            KeyValue(key="phonoglyph.operation", value=AnyValue(string_value="export")),
+            KeyValue(key="plan", value=AnyValue(string_value="free")),
+        ]
+    )
+    request = traces(tagged)
+    body = request.SerializeToString()
+    from_proto = map_traces(decode_request(TRACES, body, is_json=False), raw_body=body).events
+    from_json = map_traces(decode_request(TRACES, otlp_json(request), is_json=True)).events
+    assert from_json == from_proto
+    assert (from_json[0]["event"], from_json[0]["properties"]["plan"]) == ("render_completed", "pro")
