@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -495,8 +495,9 @@ def scenario_surge(ctx: Context) -> None:
 
 def scenario_5xx(ctx: Context) -> None:
     pause(ctx.args.warmup_s)
-    restart(ctx.stack, "api", {"PHONOGLYPH_FAULT_HTTP_5XX_RATE": "0.5", "PHONOGLYPH_FAULT_HTTP_5XX_ROUTE": "/projects"})
-    ctx.begin("api restarted with PHONOGLYPH_FAULT_HTTP_5XX_RATE=0.5 on /projects")
+    rate = f"{ctx.args.http_5xx_rate:g}"
+    restart(ctx.stack, "api", {"PHONOGLYPH_FAULT_HTTP_5XX_RATE": rate, "PHONOGLYPH_FAULT_HTTP_5XX_ROUTE": "/projects"})
+    ctx.begin(f"api restarted with PHONOGLYPH_FAULT_HTTP_5XX_RATE={rate} on /projects")
     ctx.detect(180)
     restart(ctx.stack, "api")
     ctx.end("api restarted without the switch")
@@ -661,13 +662,14 @@ def fmt_s(value: float | None) -> str:
 
 def report(outcomes: list[Outcome], command: str) -> str:
     lines = [f"Reproduce: {command}", ""]
-    incidents = [o for o in outcomes if o.kind != "noise"]
+    failed = [o for o in outcomes if o.error and o.started_at is None]  # never got to its incident
+    incidents = [o for o in outcomes if o.kind != "noise" and o not in failed]
     lines += [
         "| incident | detected | first notification | MTTD | target | resolved after the end |",
         "|---|---|---|---|---|---|",
     ]
     for o in incidents:
-        detected = "yes" if o.first else ("error: " + o.error if o.error else "**no**")
+        detected = "yes" if o.first else "**no**"
         first = f"`{o.first.alertname}` [{o.first.subject}]" if o.first else "-"
         target = f"<= {o.target_s:.0f} s" if o.target_s else "detected"
         met = "" if o.first is None else (" (met)" if o.target_s is None or o.mttd_s <= o.target_s else " (**missed**)")
@@ -683,7 +685,8 @@ def report(outcomes: list[Outcome], command: str) -> str:
     for o in outcomes:
         if o.kind == "noise":
             lines.append(
-                f"Noise ({o.name}): {len(o.firing)} false notification(s)" + (f"; error: {o.error}" if o.error else "")
+                f"Noise ({o.name}): {len(o.firing)} false notification(s)"
+                + (f"; error: {o.error.strip().splitlines()[-1]}" if o.error else "")
             )
     for name, n in false:
         lines.append(f"  false: {name}: {n.alertname} [{n.subject}] {n.summary}")
@@ -710,7 +713,8 @@ def report(outcomes: list[Outcome], command: str) -> str:
         + " | > 90 % |",
     ]
     notes = [f"- {o.name}: {note}" for o in outcomes for note in o.notes]
-    errors = [f"- {o.name}: ERROR {o.error}" for o in outcomes if o.error]
+    errors = [f"- {o.name}: ERROR (not counted) {o.error.strip().splitlines()[-1]}" for o in failed]
+    errors += [f"- {o.name}: ERROR {o.error.strip().splitlines()[-1]}" for o in outcomes if o.error and o not in failed]
     if notes or errors:
         lines += ["", "Notes:", *errors, *notes]
     return "\n".join(lines)
@@ -725,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace-s", type=float, default=6.0, help="pause of a virtual user between cycles")
     parser.add_argument("--warmup-s", type=float, default=60.0, help="load before an incident starts")
     parser.add_argument("--resolve-s", type=float, default=240.0, help="bounded wait for resolution")
+    parser.add_argument("--repeat", type=int, default=1, help="run each chosen scenario this many times")
+    parser.add_argument("--http-5xx-rate", type=float, default=0.5, help="5xx burst: share of /projects answered 500")
     parser.add_argument("--render-delay-s", type=float, default=40.0, help="latency incident: delay per render")
     parser.add_argument(
         "--metric-export-interval-ms",
@@ -739,7 +745,10 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python", "bench/detection.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"Reproduce: {command}", flush=True)
     names = args.only or (list(QUICK) if args.quick else [spec.name for spec in SPECS])
-    specs = sorted((spec for spec in SPECS if spec.name in names), key=lambda spec: -spec.minutes)
+    chosen = [spec for spec in SPECS if spec.name in names]
+    if args.repeat > 1:  # each scenario again on its own fresh stack: more samples for the percentiles
+        chosen = [replace(spec, name=f"{spec.name}-{n}") for spec in chosen for n in range(1, args.repeat + 1)]
+    specs = sorted(chosen, key=lambda spec: -spec.minutes)
     print(
         f"Scenarios: {', '.join(spec.name for spec in specs)}; {args.parallel} at once; "
         f"load {args.users} users/stack, pace {args.pace_s:g} s; OTEL_METRIC_EXPORT_INTERVAL="
