@@ -6,6 +6,14 @@ encloses everything the app does. An exception that leaves the app is handed to 
 events carry this request's trace id), and each request runs inside the ``REQUEST_SCOPES`` (Sentry's
 isolation scope: one request's breadcrumbs never reach another's error). FastAPI's native tracing is
 switched off for the app, so a request never gets a second server span.
+
+Only the outermost instrumented app of a request opens its span: the layer marks the ASGI scope, and an
+instrumented app mounted inside another (the distro instruments every FastAPI app) passes through. The
+route template (``http.route``, the span name) is assembled while Starlette routes the request: the
+``handle`` of each matched route records its template in the request's record (a mount its prefix, the
+final route its path), so include prefixes, mounts at any depth and non-API routes (``/openapi.json``,
+``StaticFiles``, a mounted WSGI app) are named by their full template, with no matching of our own.
+WebSocket connections get one SERVER span each, named ``WEBSOCKET route``, with their close code.
 """
 
 from __future__ import annotations
@@ -50,6 +58,51 @@ excluded URL, with no span."""
 REQUEST_SCOPES: list[Callable[[], AbstractContextManager[Any]]] = []
 """Context managers entered around each request (span or not), outermost first."""
 
+REQUEST_KEY = "phonoglyph.request"
+"""The ASGI scope key of a request the outermost instrumented app handles (its ``RequestRecord``)."""
+WEBSOCKET_CLOSE_CODE = "websocket.close.code"
+"""Span attribute: the close code of a WebSocket connection (sent by the app, else by the client)."""
+NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})
+"""WebSocket close codes that end a connection normally (RFC 6455: normal, going away, no status)."""
+
+
+class RequestRecord:
+    """What routing found for one request: the mount prefixes it went through and the final route."""
+
+    __slots__ = ("leaf", "last_mount", "mounts")
+
+    def __init__(self) -> None:
+        self.mounts: list[str] | None = None
+        self.last_mount: Any = None
+        self.leaf: str | None = None
+
+    def route(self, scope: Scope) -> str | None:
+        """The full route template, or None (no route matched)."""
+        mounts, leaf = self.mounts, self.leaf
+        if mounts is None:
+            if leaf is not None:
+                return leaf
+            return getattr(scope.get("route"), "path", None)  # a route class with a handle of its own
+        if leaf is not None:
+            return "".join(mounts) + leaf
+        if self.last_mount is not None and not getattr(self.last_mount, "routes", None):
+            return "".join(mounts) + "/{path:path}"  # a mounted app that is not a router: static files, WSGI
+        return None
+
+
+class RouteTemplate:
+    """Stands for ``scope["route"]`` in the scope given to ``REQUEST_ERROR_HANDLERS``: the full template."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def is_normal_close(exc: BaseException | None) -> bool:
+    """A ``WebSocketDisconnect`` with a normal close code: the client left, not an error."""
+    return type(exc).__name__ == "WebSocketDisconnect" and getattr(exc, "code", None) in NORMAL_CLOSE_CODES
+
 
 def _compile_excluded(excluded_urls: str | None) -> Callable[[str], Any] | None:
     """Comma-separated paths or regexes, matched against the whole request path."""
@@ -89,16 +142,18 @@ def _parent_context(headers: list[tuple[bytes, bytes]]) -> Context:
     return from_caller(ctx, session_header, distinct_id_header)
 
 
-def _server_attributes(scope: Scope, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+def _server_attributes(scope: Scope) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        semconv.HTTP_REQUEST_METHOD: scope["method"],
         semconv.URL_PATH: scope["path"],
         semconv.URL_SCHEME: scope.get("scheme", "http"),
     }
+    method = scope.get("method")  # none on a WebSocket scope
+    if method is not None:
+        attributes[semconv.HTTP_REQUEST_METHOD] = method
     query = scope.get("query_string")
     if query:
         attributes[semconv.URL_QUERY] = query.decode("latin-1")
-    for key, value in headers:
+    for key, value in scope["headers"]:
         if key == b"host":
             host = value.decode("latin-1")
             name, separator, port = host.rpartition(":")
@@ -129,29 +184,30 @@ class ServerSpanMiddleware:
         self._identify_request = identify_request
 
     async def __call__(self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        kind = scope["type"]
+        if (kind != "http" and kind != "websocket") or REQUEST_KEY in scope:
+            await self.app(scope, receive, send)  # lifespan, or an app mounted in an instrumented one
             return
+        record = RequestRecord()
+        scope[REQUEST_KEY] = record
+        handle = self._handle if kind == "http" else self._handle_websocket
         if not REQUEST_SCOPES:
-            await self._handle(scope, receive, send)
+            await handle(scope, receive, send, record)
             return
         with ExitStack() as request_scopes:
             for request_scope in REQUEST_SCOPES:
                 request_scopes.enter_context(request_scope())
-            await self._handle(scope, receive, send)
+            await handle(scope, receive, send, record)
 
-    async def _handle(self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def _handle(
+        self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any], record: RequestRecord
+    ) -> None:
         if self._is_excluded is not None and self._is_excluded(scope["path"]):
-            try:
-                await self.app(scope, receive, send)
-            except Exception as exc:
-                with guarded():  # no span to record it on; error reporters still hear of it
-                    for handler in REQUEST_ERROR_HANDLERS:
-                        handler(exc, scope)
-                raise
+            await self._call_without_span(scope, receive, send, record)
             return
+        root_path = scope.get("root_path", "")
         try:
-            span, token = self._start(scope)
+            span, token = self._start(scope, scope["method"], _server_attributes(scope))
         except Exception as exc:
             report(exc)
             await self.app(scope, receive, send)
@@ -177,39 +233,112 @@ class ServerSpanMiddleware:
                     span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
                     span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
                 if isinstance(exc, Exception):
-                    for handler in REQUEST_ERROR_HANDLERS:
-                        handler(exc, scope)
+                    _report_error(exc, scope, record, root_path)
             raise
         finally:
             try:
-                self._end(scope, span, status_code)
-                _record_request(scope, status_code, error_type, time.perf_counter() - started)
+                route = record.route(scope)
+                self._end(scope["method"], span, route, status_code)
+                _record_request(scope, route, status_code, error_type, time.perf_counter() - started)
             except Exception as exc:
                 report(exc)
             finally:
                 context.detach(token)
 
-    def _start(self, scope: Scope) -> tuple[trace.Span, Token[Context]]:
+    async def _handle_websocket(
+        self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any], record: RequestRecord
+    ) -> None:
+        """One SERVER span per connection: 101 once accepted, the close code; a normal close is no error."""
+        if self._is_excluded is not None and self._is_excluded(scope["path"]):
+            await self._call_without_span(scope, receive, send, record)
+            return
+        root_path = scope.get("root_path", "")
+        try:
+            span, token = self._start(scope, "WEBSOCKET", _server_attributes(scope))
+        except Exception as exc:
+            report(exc)
+            await self.app(scope, receive, send)
+            return
+
+        status_code = 0
+        close_code: int | None = None
+        failed = False
+
+        async def receive_with_close() -> Any:
+            nonlocal close_code
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and close_code is None:
+                close_code = message.get("code", 1005)
+            return message
+
+        async def send_with_close(message: dict[str, Any]) -> None:
+            nonlocal status_code, close_code
+            kind = message["type"]
+            if kind == "websocket.accept":
+                status_code = 101
+            elif kind == "websocket.close":
+                if close_code is None:
+                    close_code = message.get("code", 1000)
+                if not status_code:
+                    status_code = 403  # closed before the handshake: the server answers 403
+            elif kind == "websocket.http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive_with_close, send_with_close)
+        except BaseException as exc:
+            if is_normal_close(exc):
+                if close_code is None:
+                    close_code = getattr(exc, "code", None)
+                raise
+            failed = True
+            with guarded():
+                if span.is_recording():
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+                    span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
+                if isinstance(exc, Exception):
+                    _report_error(exc, scope, record, root_path)
+            raise
+        finally:
+            try:
+                if span.is_recording() and close_code is not None:
+                    span.set_attribute(WEBSOCKET_CLOSE_CODE, close_code)
+                    if close_code == 1011 and not failed:  # the app closed on an internal error
+                        span.set_status(_SERVER_ERROR)
+                self._end("WEBSOCKET", span, record.route(scope), status_code)
+            except Exception as exc:
+                report(exc)
+            finally:
+                context.detach(token)
+
+    async def _call_without_span(
+        self, scope: Scope, receive: Callable[..., Any], send: Callable[..., Any], record: RequestRecord
+    ) -> None:
+        root_path = scope.get("root_path", "")
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            if not is_normal_close(exc):
+                with guarded():  # no span to record it on; error reporters still hear of it
+                    _report_error(exc, scope, record, root_path)
+            raise
+
+    def _start(self, scope: Scope, method: str, attributes: dict[str, Any]) -> tuple[trace.Span, Token[Context]]:
         headers = scope["headers"]
         parent = _parent_context(headers)
         identity = self._identify_request(scope) if self._identify_request is not None else None
         parent = with_request_identity(parent, identity)  # session rule; the distinct id of anonymous callers
-        span = pipeline.current().tracer.start_span(
-            scope["method"],
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=_server_attributes(scope, headers),
-        )
+        span = pipeline.current().tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         ctx = trace.set_span_in_context(span, parent)
         return span, context.attach(ctx)
 
-    def _end(self, scope: Scope, span: trace.Span, status_code: int) -> None:
+    def _end(self, method: str, span: trace.Span, route: str | None, status_code: int) -> None:
         if span.is_recording():
-            route = scope.get("route")
-            route_path = getattr(route, "path", None)
-            if route_path:
-                span.set_attribute(semconv.HTTP_ROUTE, route_path)
-                span.update_name(f"{scope['method']} {route_path}")
+            if route:
+                span.set_attribute(semconv.HTTP_ROUTE, route)
+                span.update_name(f"{method} {route}")
             if status_code:
                 span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
                 if status_code >= 500:
@@ -217,7 +346,20 @@ class ServerSpanMiddleware:
         span.end()
 
 
-def _record_request(scope: Scope, status_code: int, error_type: str | None, duration_s: float) -> None:
+def _report_error(exc: Exception, scope: Scope, record: RequestRecord, root_path: str) -> None:
+    """Hand ``exc`` to the ``REQUEST_ERROR_HANDLERS`` with the request as the server sent it (its own
+    ``root_path``, not a mount's) and ``route`` standing for the full template (or None)."""
+    if not REQUEST_ERROR_HANDLERS:
+        return
+    route = record.route(scope)
+    request_scope = {**scope, "root_path": root_path, "route": RouteTemplate(route) if route else None}
+    for handler in REQUEST_ERROR_HANDLERS:
+        handler(exc, request_scope)
+
+
+def _record_request(
+    scope: Scope, route_path: str | None, status_code: int, error_type: str | None, duration_s: float
+) -> None:
     """One ``http.server.request.duration`` point, sampled or not: the collector's ``http_error_rate`` rule
     reads the 5xx share from it. An exception before the response counts as the 500 the server answers."""
     status = status_code or 500
@@ -225,7 +367,6 @@ def _record_request(scope: Scope, status_code: int, error_type: str | None, dura
         semconv.HTTP_REQUEST_METHOD: scope["method"] if scope["method"] in _KNOWN_METHODS else "_OTHER",
         semconv.HTTP_RESPONSE_STATUS_CODE: status,
     }
-    route_path = getattr(scope.get("route"), "path", None)
     if route_path:
         attributes[semconv.HTTP_ROUTE] = route_path
     if error_type is not None:
@@ -233,6 +374,74 @@ def _record_request(scope: Scope, status_code: int, error_type: str | None, dura
     elif status >= 500:
         attributes[semconv.ERROR_TYPE] = str(status)
     pipeline.current().request_histogram.record(duration_s, attributes)
+
+
+def _leaf_path(route: Any, scope: Scope) -> str | None:
+    """A matched route's template. FastAPI >= 0.16x handles a route of an included router as its original
+    object (its path lacks the include prefixes) and puts its effective context, full path included,
+    in ``scope["fastapi"]``."""
+    fastapi_scope = scope.get("fastapi")
+    if type(fastapi_scope) is dict:
+        effective = fastapi_scope.get("effective_route_context")
+        if effective is not None and getattr(effective, "original_route", None) is route:
+            path = getattr(effective, "path", None)
+            if isinstance(path, str) and path:
+                return path
+    return getattr(route, "path", None)
+
+
+def _recording_leaf_handle(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def handle(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+        record = scope.get(REQUEST_KEY)
+        if record is not None:
+            record.leaf = _leaf_path(self, scope)
+        await original(self, scope, receive, send)
+
+    return handle
+
+
+def _recording_mount_handle(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def handle(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+        record = scope.get(REQUEST_KEY)
+        if record is not None:
+            if record.mounts is None:
+                record.mounts = [self.path]
+            else:
+                record.mounts.append(self.path)
+            record.last_mount = self
+            record.leaf = None
+        await original(self, scope, receive, send)
+
+    return handle
+
+
+_ROUTING_RECORDED: list[bool] = []
+
+
+def _record_routing() -> None:
+    """Make every matched route record its template in the request's ``RequestRecord`` (once per process).
+
+    Only classes that define ``handle`` themselves are wrapped (a subclass's own ``handle`` that calls
+    its base records the same template twice: harmless).
+    """
+    if _ROUTING_RECORDED:
+        return
+    _ROUTING_RECORDED.append(True)
+    from starlette import routing
+
+    leaf_classes: list[type] = [routing.Route, routing.WebSocketRoute]
+    try:
+        from fastapi import routing as fastapi_routing
+
+        leaf_classes += [fastapi_routing.APIRoute, fastapi_routing.APIWebSocketRoute]
+    except ImportError:  # pragma: no cover - a Starlette app instrumented without FastAPI installed
+        pass
+    for cls in leaf_classes:
+        original = cls.__dict__.get("handle")
+        if original is not None:
+            cls.handle = _recording_leaf_handle(original)  # type: ignore[attr-defined]
+    original_mount = routing.Mount.__dict__["handle"]
+    routing.Mount.handle = _recording_mount_handle(original_mount)  # type: ignore[method-assign]
 
 
 _INSTRUMENTED_CLASSES: dict[type, type] = {}
@@ -283,6 +492,7 @@ def instrument_fastapi(
 
 
 def _instrument(app: Any, excluded_urls: str | None, identify_request: IdentifyRequest | None) -> None:
+    _record_routing()
     app_cls = type(app)
     instrumented_cls = _instrumented_class(app_cls)
 
@@ -297,16 +507,20 @@ def _instrument(app: Any, excluded_urls: str | None, identify_request: IdentifyR
 
 
 def instrument_every_fastapi_app(*, excluded_urls: str | None) -> None:
-    """Instrument each FastAPI app when it is created (for opentelemetry-instrument; idempotent)."""
+    """Instrument each FastAPI app when it is created (for opentelemetry-instrument; idempotent).
+
+    The hook is ``FastAPI.setup``, which ``FastAPI.__init__`` calls last: ``__init__`` itself stays
+    FastAPI's own, so the warnings it emits (``stacklevel=2``) point at the line that created the app.
+    """
     from fastapi import FastAPI
 
-    original_init = FastAPI.__init__
-    if getattr(original_init, "__phonoglyph_instruments__", False):
+    original_setup = FastAPI.setup
+    if getattr(original_setup, "__phonoglyph_instruments__", False):
         return
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
+    def setup(self: Any) -> None:
+        original_setup(self)
         instrument_fastapi(self, excluded_urls=excluded_urls)
 
-    __init__.__phonoglyph_instruments__ = True  # type: ignore[attr-defined]
-    FastAPI.__init__ = __init__  # type: ignore[method-assign]
+    setup.__phonoglyph_instruments__ = True  # type: ignore[attr-defined]
+    FastAPI.setup = setup  # type: ignore[method-assign]
