@@ -17,13 +17,16 @@ things of sentry-sdk are replaced by ours:
 
 The OTel sampler is the only sampling decision (no ``traces_sample_rate``: Sentry makes no
 transactions of its own). The pipeline's own log lines (``opentelemetry.*``, ``instrumentation.*``)
-never become Sentry events.
+never become Sentry events, and neither does a WebSocket client that left normally (the
+``WebSocketDisconnect`` uvicorn logs at ERROR when a handler lets it out). The pipeline's frames
+(the server-span layer around every request) are not in-app: a stack trace starts in the app's code.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -49,6 +52,23 @@ WEB_FRAMEWORK_INTEGRATIONS: Final = frozenset(
     }
 )  # fmt: skip
 """sentry-sdk integrations (by identifier) that hook every request: never enabled by setup_sentry."""
+
+NOT_IN_APP: Final = ("instrumentation",)
+"""Module prefixes whose frames Sentry marks as not in-app: our own, whoever runs the app."""
+
+
+def drop_normal_websocket_close(
+    before_send: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None],
+) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]:
+    """``before_send`` that first drops an event of a normal WebSocket close (the client left)."""
+
+    def drop_then_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        exc_info = hint.get("exc_info")
+        if exc_info and fastapi_layer.is_normal_close(exc_info[1]):
+            return None
+        return before_send(event, hint)
+
+    return drop_then_send
 
 
 def web_framework_integrations() -> list[Any]:
@@ -88,7 +108,8 @@ def setup_sentry(
         release=release,
         integrations=[OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)],
         disabled_integrations=web_framework_integrations(),
-        before_send=functools.partial(before_send, scrubber),  # type: ignore[arg-type]
+        in_app_exclude=list(NOT_IN_APP),
+        before_send=drop_normal_websocket_close(functools.partial(before_send, scrubber)),  # type: ignore[arg-type]
         before_breadcrumb=functools.partial(before_breadcrumb, scrubber),
     )
     if send_spans:
