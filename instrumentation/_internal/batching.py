@@ -40,8 +40,10 @@ class ExportQueue(Generic[ItemT]):
         config: QueueConfig,
         *,
         signal: str,
+        tick: Callable[[], None] | None = None,
     ) -> None:
         self._export = export
+        self._tick = tick
         self._config = config
         self._max_queue_size = config.max_queue_size
         self._max_export_batch_size = config.max_export_batch_size
@@ -84,6 +86,17 @@ class ExportQueue(Generic[ItemT]):
             if self._shutdown:
                 break
             self._drain(full_batches_only=woken_by_full_batch)
+            self._run_tick()
+
+    def _run_tick(self) -> None:
+        """The exporter's periodic work between batches (sending from its spool), off the request path."""
+        if self._tick is None:
+            return
+        with self._export_lock, suppress_instrumentation():
+            try:
+                self._tick()
+            except Exception:
+                _logger.exception("the %s exporter's periodic work failed", self._signal)
 
     def _drain(self, full_batches_only: bool = False) -> None:
         """Export the queue in batches. Woken by a full batch, the worker exports only full batches
@@ -105,6 +118,7 @@ class ExportQueue(Generic[ItemT]):
     def force_flush(self) -> bool:
         """Export everything queued so far, on the calling thread."""
         self._drain()
+        self._run_tick()
         return True
 
     def shutdown(self, timeout_s: float) -> None:
@@ -151,7 +165,9 @@ class QueueingLogRecordProcessor(LogRecordProcessor):
 
     def __init__(self, exporter: LogRecordExporter, config: QueueConfig) -> None:
         self._exporter = exporter
-        self._queue: ExportQueue[ReadableLogRecord] = ExportQueue(self._export, config, signal="event_records")
+        self._queue: ExportQueue[ReadableLogRecord] = ExportQueue(
+            self._export, config, signal="event_records", tick=getattr(exporter, "drain_spool", None)
+        )
         self._put = self._queue.put
 
     def _export(self, records: Sequence[ReadableLogRecord]) -> bool:

@@ -164,6 +164,21 @@ FASTAPI_EXCLUDED_URLS = ConfigParam[str](
 """Under ``opentelemetry-instrument``: comma-separated paths (or regexes) that get no server span."""
 
 
+SPOOL = ConfigParam[bool](env_vars=("PHONOGLYPH_SPOOL",), default=True, parse=_on_off)
+"""``on``: event records that cannot be exported (collector down, 5xx/429, timeout) are kept in a
+bounded on-disk spool and sent oldest first once the endpoint answers. ``off`` (read-only file
+systems): kept in memory only, dropped when the export retries give up; one warning at start."""
+
+SPOOL_DIR = ConfigParam[str | None](env_vars=("PHONOGLYPH_SPOOL_DIR",), default=None, parse=_text)
+"""Where the spool lives: one directory per process under it. Default
+``<system temp>/phonoglyph-spool/<service.name>``. Not writable: a warning, and no spool."""
+
+SPOOL_MAX_BYTES = ConfigParam[int](
+    env_vars=("PHONOGLYPH_SPOOL_MAX_BYTES",), default=64 * 1024 * 1024, parse=_positive_int
+)
+"""The process's spool at most (bytes); beyond it the oldest records are dropped and counted."""
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """One export queue: bounded, drained by a worker thread in batches."""
@@ -254,6 +269,9 @@ class Settings:
     logs_endpoint: str | None = None
     metrics_endpoint: str | None = None
     metric_export_interval_s: float = METRIC_EXPORT_INTERVAL.default
+    spool_enabled: bool = SPOOL.default
+    spool_dir: str | None = SPOOL_DIR.default
+    spool_max_bytes: int = SPOOL_MAX_BYTES.default
 
     def signal_endpoint(self, signal: str) -> str:
         """The URL for ``signal`` (``traces``, ``logs`` or ``metrics``)."""
@@ -289,4 +307,7 @@ def resolve(
         logs_endpoint=read(OTLP_LOGS_ENDPOINT),
         metrics_endpoint=read(OTLP_METRICS_ENDPOINT),
         metric_export_interval_s=read(METRIC_EXPORT_INTERVAL),
+        spool_enabled=read(SPOOL),
+        spool_dir=read(SPOOL_DIR),
+        spool_max_bytes=read(SPOOL_MAX_BYTES),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -15,10 +16,21 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from instrumentation._internal.otlp_encoding import encode_logs_request, encode_spans_request
+from instrumentation._internal.spool import Outcome, Spool
+from instrumentation._internal.stats import STATS
 
 ItemT = TypeVar("ItemT")
 
 _logger = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
+"""With a spool: the wait before the first retry of a failed export, doubled (with jitter) after
+each failed one up to ``RETRY_MAX_S``; a Retry-After (up to ``RETRY_AFTER_MAX_S``) wins."""
+RETRY_AFTER_MAX_S = 30.0
+SPOOL_DRAIN_BUDGET_S = 1.0
+"""Longest the export thread sends from the spool in one go before it takes new records again."""
+LOG_INTERVAL_S = 60.0
 
 ENCODE_CHUNK_ITEMS = 64
 """Spans or records encoded between two GIL releases: request threads wait for the interpreter at
@@ -43,8 +55,20 @@ def _send(
     prepare: Callable[[Any], Any] | None,
     signal: str,
 ) -> bool:
+    payload = _encode(exporter, items, encode, prepare, signal)
+    return payload is not None and exporter._client.export(payload).success
+
+
+def _encode(
+    exporter: Any,
+    items: Sequence[Any],
+    encode: Callable[[Sequence[Any]], bytes],
+    prepare: Callable[[Any], Any] | None,
+    signal: str,
+) -> bytes | None:
+    """The request body (``prepare``d, e.g. scrubbed, chunk by chunk); None after shutdown or on failure."""
     if exporter._shutdown:
-        return False
+        return None
     if prepare is not None:
         encode_items = encode
 
@@ -52,11 +76,10 @@ def _send(
             return encode_items([prepare(item) for item in chunk])
 
     try:
-        payload = encode_in_chunks(items, encode)
+        return encode_in_chunks(items, encode)
     except Exception:
         _logger.exception("encoding %d %s failed", len(items), signal)
-        return False
-    return exporter._client.export(payload).success
+        return None
 
 
 class OtlpHttpSpanExporter(OTLPSpanExporter):
@@ -77,14 +100,108 @@ class OtlpHttpSpanExporter(OTLPSpanExporter):
 
 class OtlpHttpLogRecordExporter(OTLPLogExporter):
     """``OTLPLogExporter`` with :func:`encode_logs_request` (event records: ``event_name`` kept);
-    ``prepare`` as for spans."""
+    ``prepare`` as for spans.
+
+    With a ``spool`` (:mod:`.spool`), a request that fails for a reason that may pass (connection
+    refused, timeout, 408, 429, 5xx) is tried once, then written to the spool as encoded; while the
+    spool holds anything, new requests go behind it (oldest first) and the spool is sent from when its
+    retry time has come, on the export thread (:meth:`drain_spool`). Without one, the SDK's retries.
+    """
 
     def __init__(
-        self, *args: Any, prepare: Callable[[ReadableLogRecord], ReadableLogRecord] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        prepare: Callable[[ReadableLogRecord], ReadableLogRecord] | None = None,
+        spool: Spool | None = None,
+        **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self._prepare = prepare
+        self.spool = spool
+        self._retry_at = 0.0
+        self._retry_delay_s = RETRY_FIRST_S
+        self._next_log_at = 0.0
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        succeeded = _send(self, batch, encode_logs_request, self._prepare, "log records")
-        return LogRecordExportResult.SUCCESS if succeeded else LogRecordExportResult.FAILURE
+        spool = self.spool
+        if spool is None:
+            succeeded = _send(self, batch, encode_logs_request, self._prepare, "log records")
+            return LogRecordExportResult.SUCCESS if succeeded else LogRecordExportResult.FAILURE
+        payload = _encode(self, batch, encode_logs_request, self._prepare, "log records")
+        if payload is None:
+            return LogRecordExportResult.FAILURE
+        if not spool.pending and time.monotonic() >= self._retry_at:
+            outcome = self._attempt(payload)
+            if outcome is not Outcome.RETRY:
+                return LogRecordExportResult.SUCCESS if outcome is Outcome.DELIVERED else LogRecordExportResult.FAILURE
+        if not spool.append(payload, len(batch)):
+            return LogRecordExportResult.FAILURE
+        self.drain_spool()
+        return LogRecordExportResult.SUCCESS
+
+    def drain_spool(self, budget_s: float = SPOOL_DRAIN_BUDGET_S) -> None:
+        """On the export thread: adopt the spools of dead processes, then send from the spool, oldest
+        first, for at most ``budget_s`` when its retry time has come."""
+        spool = self.spool
+        if spool is None or self._shutdown:
+            return
+        spool.adopt_orphans()
+        if spool.pending and time.monotonic() >= self._retry_at:
+            spool.drain(self._attempt, time.monotonic() + budget_s)
+
+    def _attempt(self, payload: bytes) -> Outcome:
+        """One POST (the transport's immediate reconnect aside); a RETRY sets the next retry time."""
+        client = self._client
+        retry_after: float | None = None
+        status: int | None
+        reason: object
+        try:
+            result = client._submit(client._compress(payload), client._timeout)
+        except Exception as exc:
+            status, reason = None, repr(exc)
+        else:
+            status, reason = result.status_code, result.reason or result.error
+            if status is not None and 200 <= status < 400:
+                self._retry_delay_s = RETRY_FIRST_S
+                return Outcome.DELIVERED
+            if status is not None and status != 408 and status != 429 and status < 500:
+                self._log("event records rejected by %s (HTTP %s %s): dropped", client._endpoint, status, reason or "")
+                return Outcome.REJECTED
+            if status is not None:
+                retry_after = _retry_after_s(result)
+        delay = self._retry_delay_s * random.uniform(0.8, 1.2)
+        self._retry_delay_s = min(self._retry_delay_s * 2, RETRY_MAX_S)
+        self._retry_at = time.monotonic() + (delay if retry_after is None else retry_after)
+        self._log(
+            "exporting event records to %s failed (%s): kept in the spool %s, retried from there",
+            client._endpoint,
+            status or reason,
+            self.spool.base_dir if self.spool else "",
+        )
+        STATS.increment("event_records_export_failures")
+        return Outcome.RETRY
+
+    def _log(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now >= self._next_log_at:
+            self._next_log_at = now + LOG_INTERVAL_S
+            _logger.warning(message, *args)
+
+    def shutdown(self) -> None:
+        """Send what the spool holds while the endpoint answers (one budget), then close it: what is
+        left is adopted by the next process."""
+        spool = self.spool
+        if spool is not None:
+            try:
+                self.drain_spool()
+            finally:
+                spool.close()
+        super().shutdown()
+
+
+def _retry_after_s(result: Any) -> float | None:
+    try:
+        value = result.headers().get("retry-after")
+        return min(max(float(value), 0.0), RETRY_AFTER_MAX_S) if value else None
+    except (AttributeError, TypeError, ValueError):
+        return None

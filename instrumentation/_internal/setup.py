@@ -33,6 +33,7 @@ from instrumentation._internal.otel_scrubbing import (
 from instrumentation._internal.propagation import set_global_propagator
 from instrumentation._internal.sentry.client import setup_sentry, shutdown_sentry
 from instrumentation._internal.signals import install as flush_on_signals
+from instrumentation._internal.spool import open_spool
 from instrumentation.scrubbing import Scrubber, ScrubbingConfig
 
 
@@ -66,7 +67,8 @@ INSTALLED: list[Installed] = []
 
 
 def otlp_exporters(settings: Settings, scrubber: Scrubber) -> Exporters:
-    """OTLP/HTTP exporters to the collector; spans and event records are scrubbed while encoded."""
+    """OTLP/HTTP exporters to the collector; spans and event records are scrubbed while encoded, and
+    event records that cannot be exported wait in the on-disk spool (:mod:`.spool`)."""
     timeout_s = settings.span_queue.export_timeout_s
     return Exporters(
         spans=OtlpHttpSpanExporter(
@@ -78,6 +80,9 @@ def otlp_exporters(settings: Settings, scrubber: Scrubber) -> Exporters:
             endpoint=settings.signal_endpoint("logs"),
             timeout=timeout_s,
             prepare=functools.partial(scrub_log_record, scrubber=scrubber),
+            spool=open_spool(
+                settings.spool_enabled, settings.spool_dir, settings.spool_max_bytes, settings.service_name
+            ),
         ),
         metric_reader=PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=settings.signal_endpoint("metrics"), timeout=timeout_s),
