@@ -67,7 +67,8 @@ def test_routes_mounts_and_websockets_under_opentelemetry_instrument(
 ) -> None:
     endpoint, capture = otlp
     command = [str(BIN / "uvicorn"), "mounted_app:app", "--host", "127.0.0.1", "--port", "0"]
-    extra_env = {"PYTHONPATH": WEBSOCKET_LIBRARY} if WEBSOCKET_LIBRARY else {}
+    python_path = os.pathsep.join(p for p in (WEBSOCKET_LIBRARY, os.environ.get("PYTHONPATH")) if p)
+    extra_env = {"PYTHONPATH": python_path} if python_path else {}
     log_path = tmp_path / "server.log"
     with FakeSentry() as sentry:
         with served(command, endpoint, log_path, {"SENTRY_DSN": sentry.dsn, **extra_env}) as base_url:

@@ -24,6 +24,8 @@ def test_fastapis_own_warnings_point_at_the_line_that_created_the_app(every_app_
         warnings.simplefilter("always")
         app = FastAPI(root_path="/api")  # deprecated: FastAPI warns with stacklevel=2
     assert hasattr(app, "__phonoglyph_server_spans__")
+    if not any("root_path" in str(w.message) for w in caught):
+        pytest.skip("this FastAPI does not deprecate root_path")
     assert [(w.filename, w.lineno) for w in caught if "root_path" in str(w.message)] == [
         (__file__, test_fastapis_own_warnings_point_at_the_line_that_created_the_app.__code__.co_firstlineno + 3)
     ]
