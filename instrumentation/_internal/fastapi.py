@@ -189,6 +189,11 @@ class ServerSpanMiddleware:
             await self.app(scope, receive, send)  # lifespan, or an app mounted in an instrumented one
             return
         record = RequestRecord()
+        app_root_path = scope.get("app_root_path")  # set by a Starlette mount above this app
+        if app_root_path is not None:
+            mount_path = scope.get("root_path", "")[len(app_root_path) :]
+            if mount_path:  # mounted in an app that is not instrumented: its mount's path leads the route
+                record.mounts = [mount_path]
         scope[REQUEST_KEY] = record
         handle = self._handle if kind == "http" else self._handle_websocket
         if not REQUEST_SCOPES:

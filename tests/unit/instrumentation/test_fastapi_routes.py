@@ -219,3 +219,21 @@ def test_a_websocket_route_of_an_included_router_has_its_prefix(app: FastAPI, ca
             assert websocket.receive_text() == "u1"
     [span] = _websocket_spans(captured)
     assert span["name"] == "WEBSOCKET /api/users/{user_id}/live"
+
+
+async def test_an_app_mounted_in_an_uninstrumented_app_names_its_route_with_the_mount(captured: Captured) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    inner = FastAPI()
+
+    @inner.get("/items/{item_id}")
+    async def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    outer = Starlette(routes=[Mount("/inner", app=instrument_fastapi(inner))])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/inner/items/1")).status_code == 200
+    [span] = captured.spans()
+    assert span["name"] == "GET /inner/items/{item_id}"
