@@ -65,7 +65,9 @@ class ServiceSettings:
     billing_secret: str | None
     max_upload_bytes: int = 20 * 1024 * 1024
     max_duration_s: float = 600.0
-    job_lease_s: float = 120.0
+    job_lease_s: float = 30.0
+    """How long a claimed job is its worker's: the worker renews it every third of this while it works,
+    so a job whose worker died (killed, host lost) is claimed again within this long."""
     job_max_attempts: int = 3
     worker_poll_interval_s: float = 0.2
     signup_credits: int = 10

@@ -3,6 +3,11 @@
 A claim is one ``UPDATE ... WHERE status = 'queued'`` (or a running job whose lease has expired:
 its worker crashed) inside an immediate transaction; each job row carries the W3C trace context
 (``carrier``) of the request that created it.
+
+Every claim adds one to ``attempts``, so (job id, attempts) names one attempt: the fencing token.
+The worker renews its lease (``renew``) and finishes the job (``complete``, ``fail``) only while the
+row is still 'running' under its attempt; an attempt whose job was claimed again (its lease ran out)
+writes nothing, so a job completes or fails at most once.
 """
 
 from __future__ import annotations
@@ -145,12 +150,27 @@ def queue_stats(conn: sqlite3.Connection, *, now: float | None = None) -> list[Q
     return [QueueStats(kind, *found.get(kind, (0, None, 0))) for kind in JOB_KINDS]
 
 
-def complete(conn: sqlite3.Connection, job_id: str, result: dict[str, Any]) -> None:
-    _finish(conn, job_id, "completed", result=result)
+def renew(conn: sqlite3.Connection, job_id: str, *, attempt: int, lease_s: float) -> bool:
+    """Extend the lease of attempt ``attempt`` of a running job; False when the job is no longer that
+    attempt's (claimed again after its lease ran out, or finished): its worker must stop."""
+    now = now_s()
+    return bool(
+        conn.execute(
+            "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND status = 'running' AND attempts = ?",
+            (now + lease_s, now, job_id, attempt),
+        ).rowcount
+    )
 
 
-def fail(conn: sqlite3.Connection, job_id: str, *, code: str, message: str) -> None:
-    _finish(conn, job_id, "failed", error=(code, message))
+def complete(conn: sqlite3.Connection, job_id: str, result: dict[str, Any], *, attempt: int | None = None) -> bool:
+    """Mark the job completed; with ``attempt``, only while it is running under that attempt (fenced).
+    Returns whether the row was written."""
+    return _finish(conn, job_id, "completed", result=result, attempt=attempt)
+
+
+def fail(conn: sqlite3.Connection, job_id: str, *, code: str, message: str, attempt: int | None = None) -> bool:
+    """Mark the job failed (a render's credits go back); fenced by ``attempt`` like ``complete``."""
+    return _finish(conn, job_id, "failed", error=(code, message), attempt=attempt)
 
 
 def _finish(
@@ -160,19 +180,33 @@ def _finish(
     *,
     result: dict[str, Any] | None = None,
     error: tuple[str, str] | None = None,
-) -> None:
+    attempt: int | None = None,
+) -> bool:
     code, message = error or (None, None)
-    conn.execute(
+    sql = (
         "UPDATE jobs SET status = ?, result = ?, error_code = ?, error_message = ?, lease_expires_at = NULL, "
-        "updated_at = ? WHERE id = ?",
-        (status, json.dumps(result) if result is not None else None, code, message, now_s(), job_id),
+        "updated_at = ? WHERE id = ?"
     )
+    params: tuple[Any, ...] = (
+        status,
+        json.dumps(result) if result is not None else None,
+        code,
+        message,
+        now_s(),
+        job_id,
+    )
+    if attempt is not None:
+        sql += " AND status = 'running' AND attempts = ?"
+        params += (attempt,)
+    if not conn.execute(sql, params).rowcount:
+        return False
     if status == "failed":  # a failed render gives its credits back
         conn.execute(
             "UPDATE users SET credits = credits + (SELECT credits_spent FROM jobs WHERE id = ?) "
             "WHERE id = (SELECT user_id FROM jobs WHERE id = ?)",
             (job_id, job_id),
         )
+    return True
 
 
 def get_job(conn: sqlite3.Connection, job_id: str, *, user_id: str | None = None, kind: str | None = None) -> Job:

@@ -5,11 +5,22 @@ carrier, so its span is a child of the request that enqueued it and carries the 
 from the baggage. A job whose worker died stays 'running' until its lease expires, then another
 claim picks it up again; one claimed ``job_max_attempts`` times fails with ``attempts_exhausted``.
 
+While it works, the worker renews its lease every third of ``job_lease_s`` from a heartbeat thread,
+so a long job is never claimed by a second worker while its first one is alive, and a killed
+worker's job is free again within one lease. Renewal and completion are fenced by the attempt
+(``jobs.renew``, ``jobs.complete``): an attempt that lost its job (stalled past its lease, claimed
+again) stops at the next check, writes nothing and logs a warning.
+
+Analytics once per job: ``<kind>_started`` only on a job's first attempt; the outcome
+(``<kind>_completed`` / ``<kind>_failed``) only from the attempt that wrote it to the job store, so
+one per job; a retry shows as ``phonoglyph.job.attempt`` on the operation's span.
+
 Every failed job is one failed operation (``<kind>_failed``, ``error.type`` = the job's error code)
 and one ERROR log line with the exception, which Sentry's logging integration turns into an event
 carrying the operation's context (trace, user, job and audio attributes). A job-store write that
-finds the database locked or busy is retried with bounded backoff; past the budget the error
-leaves the loop (``python -m services.worker`` reports it and exits non-zero).
+finds the database locked or busy is retried with bounded backoff, and so is every read the loop
+makes; past the budget the error leaves the loop (``python -m services.worker`` reports it and
+exits non-zero).
 """
 
 from __future__ import annotations
@@ -44,6 +55,59 @@ T = TypeVar("T")
 
 RETRY_FIRST_DELAY_S = 0.05
 RETRY_MAX_DELAY_S = 2.0
+RENEWALS_PER_LEASE = 3
+
+
+class LeaseLost(Exception):
+    """The job is no longer this attempt's: its lease ran out and another claim took it (or it finished)."""
+
+
+class _Lease:
+    """Renews one attempt's lease every ``lease_s / RENEWALS_PER_LEASE`` on its own thread (and its own
+    database connection) until stopped. ``lost`` is set when a renewal finds the job taken, or when no
+    renewal has succeeded for a whole lease (someone else may own the job by then)."""
+
+    def __init__(self, worker: JobWorker, job: jobs.Job) -> None:
+        self._worker = worker
+        self._job = job
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job.id}", daemon=True)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(f"job {self._job.id} attempt {self._job.attempts} lost its lease")
+
+    def _run(self) -> None:
+        lease_s = self._worker.settings.job_lease_s
+        interval_s = lease_s / RENEWALS_PER_LEASE
+        renewed_at = time.monotonic()
+        try:
+            while not self._stop.wait(interval_s):
+                try:
+                    held = self._worker.write(
+                        "renew a lease",
+                        lambda conn: jobs.renew(conn, self._job.id, attempt=self._job.attempts, lease_s=lease_s),
+                        budget_s=interval_s,
+                    )
+                except sqlite3.Error as exc:
+                    held = time.monotonic() - renewed_at < lease_s
+                    logger.warning("job %s: lease renewal failed (%s)", self._job.id, exc)
+                else:
+                    renewed_at = time.monotonic() if held else renewed_at
+                if not held:
+                    self.lost.set()
+                    return
+        finally:
+            self._worker.db.close()  # this thread's connection
 
 
 class JobWorker:
@@ -82,15 +146,27 @@ class JobWorker:
         self._in_job_context(job, self._process)
         return True
 
-    def write(self, what: str, transaction: Callable[[sqlite3.Connection], T]) -> T:
+    def write(self, what: str, transaction: Callable[[sqlite3.Connection], T], *, budget_s: float | None = None) -> T:
         """``transaction(conn)`` in a write transaction, tried again (bounded backoff, a log line each
         time) while the database is locked or busy, for at most ``store_retry_budget_s``."""
-        deadline_s = time.monotonic() + self.settings.store_retry_budget_s
+        return self._retried(what, transaction, write=True, budget_s=budget_s)
+
+    def read(self, what: str, query: Callable[[sqlite3.Connection], T]) -> T:
+        """``query(conn)`` on the read connection, retried like ``write``."""
+        return self._retried(what, query, write=False)
+
+    def _retried(
+        self, what: str, call: Callable[[sqlite3.Connection], T], *, write: bool, budget_s: float | None = None
+    ) -> T:
+        budget_s = self.settings.store_retry_budget_s if budget_s is None else budget_s
+        deadline_s = time.monotonic() + budget_s
         delay_s, retries = RETRY_FIRST_DELAY_S, 0
         while True:
             try:
+                if not write:
+                    return call(self.db.read())
                 with self.db.transaction() as conn:
-                    return transaction(conn)
+                    return call(conn)
             except sqlite3.OperationalError as exc:
                 if not is_transient_store_error(exc) or time.monotonic() + delay_s > deadline_s:
                     raise
@@ -130,7 +206,7 @@ class JobWorker:
 
     def _file_of(self, job: jobs.Job) -> FileRecord | None:
         try:
-            return catalog.get_file(self.db.read(), job.file_id)
+            return self.read("read a job's file", lambda conn: catalog.get_file(conn, job.file_id))
         except NotFoundError:
             return None
 
@@ -138,21 +214,33 @@ class JobWorker:
         record = self._file_of(job)
         handler = HANDLERS[job.kind]
         faults = self.settings.faults
+        # one <kind>_started per job: a retry is an attempt of the job already started, not a new start;
+        # a render's start is the api's render_started product event (credits spent): never one here
+        started_event = job.kind != "render" and job.attempts == 1
         try:
-            # a render's start is the api's render_started product event (credits spent): no second one here
-            with operation(job.kind, self._attributes(job, record), started_event=job.kind != "render") as span:
+            with (
+                _Lease(self, job) as lease,
+                operation(job.kind, self._attributes(job, record), started_event=started_event) as span,
+            ):
                 if record is None:
                     raise JobFailed(FILE_NOT_FOUND, f"file {job.file_id} is gone")
                 if faults.operation == job.kind and faults.operation_delay_s:
                     self.sleep(faults.operation_delay_s)  # fault switch PHONOGLYPH_FAULT_OPERATION_DELAY_S
+                lease.check()
                 result = handler(job, record, span, self.settings, self.db.read())
+                lease.check()
 
-                def complete(conn: sqlite3.Connection) -> None:  # short: the DSP ran outside the write lock
+                def complete(conn: sqlite3.Connection) -> bool:  # short: the DSP ran outside the write lock
+                    if not jobs.complete(conn, job.id, result, attempt=job.attempts):
+                        return False
                     if job.kind == "audio_analysis":
                         jobs.cache_analysis(conn, record.id, result)
-                    jobs.complete(conn, job.id, result)
+                    return True
 
-                self.write("complete a job", complete)
+                if not self.write("complete a job", complete):
+                    raise LeaseLost(f"job {job.id} attempt {job.attempts} lost its lease before completing")
+        except LeaseLost as exc:
+            logger.warning("job %s (%s): %s; another attempt owns it, this one stops", job.id, job.kind, exc)
         except (AudioError, JobFailed) as exc:
             self._fail(job, exc.code, exc.message, exc)
         except Exception as exc:  # a processing error: reported, job failed
@@ -171,8 +259,14 @@ class JobWorker:
             self._log_failure(job, ATTEMPTS_EXHAUSTED, message, exc)
 
     def _fail(self, job: jobs.Job, code: str, message: str, exc: BaseException) -> None:
-        self._log_failure(job, code, message, exc)
-        self.write("fail a job", lambda conn: jobs.fail(conn, job.id, code=code, message=message))
+        if self.write(
+            "fail a job", lambda conn: jobs.fail(conn, job.id, code=code, message=message, attempt=job.attempts)
+        ):
+            self._log_failure(job, code, message, exc)
+        else:
+            logger.warning(
+                "job %s (%s) failed (%s) after another attempt took it: not recorded", job.id, job.kind, code
+            )
 
     @staticmethod
     def _log_failure(job: jobs.Job, code: str, message: str, exc: BaseException) -> None:

@@ -237,3 +237,23 @@ def test_concurrent_claims_take_each_job_once(tmp_path: Path, file_id: str, db: 
     for thread in threads:
         thread.join(30)
     assert sorted(claimed[0] + claimed[1]) == sorted(queued)  # every job once, none twice
+
+
+def test_renewal_and_completion_are_fenced_by_the_attempt(db: Database, file_id: str) -> None:
+    job = _enqueue(db, file_id, kind="render", credits_spent=5)
+    first = _claim(db, lease_s=-1.0)  # its lease has already run out
+    second = _claim(db, lease_s=60.0)  # so another claim takes the job over
+    assert (first.id, first.attempts, second.id, second.attempts) == (job.id, 1, job.id, 2)
+    credits = accounts.get_user(db.read(), job.user_id)["credits"]
+    with db.transaction() as conn:
+        assert not jobs.renew(conn, job.id, attempt=1, lease_s=60.0)
+        assert not jobs.complete(conn, job.id, {"stale": True}, attempt=1)
+        assert not jobs.fail(conn, job.id, code="processing_error", message="stale", attempt=1)
+        assert jobs.renew(conn, job.id, attempt=2, lease_s=60.0)
+    assert accounts.get_user(db.read(), job.user_id)["credits"] == credits  # the stale failure refunded nothing
+    with db.transaction() as conn:
+        assert jobs.complete(conn, job.id, {"ok": True}, attempt=2)
+        assert not jobs.complete(conn, job.id, {"again": True}, attempt=2)  # completes at most once
+        assert not jobs.renew(conn, job.id, attempt=2, lease_s=60.0)  # finished: nothing to renew
+    done = jobs.get_job(db.read(), job.id)
+    assert (done.status, done.result) == ("completed", {"ok": True})
