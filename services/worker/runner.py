@@ -9,11 +9,13 @@ While it works, the worker renews its lease every third of ``job_lease_s`` from 
 so a long job is never claimed by a second worker while its first one is alive, and a killed
 worker's job is free again within one lease. Renewal and completion are fenced by the attempt
 (``jobs.renew``, ``jobs.complete``): an attempt that lost its job (stalled past its lease, claimed
-again) stops at the next check, writes nothing and logs a warning.
+again) stops at the next check, writes nothing and logs a warning (no ERROR: the job has not failed).
 
 Analytics once per job: ``<kind>_started`` only on a job's first attempt; the outcome
 (``<kind>_completed`` / ``<kind>_failed``) only from the attempt that wrote it to the job store, so
-one per job; a retry shows as ``phonoglyph.job.attempt`` on the operation's span.
+one per job; a retry shows as ``phonoglyph.job.attempt`` on the operation's span. The exception is
+an attempt that lost its job while alive (stalled for two thirds of a lease with another worker
+waiting): its operation still ends, as ``<kind>_failed`` with ``error.type`` ``lease_lost``.
 
 Every failed job is one failed operation (``<kind>_failed``, ``error.type`` = the job's error code)
 and one ERROR log line with the exception, which Sentry's logging integration turns into an event
@@ -43,6 +45,7 @@ from services.store.database import Database, NotFoundError
 from services.worker.errors import (
     ATTEMPTS_EXHAUSTED,
     FILE_NOT_FOUND,
+    LEASE_LOST,
     PROCESSING_ERROR,
     JobFailed,
     is_transient_store_error,
@@ -56,10 +59,6 @@ T = TypeVar("T")
 RETRY_FIRST_DELAY_S = 0.05
 RETRY_MAX_DELAY_S = 2.0
 RENEWALS_PER_LEASE = 3
-
-
-class LeaseLost(Exception):
-    """The job is no longer this attempt's: its lease ran out and another claim took it (or it finished)."""
 
 
 class _Lease:
@@ -84,7 +83,7 @@ class _Lease:
 
     def check(self) -> None:
         if self.lost.is_set():
-            raise LeaseLost(f"job {self._job.id} attempt {self._job.attempts} lost its lease")
+            raise JobFailed(LEASE_LOST, f"attempt {self._job.attempts} lost its lease")
 
     def _run(self) -> None:
         lease_s = self._worker.settings.job_lease_s
@@ -238,10 +237,11 @@ class JobWorker:
                     return True
 
                 if not self.write("complete a job", complete):
-                    raise LeaseLost(f"job {job.id} attempt {job.attempts} lost its lease before completing")
-        except LeaseLost as exc:
-            logger.warning("job %s (%s): %s; another attempt owns it, this one stops", job.id, job.kind, exc)
+                    raise JobFailed(LEASE_LOST, f"attempt {job.attempts} lost its lease before completing")
         except (AudioError, JobFailed) as exc:
+            if exc.code == LEASE_LOST:
+                logger.warning("job %s (%s): %s; another attempt owns it, this one stops", job.id, job.kind, exc)
+                return
             self._fail(job, exc.code, exc.message, exc)
         except Exception as exc:  # a processing error: reported, job failed
             self._fail(job, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}", exc)

@@ -249,3 +249,35 @@ def test_the_operation_delay_fault_switch_delays_that_operation_inside_its_span(
     assert worker.run_once() and worker.run_once()
     assert slept == [(0.25, "stem_separation")]  # not the analysis
     assert jobs.get_job(api.db.read(), job_id).status == "completed"
+
+
+def test_an_attempt_whose_job_was_taken_over_writes_nothing(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _user_id, _file_id, job_id = _queue_stems(api)
+    real_separate = handlers.HANDLERS["stem_separation"]
+
+    def stalled_past_its_lease(*args: Any) -> dict[str, Any]:
+        # meanwhile the lease ran out and another worker claimed the job (attempt 2)
+        with closing(sqlite3.connect(api.settings.db_path, isolation_level=None)) as other:
+            other.execute("UPDATE jobs SET lease_expires_at = 0 WHERE id = ?", (job_id,))
+        with api.db.transaction() as conn:
+            assert jobs.claim(conn, lease_s=60.0, max_attempts=3).attempts == 2
+        return real_separate(*args)
+
+    monkeypatch.setitem(handlers.HANDLERS, "stem_separation", stalled_past_its_lease)
+    with caplog.at_level(logging.WARNING, logger="services.worker"):
+        assert JobWorker(api.db, api.settings).run_once()
+    job = jobs.get_job(api.db.read(), job_id)
+    assert (job.status, job.attempts, job.result) == ("running", 2, None)  # attempt 2's to finish
+    assert any("lost its lease" in record.getMessage() for record in caplog.records)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]  # not a job failure
+
+
+def test_a_retried_attempt_is_not_a_new_start(api: Api) -> None:
+    _user_id, _file_id, job_id = _queue_stems(api)
+    with api.db.transaction() as conn:  # a first attempt died
+        assert jobs.claim(conn, lease_s=-1.0, max_attempts=3).id == job_id
+    assert api.run_worker() == 1
+    assert api.events("stem_separation_started") == []
+    assert _outcomes(api, "stem_separation") == [("completed", None)]
