@@ -52,7 +52,8 @@ _SERVER_ERROR = Status(StatusCode.ERROR)
 REQUEST_ERROR_HANDLERS: list[Callable[[Exception, Scope], None]] = []
 """Called with each exception that leaves an instrumented app, while its server span is still the
 current span (an error reporter registered here links its events to the request's trace); for an
-excluded URL, with no span."""
+excluded URL, with no span. The scope they get is a copy: ``root_path`` as the server sent it (not a
+mount's), ``route`` a ``RouteTemplate`` with the full template (None when no route matched)."""
 
 
 REQUEST_SCOPES: list[Callable[[], AbstractContextManager[Any]]] = []
