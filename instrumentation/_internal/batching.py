@@ -134,6 +134,22 @@ class ExportQueue(Generic[ItemT]):
         self._drain()
 
 
+SHUTDOWN_EXPORT_TIMEOUT_S = 1.0
+"""At shutdown, the longest one export request may take."""
+
+
+def stop_retrying(exporter: object, timeout_s: float = SHUTDOWN_EXPORT_TIMEOUT_S) -> None:
+    """From now on an OTLP exporter makes one attempt per batch, within ``timeout_s``, and a retry it
+    is waiting for is not made: an unreachable endpoint (the collector, Sentry's OTLP endpoint) never
+    holds shutdown up with back-off waits."""
+    client = getattr(exporter, "_client", None)
+    shutdown_event = getattr(client, "_shutdown_event", None)
+    if isinstance(shutdown_event, threading.Event):
+        shutdown_event.set()
+    if isinstance(getattr(client, "_timeout", None), (int, float)):
+        client._timeout = min(client._timeout, timeout_s)  # type: ignore[union-attr]
+
+
 class QueueingSpanProcessor(SpanProcessor):
     """Sampled spans go to the export queue when they end; nothing else happens on the request thread."""
 
@@ -156,6 +172,7 @@ class QueueingSpanProcessor(SpanProcessor):
         return self._queue.force_flush()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
+        stop_retrying(self._exporter)
         self._queue.shutdown(timeout_s)
         self._exporter.shutdown()
 
@@ -189,5 +206,6 @@ class QueueingLogRecordProcessor(LogRecordProcessor):
         return self._queue.force_flush()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
+        stop_retrying(self._exporter)
         self._queue.shutdown(timeout_s)
         self._exporter.shutdown()

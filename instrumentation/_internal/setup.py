@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from instrumentation import semconv
 from instrumentation._internal import pipeline
-from instrumentation._internal.batching import QueueingLogRecordProcessor, QueueingSpanProcessor
+from instrumentation._internal.batching import QueueingLogRecordProcessor, QueueingSpanProcessor, stop_retrying
 from instrumentation._internal.config import Settings, resolve
 from instrumentation._internal.exporters import OtlpHttpLogRecordExporter, OtlpHttpSpanExporter
 from instrumentation._internal.guard import guarded, rate_limit_export_logs
@@ -198,6 +198,8 @@ def shutdown(timeout_s: float = 5.0) -> None:
             installed.is_shut_down = True
             installed.tracer_provider.shutdown()
             installed.logger_provider.shutdown()
+            for reader in installed.meter_provider._metric_readers:
+                stop_retrying(getattr(reader, "_exporter", None))
             installed.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
             if installed.sentry_enabled:
                 shutdown_sentry(timeout_s)

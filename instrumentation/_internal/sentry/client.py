@@ -111,6 +111,7 @@ def setup_sentry(
         in_app_exclude=list(NOT_IN_APP),
         before_send=drop_normal_websocket_close(functools.partial(before_send, scrubber)),  # type: ignore[arg-type]
         before_breadcrumb=functools.partial(before_breadcrumb, scrubber),
+        transport=_transport_without_connection_retries(),
     )
     if send_spans:
         spans.start_span_path(dsn, tracer_provider, scrubber)
@@ -122,6 +123,26 @@ def setup_sentry(
     if sentry_sdk.isolation_scope not in fastapi_layer.REQUEST_SCOPES:
         fastapi_layer.REQUEST_SCOPES.append(sentry_sdk.isolation_scope)
     return True
+
+
+SHUTDOWN_FLUSH_S: Final = 0.75
+"""At shutdown, the longest Sentry's queued events are waited for: an unreachable Sentry never holds
+the process up (``shutdown()`` returns within about 2 s)."""
+
+
+def _transport_without_connection_retries() -> type:
+    """sentry-sdk's HTTP transport with one connection attempt per envelope: urllib3's default
+    three retries log a warning each when Sentry is unreachable, and take their time at shutdown."""
+    import urllib3
+    from sentry_sdk.transport import HttpTransport
+
+    class OneAttemptHttpTransport(HttpTransport):
+        def _get_pool_options(self) -> dict[str, Any]:
+            options = super()._get_pool_options()
+            options["retries"] = urllib3.Retry(total=0, redirect=False)
+            return options
+
+    return OneAttemptHttpTransport
 
 
 def _report_exception_in_flight(client: Any) -> None:
@@ -152,5 +173,5 @@ def shutdown_sentry(timeout_s: float) -> None:
     client = sentry_sdk.get_client()
     if client.is_active():
         _report_exception_in_flight(client)
-        client.close(timeout=timeout_s)
+        client.close(timeout=min(timeout_s, SHUTDOWN_FLUSH_S))
         sentry_sdk.get_global_scope().set_client(None)  # Sentry is off until setup_sentry runs again
