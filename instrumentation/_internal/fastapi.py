@@ -448,6 +448,29 @@ def _record_routing() -> None:
             cls.handle = _recording_leaf_handle(original)  # type: ignore[attr-defined]
     original_mount = routing.Mount.__dict__["handle"]
     routing.Mount.handle = _recording_mount_handle(original_mount)  # type: ignore[method-assign]
+    _record_fastapi_route_selection()
+
+
+def _record_fastapi_route_selection() -> None:
+    """FastAPI >= 0.16x tells its own telemetry which template it selected (``_route_selected``), also for
+    routes whose ``handle`` is not a Starlette route's (``app.frontend(...)``); a route's ``handle``
+    recorded afterwards takes precedence."""
+    try:
+        from fastapi import routing as fastapi_routing
+    except ImportError:  # pragma: no cover
+        return
+    selected = getattr(fastapi_routing, "_route_selected", None)
+    if selected is None:
+        return
+
+    def _route_selected(*, scope: Any, path: str | None, mount: bool = False) -> None:
+        selected(scope=scope, path=path, mount=mount)
+        if not mount and path is not None:
+            record = scope.get(REQUEST_KEY)
+            if record is not None:
+                record.leaf = path
+
+    fastapi_routing._route_selected = _route_selected
 
 
 _INSTRUMENTED_CLASSES: dict[type, type] = {}

@@ -237,3 +237,19 @@ async def test_an_app_mounted_in_an_uninstrumented_app_names_its_route_with_the_
         assert (await client.get("/inner/items/1")).status_code == 200
     [span] = captured.spans()
     assert span["name"] == "GET /inner/items/{item_id}"
+
+
+@pytest.mark.skipif(not hasattr(FastAPI, "frontend"), reason="app.frontend() is FastAPI >= 0.16x")
+async def test_a_frontend_build_is_named_by_its_template(captured: Captured) -> None:
+    app = FastAPI()
+
+    @app.get("/api/ping")
+    async def ping() -> dict[str, str]:
+        return {"ping": "pong"}
+
+    app.frontend("/", directory=routes_app.STATIC_DIR)
+    transport = httpx.ASGITransport(app=instrument_fastapi(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/site.css")).status_code == 200
+        assert (await client.get("/api/ping")).status_code == 200
+    assert [span["name"] for span in captured.spans()] == ["GET /{path}", "GET /api/ping"]
