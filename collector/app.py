@@ -135,7 +135,13 @@ def build_app(
     ``alerts:`` section."""
     metrics = Metrics()
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    outbox = Outbox(config.outbox_path, max_bytes=config.limits.outbox_max_bytes, clock=clock)
+    outbox = Outbox(
+        config.outbox_path,
+        max_bytes=config.limits.outbox_max_bytes,
+        dead_letter_max_rows=config.limits.dead_letter_max_rows,
+        dead_letter_max_bytes=config.limits.dead_letter_max_bytes,
+        clock=clock,
+    )
     if exporter is None:
         exporter, exporter_name = build_exporter(config)
     else:

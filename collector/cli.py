@@ -1,7 +1,8 @@
 """``phonoglyph-collector``: serve, and read what the collector holds (events, funnel, dead letters, stats).
 
-Every command reads the same environment as ``serve`` (``COLLECTOR_DATA_DIR`` above all).
-Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
+Every command reads the same environment as ``serve`` (``COLLECTOR_DATA_DIR`` above all). The readers
+never create a store: on a data directory where no collector has run they say so and exit 1.
+Exit codes: 0 ok, 1 runtime failure (a missing store too), 2 bad configuration or usage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -27,7 +29,12 @@ if TYPE_CHECKING:
     from collector.delivery.outbox import Outbox
     from collector.exporters.local import LocalStoreExporter
 
+EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+
+
+class _MissingStore(Exception):
+    """A reader found no store where the configuration points: the message says where and why."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"phonoglyph-collector: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return args.run(config, args)
+    try:
+        return args.run(config, args)
+    except _MissingStore as exc:
+        print(f"phonoglyph-collector: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,14 +183,35 @@ def _local_store(config: CollectorConfig) -> LocalStoreExporter:
             "phonoglyph-collector: POSTHOG_API_KEY is set: events go to PostHog, the local store is not used",
             file=sys.stderr,
         )
-    return LocalStoreExporter(config.events_path)
+    try:
+        return LocalStoreExporter(config.events_path, create=False)
+    except FileNotFoundError:
+        raise _MissingStore(_missing("local event store", config.events_path, config)) from None
 
 
 def _outbox(config: CollectorConfig) -> Outbox:
     from collector.delivery.outbox import Outbox
 
-    # an inspector beside a running collector: never hand the running worker's claimed rows out again
-    return Outbox(config.outbox_path, max_bytes=config.limits.outbox_max_bytes, recover_in_flight=False)
+    try:
+        # an inspector beside a running collector: never hand the running worker's claimed rows out again
+        return Outbox(
+            config.outbox_path,
+            max_bytes=config.limits.outbox_max_bytes,
+            dead_letter_max_rows=config.limits.dead_letter_max_rows,
+            dead_letter_max_bytes=config.limits.dead_letter_max_bytes,
+            recover_in_flight=False,
+            create=False,
+        )
+    except FileNotFoundError:
+        raise _MissingStore(_missing("outbox", config.outbox_path, config)) from None
+
+
+def _missing(what: str, path: Path, config: CollectorConfig) -> str:
+    where = "" if config.data_dir.is_dir() else " (the directory does not exist)"
+    return (
+        f"no {what} at {path}{where}: has `phonoglyph-collector serve` run with this COLLECTOR_DATA_DIR "
+        f"({config.data_dir})?"
+    )
 
 
 def _print_event(event: Mapping[str, Any], as_json: bool) -> None:

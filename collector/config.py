@@ -24,6 +24,8 @@ YAML (every section optional; unknown keys are errors, so a typo never passes si
       max_decompressed_bytes: 33554432    # after gzip
       max_inflight_requests: 32           # beyond: 429 + Retry-After
       outbox_max_bytes: 268435456         # outbox full: 429 + Retry-After
+      dead_letter_max_rows: 10000         # beyond either bound the oldest dead letters are dropped (counted)
+      dead_letter_max_bytes: 67108864
       retry_after_s: 1
       body_timeout_s: 30                  # a body not received whole in this long: 408 (slow senders)
     drain_timeout_s: 10                   # SIGTERM: flush deliveries for at most this long
@@ -45,6 +47,8 @@ import yaml
 
 from collector.defaults import (
     DEFAULT_DATA_DIR,
+    DEFAULT_DEAD_LETTER_MAX_BYTES,
+    DEFAULT_DEAD_LETTER_MAX_ROWS,
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_ENDPOINT,
     DEFAULT_OUTBOX_MAX_BYTES,
@@ -372,6 +376,20 @@ SETTINGS: tuple[Setting, ...] = (
         doc="Outbox size: when full, 429 with Retry-After (backpressure, never a drop).",
     ),
     Setting(
+        "dead_letter_max_rows",
+        yaml="limits.dead_letter_max_rows",
+        default=DEFAULT_DEAD_LETTER_MAX_ROWS,
+        type=_integer_at_least(1),
+        doc="Dead letters kept: beyond it the oldest are deleted (dead_letters_dropped_total).",
+    ),
+    Setting(
+        "dead_letter_max_bytes",
+        yaml="limits.dead_letter_max_bytes",
+        default=DEFAULT_DEAD_LETTER_MAX_BYTES,
+        type=_integer_at_least(1),
+        doc="Payload bytes of dead letters kept: beyond it the oldest are deleted (dead_letters_dropped_total).",
+    ),
+    Setting(
         "retry_after_s",
         yaml="limits.retry_after_s",
         default=1,
@@ -420,6 +438,8 @@ class LimitsConfig:
     max_decompressed_bytes: int = _default("max_decompressed_bytes")
     max_inflight_requests: int = _default("max_inflight_requests")
     outbox_max_bytes: int = _default("outbox_max_bytes")
+    dead_letter_max_rows: int = _default("dead_letter_max_rows")
+    dead_letter_max_bytes: int = _default("dead_letter_max_bytes")
     retry_after_s: int = _default("retry_after_s")
     body_timeout_s: int = _default("body_timeout_s")
 

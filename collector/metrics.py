@@ -22,6 +22,8 @@ HELP = {
     "delivered_events_total": "Events acknowledged by the exporter.",
     "retried_batches_total": "Batches rescheduled after a retryable failure.",
     "dead_lettered_events_total": "Events moved to the dead-letter table, by reason.",
+    "dead_letters": "Events held in the dead-letter table (bounded by limits.dead_letter_max_rows and _max_bytes).",
+    "dead_letters_dropped_total": "Oldest dead letters deleted to keep the dead-letter table within its bounds.",
     "dropped_items_total": "Items received but not turned into events, by reason.",
     "rejected_requests_total": "Requests answered with an error status, by status.",
     "export_errors_total": "Failed export attempts, by kind.",

@@ -11,9 +11,17 @@ only an OS crash or power loss can lose the last transactions, because the WAL i
 at checkpoints rather than at every commit. ``synchronous="FULL"`` closes that window at
 the cost of one fsync per ``put``.
 
-The row count and payload bytes live in ``outbox_stats``, kept by triggers in the same
-transactions, so they are right for every process that opens the file (the CLI replays dead
-letters while the collector runs) and cost no scan.
+The row count and payload bytes live in ``outbox_stats`` (and those of the dead letters in
+``dead_letter_stats``), kept by triggers in the same transactions, so they are right for every
+process that opens the file (the CLI replays dead letters while the collector runs) and cost no scan.
+
+Dead letters are bounded (``dead_letter_max_rows``, ``dead_letter_max_bytes``): beyond either bound
+the oldest are deleted in the transaction that adds new ones, and counted (``dead_letters_dropped``).
+
+A corrupt row (a payload that is not a JSON object, a size that is not a number, as a bad disk or a
+hand edit leaves them) never stops delivery: the claim that meets one moves it to the dead letters
+with the reason ``corrupt outbox row: ...`` (counted in ``corrupt_rows``) and claims again, and
+the delivery worker dead-letters an event that cannot be decoded when the exporter fails on it.
 
 Two connections, each guarded by its own lock: writes (put, the claim's mark, ack, nack,
 dead letters) go through the writer, one short transaction a call, serialised by a Python
@@ -40,7 +48,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from collector.defaults import DEFAULT_OUTBOX_MAX_BYTES
+from collector.defaults import (
+    DEFAULT_DEAD_LETTER_MAX_BYTES,
+    DEFAULT_DEAD_LETTER_MAX_ROWS,
+    DEFAULT_OUTBOX_MAX_BYTES,
+)
 from collector.events import StoredEvent, encode_event
 
 __all__ = ["Outbox", "OutboxError", "OutboxFullError"]
@@ -86,7 +98,38 @@ END;
 CREATE TRIGGER IF NOT EXISTS outbox_stats_delete AFTER DELETE ON outbox BEGIN
     UPDATE outbox_stats SET rows = rows - 1, bytes = bytes - OLD.size_bytes WHERE id = 0;
 END;
+-- added later than the outbox: created and filled from the table when a file lacks it
+CREATE TABLE IF NOT EXISTS dead_letter_stats (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO dead_letter_stats SELECT 0, count(*), coalesce(sum(size_bytes), 0) FROM dead_letters;
+CREATE TRIGGER IF NOT EXISTS dead_letter_stats_insert AFTER INSERT ON dead_letters BEGIN
+    UPDATE dead_letter_stats SET rows = rows + 1, bytes = bytes + NEW.size_bytes WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS dead_letter_stats_delete AFTER DELETE ON dead_letters BEGIN
+    UPDATE dead_letter_stats SET rows = rows - 1, bytes = bytes - OLD.size_bytes WHERE id = 0;
+END;
 """
+
+# what a claim reads of a row; typeof() lets a row whose payload is not text be told apart
+_CLAIM_SQL = (
+    "SELECT seq, uuid, CAST(payload AS BLOB), size_bytes, json_extract(payload, '$.timestamp')"
+    " FROM outbox WHERE state=? AND next_attempt_at<=?"
+    " ORDER BY next_attempt_at, seq LIMIT ?"
+)
+# the same rows, checked one by one (after a claim failed on one of them)
+_CORRUPT_SQL = (
+    "SELECT seq, CASE"
+    " WHEN typeof(payload) != 'text' THEN 'payload is ' || typeof(payload)"
+    " WHEN NOT json_valid(payload) THEN 'payload is not valid JSON'"
+    " WHEN json_type(payload) != 'object' THEN 'payload is a JSON ' || json_type(payload)"
+    " WHEN typeof(size_bytes) != 'integer' THEN 'size_bytes is ' || typeof(size_bytes)"
+    " WHEN typeof(uuid) != 'text' THEN 'uuid is ' || typeof(uuid)"
+    " END FROM outbox WHERE state=? AND next_attempt_at<=?"
+    " ORDER BY next_attempt_at, seq LIMIT ?"
+)
 
 
 class OutboxError(Exception):
@@ -115,20 +158,34 @@ class Outbox:
         clock: Callable[[], float] = time.time,
         synchronous: str = "NORMAL",
         recover_in_flight: bool = True,
+        dead_letter_max_rows: int = DEFAULT_DEAD_LETTER_MAX_ROWS,
+        dead_letter_max_bytes: int = DEFAULT_DEAD_LETTER_MAX_BYTES,
+        create: bool = True,
     ) -> None:
         """Open (or create) the outbox at path.
 
         recover_in_flight: return rows claimed by a previous (crashed) process to pending.
         The collector does; an inspector opening the file beside a running collector (the
         CLI) must not, or it would hand the running worker's claimed rows out again.
+        create=False: a missing file is a ``FileNotFoundError`` (an inspector never creates one).
         """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        if dead_letter_max_rows < 1 or dead_letter_max_bytes < 1:
+            raise ValueError("dead_letter_max_rows and dead_letter_max_bytes must be positive")
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.dead_letter_max_rows = dead_letter_max_rows
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.dead_letters_dropped = 0
+        """Dead letters deleted by this process to keep within the bounds (a counter)."""
+        self.corrupt_rows = 0
+        """Corrupt rows this process moved to the dead letters (a counter)."""
         self._clock = clock
         self._lock = threading.Lock()  # the writer connection
         self._read_lock = threading.Lock()  # the reader connection
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"no outbox at {self.path}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
@@ -136,6 +193,8 @@ class Outbox:
             raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # a dead letter replaced by INSERT OR REPLACE fires the delete trigger only with this on
+            self._db.execute("PRAGMA recursive_triggers=ON")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
@@ -226,12 +285,14 @@ class Outbox:
 
     def oldest_age_s(self) -> float | None:
         # rows are numbered in enqueue order: the first one is the oldest (an index lookup)
-        row = self._read_one("SELECT enqueued_at FROM outbox ORDER BY seq LIMIT 1")
+        row = self._read_one("SELECT CAST(enqueued_at AS REAL) FROM outbox ORDER BY seq LIMIT 1")
         return None if row is None else max(0.0, self._clock() - row[0])
 
     def next_due_at(self) -> float | None:
         """When the earliest pending row becomes due, or None when nothing is pending."""
-        due: float | None = self._read_one("SELECT min(next_attempt_at) FROM outbox WHERE state=?", (_PENDING,))[0]
+        due: float | None = self._read_one(
+            "SELECT CAST(min(next_attempt_at) AS REAL) FROM outbox WHERE state=?", (_PENDING,)
+        )[0]
         return due
 
     # -- delivery ----------------------------------------------------------------------
@@ -245,17 +306,25 @@ class Outbox:
         marking them in flight takes the writer. Claims are meant for one delivery thread.
         """
         now = self._clock()
-        with self._reading("outbox claim failed") as reader:
-            candidates = reader.execute(
-                "SELECT seq, uuid, CAST(payload AS BLOB), size_bytes, json_extract(payload, '$.timestamp')"
-                " FROM outbox WHERE state=? AND next_attempt_at<=?"
-                " ORDER BY next_attempt_at, seq LIMIT ?",
-                (_PENDING, now, max_events),
-            ).fetchall()
+        params = (_PENDING, now, max_events)
+        try:
+            with self._read_lock:
+                candidates = self._reader.execute(_CLAIM_SQL, params).fetchall()
+        except sqlite3.Error as exc:
+            # a payload json_extract cannot read: move the corrupt rows aside, then claim again
+            if not self._quarantine(params):
+                raise OutboxError(f"outbox claim failed: {exc}") from exc
+            with self._reading("outbox claim failed") as reader:
+                candidates = reader.execute(_CLAIM_SQL, params).fetchall()
         batch: list[StoredEvent] = []
         batch_seqs: list[int] = []
         batch_bytes = 0
         for seq, uuid, payload, size, timestamp in candidates:
+            if type(size) is not int or type(uuid) is not str or type(payload) is not bytes:
+                # a corrupt row among the first max_events: moved aside, then the claim starts over
+                if not self._quarantine(params):
+                    raise OutboxError(f"outbox claim failed: row {seq} cannot be read")
+                return self.claim(max_events=max_events, max_bytes=max_bytes)
             if batch and batch_bytes + size > max_bytes:
                 break
             batch_bytes += size
@@ -270,6 +339,33 @@ class Outbox:
                     (_IN_FLIGHT, *chunk),
                 )
         return batch
+
+    def _quarantine(self, params: tuple[Any, ...]) -> int:
+        """Move the corrupt rows among the due ones a claim reads to the dead letters; returns how many."""
+        with self._reading("outbox claim failed") as reader:
+            corrupt = [(seq, problem) for seq, problem in reader.execute(_CORRUPT_SQL, params) if problem]
+        if not corrupt:
+            return 0
+        now = self._clock()
+        with self._writing("outbox dead-letter failed") as db:
+            for seq, problem in corrupt:
+                # the size of what is stored, whatever the row says; a uuid of another type as text
+                db.execute(
+                    "INSERT OR REPLACE INTO dead_letters (uuid, payload, size_bytes, reason, failed_at, attempts)"
+                    " SELECT CAST(uuid AS TEXT), coalesce(payload, ''), length(CAST(payload AS BLOB)), ?, ?,"
+                    " CASE typeof(attempts) WHEN 'integer' THEN attempts ELSE 0 END"
+                    " FROM outbox WHERE seq=?",
+                    (f"corrupt outbox row: {problem}", now, seq),
+                )
+                db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+            # an edited size never went through the triggers: count the rows again (a rare path)
+            db.execute(
+                "UPDATE outbox_stats SET rows=(SELECT count(*) FROM outbox),"
+                " bytes=(SELECT coalesce(sum(size_bytes), 0) FROM outbox) WHERE id=0"
+            )
+            self._trim_dead_letters(db)
+        self.corrupt_rows += len(corrupt)
+        return len(corrupt)
 
     def ack(self, uuids: Iterable[str]) -> None:
         """Delivered: delete the rows.
@@ -325,7 +421,24 @@ class Outbox:
                 else:
                     continue
                 count += 1
+            self._trim_dead_letters(db)
         return count
+
+    def _trim_dead_letters(self, db: sqlite3.Connection) -> None:
+        """Delete the oldest dead letters beyond the bounds (inside the caller's transaction)."""
+        rows, size = db.execute("SELECT rows, bytes FROM dead_letter_stats WHERE id=0").fetchone()
+        if rows <= self.dead_letter_max_rows and size <= self.dead_letter_max_bytes:
+            return
+        excess_rows, excess_bytes = rows - self.dead_letter_max_rows, size - self.dead_letter_max_bytes
+        doomed: list[str] = []
+        for uuid, row_bytes in db.execute("SELECT uuid, size_bytes FROM dead_letters ORDER BY failed_at, uuid"):
+            if len(doomed) >= excess_rows and excess_bytes <= 0:
+                break
+            doomed.append(uuid)
+            excess_bytes -= row_bytes
+        for chunk in _chunks(doomed):
+            db.execute(f"DELETE FROM dead_letters WHERE uuid IN ({_placeholders(len(chunk))})", chunk)
+        self.dead_letters_dropped += len(doomed)
 
     def dead_letter_expired(self, uuids: Iterable[str], *, enqueued_before: float, reason: str) -> list[str]:
         """Dead-letter those of uuids enqueued before the given time; returns their uuids."""
@@ -347,13 +460,18 @@ class Outbox:
         """The newest dead letters: uuid, event (its name), reason, failed_at, attempts, payload."""
         with self._reading() as reader:
             rows = reader.execute(
-                "SELECT uuid, payload, reason, failed_at, attempts FROM dead_letters"
+                "SELECT uuid, CAST(payload AS BLOB), reason, failed_at, attempts FROM dead_letters"
                 " ORDER BY failed_at DESC, uuid LIMIT ?",
                 (limit,),
             ).fetchall()
         letters = []
         for uuid, payload, reason, failed_at, attempts in rows:
-            event = json.loads(payload)
+            try:
+                event = json.loads(payload)
+            except (TypeError, ValueError):  # a corrupt row moved aside: shown as stored
+                event = {"event": None, "corrupt_payload": bytes(payload or b"").decode("utf-8", "replace")}
+            if not isinstance(event, dict):
+                event = {"event": None, "corrupt_payload": event}
             letters.append(
                 {
                     "uuid": uuid,
@@ -367,7 +485,7 @@ class Outbox:
         return letters
 
     def dead_letter_count(self) -> int:
-        return int(self._read_one("SELECT count(*) FROM dead_letters")[0])
+        return int(self._read_one("SELECT rows FROM dead_letter_stats WHERE id=0")[0])
 
     def replay_dead_letters(self, uuids: Sequence[str] | None = None) -> int:
         """Move dead letters (all, or those uuids) back to the outbox, due now; returns the count."""

@@ -6,6 +6,10 @@ TooLarge (413) -> split; Unauthorized (401/403) -> keep everything, retry at the
 interval, log an ERROR each time. Every wait is on a threading.Event: wake() (new events),
 force_flush() and shutdown() cut it short. Rows claimed when the process dies return to
 pending when the outbox is opened again.
+
+An exporter error of no known kind keeps the batch for a retry, unless the batch holds an event
+that cannot be decoded (a corrupt outbox row): those are dead-lettered (reason ``corrupt``) and the
+rest is sent at once, so one bad row never holds the others back.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class DeliveryWorker:
         self._resume_at = 0.0  # wall-clock time before which nothing is sent (backoff)
         self._busy = False  # between a claim and the end of its delivery
         self._checkpointed_at = time.monotonic()
+        self._dead_letters_dropped = 0  # the outbox's counters already added to the metrics
+        self._corrupt_rows = 0
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -213,7 +219,16 @@ class DeliveryWorker:
                 return
             except OutboxError:
                 raise
-            except Exception as exc:  # an exporter bug: keep the events, back off
+            except Exception as exc:  # an exporter bug, or an event it cannot read
+                corrupt = [(event, problem) for event in part if (problem := _corrupt(event))]
+                if corrupt:
+                    for event, problem in corrupt:
+                        self._dead_letter([event], kind="corrupt", reason=f"corrupt outbox row: {problem}")
+                    bad = {id(event) for event, _ in corrupt}
+                    rest = [event for event in part if id(event) not in bad]
+                    if rest:
+                        parts.appendleft(rest)
+                    continue
                 logger.exception("exporter raised an unclassified error")
                 self._retry_later([part, *parts], exc, kind="unexpected")
                 return
@@ -279,10 +294,26 @@ class DeliveryWorker:
     # -- gauges ------------------------------------------------------------------------
 
     def refresh_gauges(self) -> None:
-        """Set outbox_depth, outbox_bytes and outbox_oldest_age_seconds from the outbox."""
+        """Set the outbox and dead-letter gauges from the outbox, and add what it counted since."""
         self._metrics.set("outbox_depth", self._outbox.depth())
         self._metrics.set("outbox_bytes", self._outbox.size_bytes())
         self._metrics.set("outbox_oldest_age_seconds", self._outbox.oldest_age_s() or 0.0)
+        self._metrics.set("dead_letters", self._outbox.dead_letter_count())
+        corrupt = self._outbox.corrupt_rows - self._corrupt_rows
+        if corrupt:
+            self._corrupt_rows += corrupt
+            self._metrics.inc("dead_lettered_events_total", corrupt, reason="corrupt")
+            logger.warning("dead-lettered %d corrupt outbox row(s)", corrupt)
+        dropped = self._outbox.dead_letters_dropped - self._dead_letters_dropped
+        if dropped:
+            self._dead_letters_dropped += dropped
+            self._metrics.inc("dead_letters_dropped_total", dropped)
+            logger.warning(
+                "dropped the %d oldest dead letter(s): the table holds at most %d rows and %d bytes",
+                dropped,
+                self._outbox.dead_letter_max_rows,
+                self._outbox.dead_letter_max_bytes,
+            )
 
     def _lag_s(self, events: Sequence[Mapping[str, Any]]) -> float | None:
         """Seconds from the oldest event's timestamp to its delivery."""
@@ -294,6 +325,21 @@ class DeliveryWorker:
                 continue
             oldest = stamp if oldest is None else min(oldest, stamp)
         return None if oldest is None else max(0.0, self._clock() - oldest)
+
+
+def _corrupt(event: Mapping[str, Any]) -> str | None:
+    """Why an event cannot be sent as an event (None when it can): what every exporter reads of it."""
+    try:
+        keys = {key: event[key] for key in ("event", "distinct_id", "timestamp")}
+        properties = event.get("properties")
+    except (KeyError, TypeError, ValueError) as exc:  # undecodable JSON, bad UTF-8, a missing key
+        return f"{type(exc).__name__}: {exc}"[:200]
+    wrong = [key for key, value in keys.items() if not isinstance(value, str)]
+    if wrong:
+        return f"{', '.join(wrong)} not a string"
+    if properties is not None and not isinstance(properties, Mapping):
+        return "properties not an object"
+    return None
 
 
 def _size_bytes(event: Mapping[str, Any]) -> int:

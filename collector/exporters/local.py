@@ -87,10 +87,14 @@ def funnel(events: Iterable[Mapping], steps: Sequence[str]) -> list[FunnelStep]:
 
 
 class LocalStoreExporter:
-    def __init__(self, path: str | os.PathLike, *, clock=time.time) -> None:
+    def __init__(self, path: str | os.PathLike, *, clock=time.time, create: bool = True) -> None:
+        """Open (or create) the store at path; ``create=False``: a missing file is a ``FileNotFoundError``
+        (a reader never leaves an empty store behind)."""
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"no local event store at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")

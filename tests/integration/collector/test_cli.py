@@ -126,3 +126,53 @@ def test_dead_letters_list_and_replay(collector):
     assert "file_uploaded" in collector.cli("dead-letters", "list").stdout
     replay = collector.cli("dead-letters", "replay", event_id)
     assert replay.returncode == 0 and replay.stdout.startswith("1 dead letters returned")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("events",), ("events", "--follow"), ("funnel", "a", "b"), ("dead-letters", "list"), ("stats",)],
+)
+def test_a_reader_on_a_missing_store_says_so_and_creates_nothing(tmp_path, args):
+    import os
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "nowhere"  # a typo in COLLECTOR_DATA_DIR, or no collector ever ran here
+    env = {**os.environ, "COLLECTOR_DATA_DIR": str(data_dir)}
+    env.pop("POSTHOG_API_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "collector", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    assert str(data_dir) in result.stderr and "no " in result.stderr
+    assert "has `phonoglyph-collector serve` run" in result.stderr
+    assert not data_dir.exists()
+
+
+def test_a_corrupt_dead_letter_is_listed(collector):
+    outbox = Outbox(collector.data_dir / "outbox.db", recover_in_flight=False)
+    try:
+        assert outbox.dead_letter([{"event": "x", "distinct_id": "d", "uuid": "corrupt-1"}], reason="test") == 1
+    finally:
+        outbox.close()
+    import sqlite3
+
+    other = sqlite3.connect(collector.data_dir / "outbox.db", isolation_level=None)
+    try:
+        other.execute("UPDATE dead_letters SET payload = X'7b2280ff' WHERE uuid = 'corrupt-1'")
+    finally:
+        other.close()
+    listed = collector.cli("dead-letters", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (letter,) = [letter for letter in json_lines(listed.stdout) if letter["uuid"] == "corrupt-1"]
+    assert letter["payload"]["corrupt_payload"].startswith('{"')
+    replay = collector.cli("dead-letters", "replay", "corrupt-1")
+    assert replay.returncode == 0
+    # back in the outbox of a running collector, its claim moves it aside again and delivery goes on
+    wait_for(lambda: collector.metric("dead_lettered_events_total", reason="corrupt") == 1, message="moved aside")
+    wait_for(lambda: collector.metric("dead_letters") >= 1, message="the dead-letter gauge")
+    send(collector, record("after_corrupt", {"phonoglyph.event.id": str(uuid.uuid4()), "user.id": "u9"}))
+    wait_for(lambda: json_lines(collector.cli("events", "--json", "--event", "after_corrupt").stdout), message="sent")
+    stats = json.loads(collector.cli("stats", "--json").stdout)
+    assert stats["outbox_depth"] == 0 and stats["dead_letters"] >= 1

@@ -116,7 +116,8 @@ def test_every_setting_is_one_documented_row():
         (
             "limits: {max_body: 1}\n",
             "limits.max_body: unknown key (expected one of: max_request_bytes, "
-            "max_decompressed_bytes, max_inflight_requests, outbox_max_bytes, retry_after_s, body_timeout_s)",
+            "max_decompressed_bytes, max_inflight_requests, outbox_max_bytes, dead_letter_max_rows, "
+            "dead_letter_max_bytes, retry_after_s, body_timeout_s)",
         ),
         ("drain_timeout_s: soon\n", "drain_timeout_s: must be a number, got 'soon'"),
         (

@@ -322,3 +322,80 @@ def test_a_claimed_event_dead_lettered_after_its_row_is_gone_keeps_its_payload(o
     assert outbox.dead_letter([claimed], reason="kept from the claimed copy") == 1
     (letter,) = outbox.dead_letters()
     assert letter["payload"] == event(1) and letter["reason"] == "kept from the claimed copy"
+
+
+def _corrupt(path, uuid: str, sql: str) -> None:
+    """Edit one row in the file directly, as a bad disk or a hand edit would leave it."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute(sql, (uuid,))
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        ('UPDATE outbox SET payload = \'{"event": "cut\' WHERE uuid = ?', "payload is not valid JSON"),
+        ("UPDATE outbox SET payload = X'7b2280ff227d' WHERE uuid = ?", "payload is blob"),
+        ("UPDATE outbox SET size_bytes = 'many' WHERE uuid = ?", "size_bytes is text"),
+    ],
+)
+def test_a_corrupt_row_is_moved_aside_and_never_stops_a_claim(outbox, tmp_path, sql, problem):
+    outbox.put([event(n) for n in range(5)])
+    _corrupt(tmp_path / "outbox.db", event(1)["uuid"], sql)
+    claimed = outbox.claim(max_events=10, max_bytes=2**20)
+    assert [e["uuid"] for e in claimed] == [event(n)["uuid"] for n in (0, 2, 3, 4)]
+    (letter,) = outbox.dead_letters()
+    assert (letter["uuid"], letter["reason"]) == (event(1)["uuid"], f"corrupt outbox row: {problem}")
+    assert outbox.corrupt_rows == 1
+    assert (outbox.depth(), outbox.dead_letter_count()) == (4, 1)
+    outbox.ack(e["uuid"] for e in claimed)
+    assert (outbox.depth(), outbox.size_bytes()) == (0, 0)
+
+
+def test_dead_letters_are_bounded_oldest_first_and_counted(tmp_path, clock):
+    box = Outbox(tmp_path / "outbox.db", clock=clock, dead_letter_max_rows=3)
+    try:
+        for n in range(5):
+            clock.now += 1
+            box.put([event(n)])
+            box.dead_letter([event(n)["uuid"]], reason="HTTP 400")
+        assert [letter["uuid"] for letter in box.dead_letters()] == [event(n)["uuid"] for n in (4, 3, 2)]
+        assert (box.dead_letter_count(), box.dead_letters_dropped) == (3, 2)
+        box.dead_letter([event(4)], reason="again")  # replacing a dead letter keeps the count right
+        assert (box.dead_letter_count(), box.dead_letters_dropped) == (3, 2)
+    finally:
+        box.close()
+    size = len(encode_event(event(0)).encode())
+    box = Outbox(tmp_path / "outbox.db", clock=clock, dead_letter_max_bytes=2 * size)  # bytes bound too
+    try:
+        clock.now += 1
+        box.dead_letter([event(9)], reason="HTTP 400")
+        assert [letter["uuid"] for letter in box.dead_letters()] == [event(n)["uuid"] for n in (9, 4)]
+        assert box.dead_letters_dropped == 2
+    finally:
+        box.close()
+
+
+def test_a_file_from_before_dead_letter_stats_is_counted(tmp_path, clock):
+    box = Outbox(tmp_path / "outbox.db", clock=clock)
+    box.put([event(n) for n in range(3)])
+    box.dead_letter([event(0)["uuid"], event(1)["uuid"]], reason="HTTP 400")
+    box.close()
+    old = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    old.execute("DROP TABLE dead_letter_stats")  # as an earlier version left the file
+    old.close()
+    box = Outbox(tmp_path / "outbox.db", clock=clock)
+    try:
+        assert box.dead_letter_count() == 2
+        box.replay_dead_letters()
+        assert (box.dead_letter_count(), box.depth()) == (0, 3)
+    finally:
+        box.close()
+
+
+def test_an_inspector_never_creates_an_outbox(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Outbox(tmp_path / "missing" / "outbox.db", create=False, recover_in_flight=False)
+    assert not (tmp_path / "missing").exists()

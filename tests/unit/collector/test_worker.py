@@ -324,3 +324,57 @@ def test_the_worker_checkpoints_the_wal(outbox, run_worker, monkeypatch):
     assert worker.force_flush(timeout_s=10)
     wait_until(lambda: len(calls) >= 1, timeout_s=10)
     assert outbox.depth() == 0
+
+
+class DecodingExporter(ScriptedExporter):
+    """Reads every event as the local store does: an event that cannot be decoded fails the batch."""
+
+    def export(self, batch):
+        for item in batch:
+            (item["event"], item["distinct_id"], item["timestamp"], item.get("properties"))
+        super().export(batch)
+
+
+def test_an_undecodable_event_is_dead_lettered_and_the_rest_delivered(outbox, run_worker, tmp_path):
+    import sqlite3
+
+    outbox.put([event(n) for n in range(4)])
+    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    try:  # valid JSON to SQLite, not UTF-8 to Python; and an object missing its event name
+        other.execute(
+            "UPDATE outbox SET payload = CAST(X'7b2265223a2280ff227d' AS TEXT) WHERE uuid = ?", (event(1)["uuid"],)
+        )
+        other.execute('UPDATE outbox SET payload = \'{"distinct_id": "u"}\' WHERE uuid = ?', (event(2)["uuid"],))
+    finally:
+        other.close()
+    exporter = DecodingExporter()
+    metrics = Metrics()
+    worker = run_worker(exporter, metrics=metrics)
+    assert worker.force_flush(timeout_s=10)
+    assert uuids(exporter.delivered) == uuids([event(0), event(3)])
+    letters = {letter["uuid"]: letter["reason"] for letter in outbox.dead_letters()}
+    assert sorted(letters) == uuids([event(1), event(2)])
+    assert all(reason.startswith("corrupt outbox row: ") for reason in letters.values())
+    assert metrics.value("dead_lettered_events_total", reason="corrupt") == 2
+    assert metrics.value("retried_batches_total") == 0  # nothing waited for a backoff
+
+
+def test_dead_letters_held_and_dropped_are_in_the_metrics(tmp_path, clock):
+    box = Outbox(tmp_path / "bounded.db", clock=clock, dead_letter_max_rows=2)
+    metrics = Metrics()
+    worker = DeliveryWorker(
+        box, ScriptedExporter(bad_uuids=[event(n)["uuid"] for n in range(5)]), batch=EAGER, metrics=metrics, clock=clock
+    )
+    try:
+        box.put([event(n) for n in range(5)])
+        worker.start()
+        assert worker.force_flush(timeout_s=10)
+        worker.refresh_gauges()
+        assert (metrics.value("dead_letters"), metrics.value("dead_letters_dropped_total")) == (2, 3)
+        assert metrics.value("dead_lettered_events_total", reason="rejected") == 5
+        text = metrics.render()
+        assert "# TYPE phonoglyph_collector_dead_letters gauge" in text
+        assert "# HELP phonoglyph_collector_dead_letters_dropped_total " in text
+    finally:
+        worker.shutdown(timeout_s=2)
+        box.close()
