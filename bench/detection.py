@@ -456,6 +456,7 @@ class Context:
         outcome = self.outcome
         self.say(f"waiting up to {timeout_s:.0f} s for a firing notification of {', '.join(outcome.accepted)}")
         first = self.recorder.wait(self.name, lambda n: n.status == "firing" and outcome.is_true(n), timeout_s)
+        pause(0)  # raises when interrupted: an aborted wait is not a miss
         outcome.first = first
         if first is None:
             self.say(f"NOT DETECTED within {timeout_s:.0f} s")
@@ -475,6 +476,7 @@ class Context:
             lambda n: n.status == "resolved" and (n.alertname, n.subject) == (first.alertname, first.subject),
             timeout_s,
         )
+        pause(0)
         self.outcome.resolved = resolved
         if resolved is None:
             self.outcome.notes.append(f"not resolved within {timeout_s:.0f} s of the end")
@@ -662,7 +664,8 @@ def fmt_s(value: float | None) -> str:
 
 def report(outcomes: list[Outcome], command: str) -> str:
     lines = [f"Reproduce: {command}", ""]
-    failed = [o for o in outcomes if o.error and o.started_at is None]  # never got to its incident
+    # never got to its incident, or was interrupted before its end: listed, not counted
+    failed = [o for o in outcomes if o.error and (o.started_at is None or o.error == "interrupted")]
     incidents = [o for o in outcomes if o.kind != "noise" and o not in failed]
     lines += [
         "| incident | detected | first notification | MTTD | target | resolved after the end |",
@@ -757,13 +760,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = Path(tempfile.mkdtemp(prefix="detection-bench-"))
     recorder = Recorder().start()
-    signal.signal(signal.SIGTERM, lambda *_: ABORT.set())
+    for signum in (signal.SIGINT, signal.SIGTERM):  # every scenario stops its stack and reports what it saw
+        signal.signal(signum, lambda *_: ABORT.set())
     pool = ThreadPoolExecutor(max_workers=max(1, args.parallel))
     futures = []
     try:
         futures = [pool.submit(run_scenario, spec, args, recorder, base) for spec in specs]
         while not all(future.done() for future in futures) and not ABORT.wait(0.5):
             pass
+        if ABORT.is_set():
+            print("\nInterrupted: stopping every stack ...", flush=True)
     except KeyboardInterrupt:
         print("\nInterrupted: stopping every stack ...", flush=True)
     finally:
