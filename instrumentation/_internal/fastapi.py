@@ -451,6 +451,19 @@ def _record_routing() -> None:
     _record_fastapi_route_selection()
 
 
+def _recording_frontend_handle(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``app.frontend(path, ...)`` of FastAPI versions that handle it through its route (before
+    ``_route_selected``): the template FastAPI's telemetry gives it, ``path/{path}``."""
+
+    async def handle(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+        record = scope.get(REQUEST_KEY)
+        if record is not None:
+            record.leaf = self.path.rstrip("/") + "/{path}"
+        await original(self, scope, receive, send)
+
+    return handle
+
+
 def _record_fastapi_route_selection() -> None:
     """FastAPI >= 0.16x tells its own telemetry which template it selected (``_route_selected``), also for
     routes whose ``handle`` is not a Starlette route's (``app.frontend(...)``); a route's ``handle``
@@ -459,6 +472,10 @@ def _record_fastapi_route_selection() -> None:
         from fastapi import routing as fastapi_routing
     except ImportError:  # pragma: no cover
         return
+    frontend_route = getattr(fastapi_routing, "_FrontendRoute", None)
+    original_frontend = getattr(frontend_route, "__dict__", {}).get("handle")
+    if original_frontend is not None:
+        frontend_route.handle = _recording_frontend_handle(original_frontend)  # type: ignore[union-attr]
     selected = getattr(fastapi_routing, "_route_selected", None)
     if selected is None:
         return
