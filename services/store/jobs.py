@@ -4,6 +4,9 @@ A claim is one ``UPDATE ... WHERE status = 'queued'`` (or a running job whose le
 its worker crashed) inside an immediate transaction; each job row carries the W3C trace context
 (``carrier``) of the request that created it.
 
+A claim records the claiming worker (``host:pid``) in ``claimed_by``: a worker on the same host whose
+process is gone (killed) gives its job up at once, without waiting for its lease to run out.
+
 Every claim adds one to ``attempts``, so (job id, attempts) names one attempt: the fencing token.
 The worker renews its lease (``renew``) and finishes the job (``complete``, ``fail``) only while the
 row is still 'running' under its attempt; an attempt whose job was claimed again (its lease ran out)
@@ -13,7 +16,9 @@ writes nothing, so a job completes or fails at most once.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,16 +96,52 @@ def enqueue(
     return get_job(conn, job_id)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with that id exists on this host (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, run by another user
+        return True
+    return True
+
+
+def _release_dead(conn: sqlite3.Connection, worker: str, now: float, alive: Callable[[int], bool]) -> None:
+    """Expire the leases of running jobs claimed by a process of this host that no longer exists."""
+    host = worker.rpartition(":")[0] + ":"
+    rows = conn.execute(
+        "SELECT id, claimed_by FROM jobs WHERE status = 'running' AND lease_expires_at >= ? "
+        "AND substr(claimed_by, 1, ?) = ?",
+        (now, len(host), host),
+    ).fetchall()
+    for row in rows:
+        pid_text = row["claimed_by"][len(host) :]
+        if pid_text.isdigit() and row["claimed_by"] != worker and not alive(int(pid_text)):
+            conn.execute("UPDATE jobs SET lease_expires_at = ? WHERE id = ?", (now - 1.0, row["id"]))
+
+
 def claim(
-    conn: sqlite3.Connection, *, lease_s: float, max_attempts: int, exhausted: list[Job] | None = None
+    conn: sqlite3.Connection,
+    *,
+    lease_s: float,
+    max_attempts: int,
+    exhausted: list[Job] | None = None,
+    worker: str | None = None,
+    alive: Callable[[int], bool] = process_alive,
 ) -> Job | None:
     """Take the oldest queued job, or a running one whose lease expired, inside the caller's transaction.
 
     A job that has already been claimed ``max_attempts`` times fails with ``attempts_exhausted``
     instead of crashing workers forever; each such job, as failed, is appended to ``exhausted`` so
     that the caller reports it (once the transaction has committed).
+
+    ``worker`` (``host:pid``) is recorded on the claimed job; running jobs claimed by a process of
+    the same host that ``alive`` says is gone are claimable at once.
     """
     now = now_s()
+    if worker is not None:
+        _release_dead(conn, worker, now, alive)
     while True:
         row = conn.execute(
             "SELECT id, attempts FROM jobs WHERE status = 'queued' "
@@ -115,9 +156,9 @@ def claim(
                 exhausted.append(get_job(conn, row["id"]))
             continue
         claimed = conn.execute(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_expires_at = ?, updated_at = ? "
-            "WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_expires_at < ?))",
-            (now + lease_s, now, row["id"], now),
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_expires_at = ?, updated_at = ?, "
+            "claimed_by = ? WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_expires_at < ?))",
+            (now + lease_s, now, worker, row["id"], now),
         ).rowcount
         if claimed:
             return get_job(conn, row["id"])

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     carrier TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_expires_at REAL,
+    claimed_by TEXT,  -- host:pid of the worker running the attempt, so a worker on that host can see it died
     result TEXT,
     error_code TEXT,
     error_message TEXT,
@@ -81,20 +82,30 @@ CREATE TABLE IF NOT EXISTS billing_events (
 
 
 _CREDENTIAL_COLUMNS = (("expires_at", "REAL"), ("revoked_at", "REAL"))
+_JOB_COLUMNS = (("claimed_by", "TEXT"),)
 
 
 def _credential_columns(conn: sqlite3.Connection) -> set[str]:
     return {row[1] for row in conn.execute("PRAGMA table_info(credentials)")}
 
 
+def _job_columns(conn: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Add the columns an older database file lacks. An up-to-date file is only read (no write lock at
     start); an old one is migrated in one immediate transaction, so the api and the worker opening it
     at once migrate it once."""
-    if all(name in _credential_columns(conn) for name, _type in _CREDENTIAL_COLUMNS):
+    if all(name in _credential_columns(conn) for name, _type in _CREDENTIAL_COLUMNS) and all(
+        name in _job_columns(conn) for name, _type in _JOB_COLUMNS
+    ):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
+        for name, sql_type in _JOB_COLUMNS:
+            if name not in _job_columns(conn):
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
         columns = _credential_columns(conn)
         for name, sql_type in _CREDENTIAL_COLUMNS:
             if name not in columns:

@@ -7,7 +7,8 @@ claim picks it up again; one claimed ``job_max_attempts`` times fails with ``att
 
 While it works, the worker renews its lease every third of ``job_lease_s`` from a heartbeat thread,
 so a long job is never claimed by a second worker while its first one is alive, and a killed
-worker's job is free again within one lease. Renewal and completion are fenced by the attempt
+worker's job is free again within one lease, or at the next claim of a worker on the same host
+(which sees the claiming process is gone). Renewal and completion are fenced by the attempt
 (``jobs.renew``, ``jobs.complete``): an attempt that lost its job (stalled past its lease, claimed
 again) stops at the next check, writes nothing and logs a warning (no ERROR: the job has not failed).
 
@@ -28,6 +29,8 @@ exits non-zero).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -115,6 +118,8 @@ class JobWorker:
         self.settings = settings
         self.sleep = sleep
         """Waits between store retries and for the operation-delay fault switch."""
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        """Recorded on the jobs this worker claims: another worker on this host reclaims them once it is gone."""
         self.current_job: jobs.Job | None = None
         """The job being processed, for the report of an error that stops the worker."""
 
@@ -135,6 +140,7 @@ class JobWorker:
                 lease_s=self.settings.job_lease_s,
                 max_attempts=self.settings.job_max_attempts,
                 exhausted=exhausted,
+                worker=self.identity,
             )
 
         job = self.write("claim a job", claim)

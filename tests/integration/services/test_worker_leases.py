@@ -167,6 +167,28 @@ def test_a_killed_attempt_is_taken_over_and_reported_once(tmp_path: Path) -> Non
     assert span["attributes"]["phonoglyph.job.attempt"] == 2
 
 
+def test_a_killed_workers_job_is_taken_over_on_its_host_before_its_lease_ends(tmp_path: Path) -> None:
+    db = Database(tmp_path / "phonoglyph.db")
+    job_id = _queue_job(db, tmp_path / "data")
+    with otlp_capture_server() as (endpoint, capture):
+        # a lease far longer than the wait below: only seeing that the process is gone frees the job
+        env = {
+            "PHONOGLYPH_JOB_LEASE_S": "3600",
+            "PHONOGLYPH_FAULT_OPERATION": "stem_separation",
+            "PHONOGLYPH_FAULT_OPERATION_DELAY_S": "2",
+        }
+        with _workers(tmp_path, endpoint, 1, **env) as (first,):
+            assert _wait_until(lambda: _status(db, job_id) == "running")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        with _workers(tmp_path, endpoint, 1, **env) as (second,):
+            assert _wait_until(lambda: _status(db, job_id) == "completed", timeout_s=TIMEOUT_S)
+            assert _stop([second]) == [0]
+        snapshot = capture.snapshot()
+    assert jobs.get_job(db.read(), job_id).attempts == 2
+    assert _analytics(snapshot, job_id) == ["stem_separation_completed"]
+
+
 LOCK_ENV = {
     "PHONOGLYPH_DB_BUSY_TIMEOUT_S": "0.05",  # SQLite's own busy wait is short: the lock outlasts many of them
     "PHONOGLYPH_JOB_LEASE_S": "3",

@@ -257,3 +257,33 @@ def test_renewal_and_completion_are_fenced_by_the_attempt(db: Database, file_id:
         assert not jobs.renew(conn, job.id, attempt=2, lease_s=60.0)  # finished: nothing to renew
     done = jobs.get_job(db.read(), job.id)
     assert (done.status, done.result) == ("completed", {"ok": True})
+
+
+def test_a_job_of_a_dead_worker_on_this_host_is_claimable_at_once(db: Database, file_id: str) -> None:
+    job = _enqueue(db, file_id)
+    other_job = _enqueue(db, file_id)
+    with db.transaction() as conn:
+        assert jobs.claim(conn, lease_s=600.0, max_attempts=3, worker="host-a:101").id == job.id
+        assert jobs.claim(conn, lease_s=600.0, max_attempts=3, worker="host-b:102").id == other_job.id
+    dead = {101, 102}
+    with db.transaction() as conn:  # the pid is gone on this host: its job is taken over, lease or not
+        taken = jobs.claim(conn, lease_s=600.0, max_attempts=3, worker="host-a:200", alive=lambda pid: pid not in dead)
+    assert (taken.id, taken.attempts) == (job.id, 2)
+    assert db.read().execute("SELECT claimed_by FROM jobs WHERE id = ?", (job.id,)).fetchone()[0] == "host-a:200"
+    with db.transaction() as conn:  # another host's process is never judged from here; a live one keeps its job
+        assert jobs.claim(conn, lease_s=600.0, max_attempts=3, worker="host-a:300", alive=lambda pid: True) is None
+        assert jobs.claim(conn, lease_s=600.0, max_attempts=3, worker="host-c:300", alive=lambda pid: False) is None
+
+
+def test_an_existing_jobs_table_gains_claimed_by(tmp_path: Path, db: Database, file_id: str) -> None:
+    import sqlite3
+
+    job = _enqueue(db, file_id)
+    db.close()
+    old = sqlite3.connect(db.path)
+    old.execute("ALTER TABLE jobs DROP COLUMN claimed_by")  # as a file from before the column
+    old.close()
+    reopened = Database(db.path)
+    with reopened.transaction() as conn:
+        assert jobs.claim(conn, lease_s=60.0, max_attempts=3, worker="h:1").id == job.id
+    assert reopened.read().execute("SELECT claimed_by FROM jobs").fetchone()[0] == "h:1"
