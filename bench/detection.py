@@ -1,6 +1,6 @@
 """Detection benchmark (issue 9): scripted incidents and noise against the real stack, default alert rules.
 
-    .venv/bin/python bench/detection.py [--quick] [--only NAME] [--parallel 3]
+    .venv/bin/python bench/detection.py [--quick] [--only NAME] [--parallel 4] [--repeat N]
 
 Each scenario runs on its own fresh stack (``tools.stack.Stack``: collector, api and worker as processes on
 loopback, local store; the collector with no ``alerts:`` section, so its DEFAULT rules apply), with
@@ -399,7 +399,7 @@ def job_status(stack: Stack, job_id: str) -> tuple[str | None, int]:
 
 @dataclass
 class Outcome:
-    """What a scenario saw; ``incident`` None for the noise scenario."""
+    """What a scenario saw: its incident's start, first true firing notification, end and resolution."""
 
     name: str
     kind: str  # surge | 5xx | stall | latency | backlog | noise
