@@ -15,13 +15,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from opentelemetry._logs import LogRecord
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import NonRecordingSpan, StatusCode, set_span_in_context
 
+from instrumentation import semconv
 from instrumentation._internal.config import QueueConfig
 from instrumentation._internal.stats import STATS
 
@@ -150,16 +153,63 @@ def stop_retrying(exporter: object, timeout_s: float = SHUTDOWN_EXPORT_TIMEOUT_S
         client._timeout = min(client._timeout, timeout_s)  # type: ignore[union-attr]
 
 
-class QueueingSpanProcessor(SpanProcessor):
-    """Sampled spans go to the export queue when they end; nothing else happens on the request thread."""
+def operation_outcome_record(span: ReadableSpan) -> ReadableLogRecord | None:
+    """The outcome event record of an operation span (the one an unsampled operation emits): the
+    collector gives it the same uuid as the span's outcome (``trace_id:span_id:<name>``), so either
+    one, or both, make one event. None for a span that is not an operation's."""
+    attributes = span.attributes or {}
+    operation = attributes.get(semconv.OPERATION)
+    start, end = span.start_time, span.end_time
+    if not isinstance(operation, str) or not operation or start is None or end is None:
+        return None
+    outcome = attributes.get(semconv.OUTCOME)
+    if outcome not in (semconv.OUTCOME_COMPLETED, semconv.OUTCOME_FAILED):
+        failed = span.status.status_code is StatusCode.ERROR
+        outcome = semconv.OUTCOME_FAILED if failed else semconv.OUTCOME_COMPLETED
+    record_attributes = dict(attributes)
+    record_attributes[semconv.DURATION_MS] = (end - start) / 1e6
+    span_context = span.get_span_context()
+    assert span_context is not None  # a finished SDK span always has one
+    record = LogRecord(
+        timestamp=end,
+        observed_timestamp=end,
+        context=set_span_in_context(NonRecordingSpan(span_context)),
+        event_name=f"{operation}_{outcome}",
+        attributes=record_attributes,
+    )
+    record.context = _EMPTY_CONTEXT
+    return ReadableLogRecord(
+        log_record=record, resource=span.resource, instrumentation_scope=span.instrumentation_scope
+    )
 
-    def __init__(self, exporter: SpanExporter, config: QueueConfig) -> None:
+
+class QueueingSpanProcessor(SpanProcessor):
+    """Sampled spans go to the export queue when they end; nothing else happens on the request thread.
+
+    ``on_undelivered`` (on the export thread) gets the outcome records of the operation spans in a
+    batch the exporter could not deliver: spans may be dropped, the analytics they carry are not.
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        config: QueueConfig,
+        on_undelivered: Callable[[list[ReadableLogRecord]], None] | None = None,
+    ) -> None:
         self._exporter = exporter
+        self._on_undelivered = on_undelivered
         self._queue: ExportQueue[ReadableSpan] = ExportQueue(self._export, config, signal="spans")
         self._put = self._queue.put
 
     def _export(self, spans: Sequence[ReadableSpan]) -> bool:
-        return self._exporter.export(spans) is SpanExportResult.SUCCESS
+        if self._exporter.export(spans) is SpanExportResult.SUCCESS:
+            return True
+        if self._on_undelivered is not None:
+            records = [record for span in spans if (record := operation_outcome_record(span)) is not None]
+            if records:
+                STATS.increment("operation_outcomes_from_undelivered_spans", len(records))
+                self._on_undelivered(records)
+        return False
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
@@ -189,6 +239,11 @@ class QueueingLogRecordProcessor(LogRecordProcessor):
 
     def _export(self, records: Sequence[ReadableLogRecord]) -> bool:
         return self._exporter.export(records) is LogRecordExportResult.SUCCESS
+
+    def put_records(self, records: list[ReadableLogRecord]) -> None:
+        """Queue records made elsewhere (from any thread): the outcomes of undelivered operation spans."""
+        for record in records:
+            self._put(record)
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record

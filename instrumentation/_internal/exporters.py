@@ -82,75 +82,25 @@ def _encode(
         return None
 
 
-class OtlpHttpSpanExporter(OTLPSpanExporter):
-    """``OTLPSpanExporter`` (same endpoint, headers, retries on 429/502/503/504 with Retry-After)
-    that encodes with :func:`encode_spans_request` instead of building protobuf objects.
+class _OneAttemptExport:
+    """One POST per request (the transport's immediate reconnect aside), and after a failure that may
+    pass (connection refused, timeout, 408, 429, 5xx) a back-off before the next attempt, instead of
+    the SDK's retries on the export thread (which hold it for seconds while the queue fills)."""
 
-    ``prepare`` (e.g. scrubbing) runs on each span chunk by chunk, inside the GIL releases.
-    """
+    _client: Any
+    _what = "items"
+    _then = "dropped"
 
-    def __init__(self, *args: Any, prepare: Callable[[ReadableSpan], ReadableSpan] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._prepare = prepare
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        succeeded = _send(self, spans, encode_spans_request, self._prepare, "spans")
-        return SpanExportResult.SUCCESS if succeeded else SpanExportResult.FAILURE
-
-
-class OtlpHttpLogRecordExporter(OTLPLogExporter):
-    """``OTLPLogExporter`` with :func:`encode_logs_request` (event records: ``event_name`` kept);
-    ``prepare`` as for spans.
-
-    With a ``spool`` (:mod:`.spool`), a request that fails for a reason that may pass (connection
-    refused, timeout, 408, 429, 5xx) is tried once, then written to the spool as encoded; while the
-    spool holds anything, new requests go behind it (oldest first) and the spool is sent from when its
-    retry time has come, on the export thread (:meth:`drain_spool`). Without one, the SDK's retries.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        prepare: Callable[[ReadableLogRecord], ReadableLogRecord] | None = None,
-        spool: Spool | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self._prepare = prepare
-        self.spool = spool
+    def _init_attempts(self) -> None:
         self._retry_at = 0.0
         self._retry_delay_s = RETRY_FIRST_S
         self._next_log_at = 0.0
 
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        spool = self.spool
-        if spool is None:
-            succeeded = _send(self, batch, encode_logs_request, self._prepare, "log records")
-            return LogRecordExportResult.SUCCESS if succeeded else LogRecordExportResult.FAILURE
-        payload = _encode(self, batch, encode_logs_request, self._prepare, "log records")
-        if payload is None:
-            return LogRecordExportResult.FAILURE
-        if not spool.pending and time.monotonic() >= self._retry_at:
-            outcome = self._attempt(payload)
-            if outcome is not Outcome.RETRY:
-                return LogRecordExportResult.SUCCESS if outcome is Outcome.DELIVERED else LogRecordExportResult.FAILURE
-        if not spool.append(payload, len(batch)):
-            return LogRecordExportResult.FAILURE
-        self.drain_spool()
-        return LogRecordExportResult.SUCCESS
-
-    def drain_spool(self, budget_s: float = SPOOL_DRAIN_BUDGET_S) -> None:
-        """On the export thread: adopt the spools of dead processes, then send from the spool, oldest
-        first, for at most ``budget_s`` when its retry time has come."""
-        spool = self.spool
-        if spool is None or self._shutdown:
-            return
-        spool.adopt_orphans()
-        if spool.pending and time.monotonic() >= self._retry_at:
-            spool.drain(self._attempt, time.monotonic() + budget_s)
+    def _backing_off(self) -> bool:
+        return time.monotonic() < self._retry_at
 
     def _attempt(self, payload: bytes) -> Outcome:
-        """One POST (the transport's immediate reconnect aside); a RETRY sets the next retry time."""
+        """One POST; a RETRY sets the next retry time."""
         client = self._client
         retry_after: float | None = None
         status: int | None
@@ -165,20 +115,14 @@ class OtlpHttpLogRecordExporter(OTLPLogExporter):
                 self._retry_delay_s = RETRY_FIRST_S
                 return Outcome.DELIVERED
             if status is not None and status != 408 and status != 429 and status < 500:
-                self._log("event records rejected by %s (HTTP %s %s): dropped", client._endpoint, status, reason or "")
+                self._log("%s rejected by %s (HTTP %s %s): dropped", self._what, client._endpoint, status, reason or "")
                 return Outcome.REJECTED
             if status is not None:
                 retry_after = _retry_after_s(result)
         delay = self._retry_delay_s * random.uniform(0.8, 1.2)
         self._retry_delay_s = min(self._retry_delay_s * 2, RETRY_MAX_S)
         self._retry_at = time.monotonic() + (delay if retry_after is None else retry_after)
-        self._log(
-            "exporting event records to %s failed (%s): kept in the spool %s, retried from there",
-            client._endpoint,
-            status or reason,
-            self.spool.base_dir if self.spool else "",
-        )
-        STATS.increment("event_records_export_failures")
+        self._log("exporting %s to %s failed (%s): %s", self._what, client._endpoint, status or reason, self._then)
         return Outcome.RETRY
 
     def _log(self, message: str, *args: Any) -> None:
@@ -186,6 +130,96 @@ class OtlpHttpLogRecordExporter(OTLPLogExporter):
         if now >= self._next_log_at:
             self._next_log_at = now + LOG_INTERVAL_S
             _logger.warning(message, *args)
+
+
+class OtlpHttpSpanExporter(_OneAttemptExport, OTLPSpanExporter):
+    """``OTLPSpanExporter`` (same endpoint, headers, retries on 429/502/503/504 with Retry-After)
+    that encodes with :func:`encode_spans_request` instead of building protobuf objects.
+
+    ``prepare`` (e.g. scrubbing) runs on each span chunk by chunk, inside the GIL releases.
+    ``one_attempt``: no SDK retries; after a failure that may pass, spans are dropped (the queue
+    counts them) without an attempt until the back-off has passed, so the export thread keeps
+    draining the queue (the processor sends what a dropped batch carries for analytics another way).
+    """
+
+    _what = "spans"
+    _then = "dropped until it answers again"
+
+    def __init__(
+        self,
+        *args: Any,
+        prepare: Callable[[ReadableSpan], ReadableSpan] | None = None,
+        one_attempt: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self._prepare = prepare
+        self._one_attempt = one_attempt
+        self._init_attempts()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if not self._one_attempt:
+            succeeded = _send(self, spans, encode_spans_request, self._prepare, "spans")
+        elif self._backing_off():
+            succeeded = False
+        else:
+            payload = _encode(self, spans, encode_spans_request, self._prepare, "spans")
+            succeeded = payload is not None and self._attempt(payload) is Outcome.DELIVERED
+        return SpanExportResult.SUCCESS if succeeded else SpanExportResult.FAILURE
+
+
+class OtlpHttpLogRecordExporter(_OneAttemptExport, OTLPLogExporter):
+    """``OTLPLogExporter`` with :func:`encode_logs_request` (event records: ``event_name`` kept);
+    ``prepare`` as for spans.
+
+    With a ``spool`` (:mod:`.spool`), a request that fails for a reason that may pass (connection
+    refused, timeout, 408, 429, 5xx) is tried once, then written to the spool as encoded; while the
+    spool holds anything, new requests go behind it (oldest first) and the spool is sent from when its
+    retry time has come, on the export thread (:meth:`drain_spool`). Without one, the SDK's retries.
+    """
+
+    _what = "event records"
+    _then = "kept in the spool, retried from there"
+
+    def __init__(
+        self,
+        *args: Any,
+        prepare: Callable[[ReadableLogRecord], ReadableLogRecord] | None = None,
+        spool: Spool | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self._prepare = prepare
+        self.spool = spool
+        self._init_attempts()
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        spool = self.spool
+        if spool is None:
+            succeeded = _send(self, batch, encode_logs_request, self._prepare, "log records")
+            return LogRecordExportResult.SUCCESS if succeeded else LogRecordExportResult.FAILURE
+        payload = _encode(self, batch, encode_logs_request, self._prepare, "log records")
+        if payload is None:
+            return LogRecordExportResult.FAILURE
+        if not spool.pending and not self._backing_off():
+            outcome = self._attempt(payload)
+            if outcome is not Outcome.RETRY:
+                return LogRecordExportResult.SUCCESS if outcome is Outcome.DELIVERED else LogRecordExportResult.FAILURE
+            STATS.increment("event_records_export_failures")
+        if not spool.append(payload, len(batch)):
+            return LogRecordExportResult.FAILURE
+        self.drain_spool()
+        return LogRecordExportResult.SUCCESS
+
+    def drain_spool(self, budget_s: float = SPOOL_DRAIN_BUDGET_S) -> None:
+        """On the export thread: adopt the spools of dead processes, then send from the spool, oldest
+        first, for at most ``budget_s`` when its retry time has come."""
+        spool = self.spool
+        if spool is None or self._shutdown:
+            return
+        spool.adopt_orphans()
+        if spool.pending and not self._backing_off():
+            spool.drain(self._attempt, time.monotonic() + budget_s)
 
     def shutdown(self) -> None:
         """Send what the spool holds while the endpoint answers (one budget), then close it: what is

@@ -75,6 +75,7 @@ def otlp_exporters(settings: Settings, scrubber: Scrubber) -> Exporters:
             endpoint=settings.signal_endpoint("traces"),
             timeout=timeout_s,
             prepare=functools.partial(scrub_span, scrubber=scrubber),
+            one_attempt=True,
         ),
         event_records=OtlpHttpLogRecordExporter(
             endpoint=settings.signal_endpoint("logs"),
@@ -113,12 +114,14 @@ def install(settings: Settings, scrubber: Scrubber, exporters: Exporters) -> Ins
             event_exporter = ScrubbingLogExporter(event_exporter, scrubber)
         resource = _resource(settings)
 
-        span_processor = QueueingSpanProcessor(span_exporter, settings.span_queue)
+        event_processor = QueueingLogRecordProcessor(event_exporter, settings.event_queue)
+        # with ours, the outcome of an operation whose span cannot be exported goes as an event record
+        on_undelivered = event_processor.put_records if exporters.scrub_themselves else None
+        span_processor = QueueingSpanProcessor(span_exporter, settings.span_queue, on_undelivered)
         tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         tracer_provider.add_span_processor(IdentitySpanProcessor())
         tracer_provider.add_span_processor(span_processor)
 
-        event_processor = QueueingLogRecordProcessor(event_exporter, settings.event_queue)
         logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         logger_provider.add_log_record_processor(event_processor)
 

@@ -64,4 +64,5 @@ def test_shutdown_with_the_collector_and_sentry_unreachable_keeps_the_event_reco
         shutdown()
     assert _retry_lines(caplog) == []
     stats = pipeline_stats()
-    assert stats["event_records_spooled"] == 2 and "event_records_lost" not in stats
+    # the event, render_started, and the outcome the undelivered span carried
+    assert stats["event_records_spooled"] == 3 and "event_records_lost" not in stats
