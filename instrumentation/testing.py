@@ -54,7 +54,11 @@ def reset_otel_globals() -> None:
 
 
 def pipeline_stats() -> dict[str, int]:
-    """Counters of dropped items and failed exports (``spans_dropped``, ``event_records_export_failures``...)."""
+    """Counters of dropped items and failed exports (``spans_dropped``, ``event_records_export_failures``...),
+    and of the event-record spool: ``event_records_spooled`` (written to disk after a failed export),
+    ``_spool_sent`` (sent from it), ``_spool_dropped`` (oldest dropped over its bound, or not
+    writable), ``_spool_torn`` (frames skipped as torn or corrupt), ``_spool_adopted`` (taken over
+    from a process that ended)."""
     return STATS.snapshot()
 
 
