@@ -202,7 +202,7 @@ def _default_rules() -> tuple[Rule, ...]:
             name="api_5xx",
             when="http_error_rate",
             route=ALL,
-            window_s=120,
+            window_s=60,
             above=0.2,
             min_count=10,
             severity="critical",
@@ -214,7 +214,7 @@ def _default_rules() -> tuple[Rule, ...]:
             name="api_5xx_total",
             when="http_error_rate",
             route="/*",
-            window_s=120,
+            window_s=60,
             above=0.15,
             min_count=40,
             severity="critical",
@@ -230,9 +230,8 @@ def _default_rules() -> tuple[Rule, ...]:
                 after_s=after_s,
                 severity="critical",
                 why=(
-                    "a job started and never finished (worker killed or deadlocked); longer than the "
-                    "worker's 120 s lease plus a retry, so a restarted worker that picks the job up again "
-                    "does not fire"
+                    "a job started and never finished (worker killed or deadlocked); several times the "
+                    "worker's lease, so a job another worker picks up again finishes before it fires"
                 ),
             )
         )
@@ -244,9 +243,12 @@ def _default_rules() -> tuple[Rule, ...]:
                 operation=operation,
                 window_s=600,
                 above_ms=above_ms,
-                min_count=20,
+                min_count=5,
                 severity="warning",
-                why="a latency regression; with at least 20 outcomes one slow job is never the p95",
+                why=(
+                    "a latency regression, from 5 outcomes in 10 minutes (a slow operation runs few times); "
+                    "the slowest outcome of the window is never its p95, so one slow job never fires"
+                ),
             )
         )
     rules.append(

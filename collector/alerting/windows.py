@@ -93,8 +93,8 @@ class LatencyWindow:
     def quantile(self, now: float, window_s: float, q: float) -> tuple[float | None, int]:
         """(the q-quantile's bin upper bound in ms, sample count) over the window; None when empty.
 
-        Nearest rank: the smallest bin holding at least ceil(q * n) samples, so with n >= 20 a single
-        outlier is never the p95.
+        Nearest rank, ceil(q * n), but never the largest sample when there are two or more: one outlier
+        (one slow upload) is never the quantile, however few samples the window holds.
         """
         first = int((now - window_s) // self.bucket_s) + 1
         merged: dict[int, int] = {}
@@ -106,7 +106,7 @@ class LatencyWindow:
         total = sum(merged.values())
         if total == 0:
             return None, 0
-        rank = max(1, math.ceil(q * total - 1e-9))
+        rank = max(1, min(math.ceil(q * total - 1e-9), total - 1))
         seen = 0
         for key in sorted(merged):
             seen += merged[key]

@@ -546,3 +546,46 @@ def test_count_window_matches_a_brute_force_count(adds, window_s):
         if int((T0 + at) // 5) >= max(first_bucket, int(now // 5) - int(120 // 5)):
             expected[name] = expected.get(name, 0.0) + 1
     assert window.totals(now, window_s) == expected
+
+
+def test_default_latency_rule_fires_on_a_regression_of_a_rare_operation_but_not_on_one_slow_job(tmp_path):
+    """render_slow: a render every 2 minutes (too few for a large min_count), then every render 40 s slower.
+    One slow render among fast ones never fires: the slowest outcome of the window is never its p95."""
+    clock = Clock()
+    engine = Engine(parse_alerts(None), AlertStore(tmp_path / "alerts.db"), clock=clock)
+    n = 0
+    for i in range(10):  # 20 minutes of fast renders, one of them slow
+        n += 1
+        engine.observe_events([event("render_completed", n, ms=95_000 if i == 2 else 900)])
+        clock.advance(5)
+        assert engine.evaluate() == []
+        clock.advance(115)
+    fired_after = None
+    for i in range(10):  # the regression: every render takes 41 s
+        n += 1
+        engine.observe_events([event("render_completed", n, ms=41_000)])
+        clock.advance(5)
+        if any(t.rule == "render_slow" and t.status == "firing" for t in engine.evaluate()):
+            fired_after = i + 1
+            break
+        clock.advance(115)
+    assert fired_after == 2  # the second slow render: 5 outcomes in the window, two of them over 30 s
+
+
+def test_default_5xx_rule_fires_within_a_minute_on_half_of_a_routes_requests_after_a_full_healthy_window(tmp_path):
+    clock = Clock()
+    engine = Engine(parse_alerts(None), AlertStore(tmp_path / "alerts.db"), clock=clock)
+    for _ in range(60):  # five healthy minutes: the window is full of 200s
+        engine.observe_metrics(http_request([("/projects", 200, 2)], start_ns=0, cumulative=False))
+        clock.advance(5)
+        assert engine.evaluate() == []
+    start, fired_at = clock.now, None
+    for _ in range(12):  # half of /projects answers 500
+        engine.observe_metrics(
+            http_request([("/projects", 200, 1), ("/projects", 500, 1)], start_ns=0, cumulative=False)
+        )
+        clock.advance(5)
+        if any(t.rule == "api_5xx" and t.status == "firing" for t in engine.evaluate()):
+            fired_at = clock.now
+            break
+    assert fired_at is not None and fired_at - start <= 30  # + up to 10 s of metric export in a real stack
