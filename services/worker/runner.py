@@ -66,8 +66,9 @@ RENEWALS_PER_LEASE = 3
 
 class _Lease:
     """Renews one attempt's lease every ``lease_s / RENEWALS_PER_LEASE`` on its own thread (and its own
-    database connection) until stopped. ``lost`` is set when a renewal finds the job taken, or when no
-    renewal has succeeded for a whole lease (someone else may own the job by then)."""
+    database connection) until stopped. ``lost`` is set when a renewal finds the job taken. A renewal
+    that cannot be written (the store locked past its retries) proves nothing: the next one tries
+    again, and the fenced completion has the last word."""
 
     def __init__(self, worker: JobWorker, job: jobs.Job) -> None:
         self._worker = worker
@@ -91,7 +92,6 @@ class _Lease:
     def _run(self) -> None:
         lease_s = self._worker.settings.job_lease_s
         interval_s = lease_s / RENEWALS_PER_LEASE
-        renewed_at = time.monotonic()
         try:
             while not self._stop.wait(interval_s):
                 try:
@@ -101,10 +101,8 @@ class _Lease:
                         budget_s=interval_s,
                     )
                 except sqlite3.Error as exc:
-                    held = time.monotonic() - renewed_at < lease_s
-                    logger.warning("job %s: lease renewal failed (%s)", self._job.id, exc)
-                else:
-                    renewed_at = time.monotonic() if held else renewed_at
+                    logger.warning("job %s: lease renewal failed (%s); trying again", self._job.id, exc)
+                    continue
                 if not held:
                     self.lost.set()
                     return

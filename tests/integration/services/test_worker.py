@@ -281,3 +281,45 @@ def test_a_retried_attempt_is_not_a_new_start(api: Api) -> None:
     assert api.run_worker() == 1
     assert api.events("stem_separation_started") == []
     assert _outcomes(api, "stem_separation") == [("completed", None)]
+
+
+def test_a_renewal_that_finds_the_job_taken_stops_the_attempt_before_its_work(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    _user_id, _file_id, job_id = _queue_stems(api)
+    renewals: list[bool] = []
+    refused = threading.Event()
+    real_renew = jobs.renew
+
+    def recorded_renew(*args: Any, **kwargs: Any) -> bool:
+        held = real_renew(*args, **kwargs)
+        renewals.append(held)
+        if not held:
+            refused.set()
+        return held
+
+    def taken_over_while_waiting(_delay_s: float) -> None:  # the operation-delay fault switch's wait
+        with api.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET lease_expires_at = 0 WHERE id = ?", (job_id,))
+            assert jobs.claim(conn, lease_s=60.0, max_attempts=3).attempts == 2
+        assert refused.wait(10)  # the heartbeat's next renewal finds the job taken
+        for thread in threading.enumerate():  # and its thread ends once it has said so
+            if thread.name == f"lease-{job_id}":
+                thread.join(10)
+
+    def must_not_run(*_args: Any) -> dict[str, Any]:
+        raise AssertionError("an attempt that lost its job started its work")
+
+    monkeypatch.setattr(jobs, "renew", recorded_renew)
+    monkeypatch.setitem(handlers.HANDLERS, "stem_separation", must_not_run)
+    settings = dataclasses.replace(
+        api.settings, job_lease_s=0.3, faults=FaultSettings(operation="stem_separation", operation_delay_s=1.0)
+    )
+    with caplog.at_level(logging.WARNING, logger="services.worker"):
+        assert JobWorker(api.db, settings, sleep=taken_over_while_waiting).run_once()
+    assert renewals[-1] is False
+    job = jobs.get_job(api.db.read(), job_id)
+    assert (job.status, job.attempts, job.result) == ("running", 2, None)
+    assert any("lost its lease;" in record.getMessage() for record in caplog.records)
