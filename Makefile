@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The oldest FastAPI the project supports, beside the venv's newest: tests/integration/instrumentation/
+# test_fastapi_versions.py runs the FastAPI tests again on it.
+OLDEST_FASTAPI := $(VENV)/fastapi-0.115.0
 
 .PHONY: demo up test lint bench clean
 
@@ -23,9 +26,13 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+$(OLDEST_FASTAPI)/.installed: $(STAMP)
+	$(PY) -m pip install -q --target $(OLDEST_FASTAPI) --no-deps fastapi==0.115.0 starlette==0.38.6
+	touch $@
+
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
-test: $(STAMP) lint
-	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+test: $(STAMP) lint $(OLDEST_FASTAPI)/.installed
+	PHONOGLYPH_FASTAPI_TARGETS=$(OLDEST_FASTAPI) $(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 bench: $(STAMP)
