@@ -411,7 +411,7 @@ class Outbox:
                 if moved:
                     db.execute("DELETE FROM outbox WHERE uuid=?", (uuid,))
                 elif isinstance(item, Mapping):  # a dict, or a claimed StoredEvent
-                    payload = encode_event(item)
+                    payload = _encode_for_dead_letter(item)
                     db.execute(
                         "INSERT OR REPLACE INTO dead_letters"
                         " (uuid, payload, size_bytes, reason, failed_at)"
@@ -525,6 +525,18 @@ class Outbox:
                 self._db.close()
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox close failed: {exc}") from exc
+
+
+def _encode_for_dead_letter(event: Mapping[str, Any]) -> str:
+    """The event's JSON; one that cannot be encoded (a corrupt payload, a value JSON cannot hold) is kept
+    as its text with the undecodable bytes replaced, so that dead-lettering it never fails."""
+    try:
+        return encode_event(event)
+    except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
+        payload = getattr(event, "payload", None)
+        if isinstance(payload, bytes):
+            return payload.decode("utf-8", "replace")
+        return json.dumps({"uuid": str(event.get("uuid")), "unencodable": repr(dict(event))[:4096]})
 
 
 @contextlib.contextmanager

@@ -399,3 +399,14 @@ def test_an_inspector_never_creates_an_outbox(tmp_path):
     with pytest.raises(FileNotFoundError):
         Outbox(tmp_path / "missing" / "outbox.db", create=False, recover_in_flight=False)
     assert not (tmp_path / "missing").exists()
+
+
+def test_an_event_that_cannot_be_encoded_is_still_dead_lettered(outbox):
+    from collector.events import StoredEvent
+
+    undecodable = StoredEvent("00000000-0000-4000-8000-000000000077", b'{"event":"\x80\xff"}', 19)
+    unencodable = {**event(78), "properties": {"blob": object()}}
+    assert outbox.dead_letter([undecodable, unencodable], reason="HTTP 400") == 2
+    letters = {letter["uuid"]: letter for letter in outbox.dead_letters()}
+    assert sorted(letters) == sorted([undecodable.uuid, event(78)["uuid"]])
+    assert letters[event(78)["uuid"]]["payload"]["unencodable"].startswith("{")
