@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
@@ -34,6 +35,7 @@ from instrumentation._internal.propagation import set_global_propagator
 from instrumentation._internal.sentry.client import setup_sentry, shutdown_sentry
 from instrumentation._internal.signals import install as flush_on_signals
 from instrumentation._internal.spool import open_spool
+from instrumentation._internal.stats import STATS
 from instrumentation.scrubbing import Scrubber, ScrubbingConfig
 
 
@@ -93,6 +95,20 @@ def otlp_exporters(settings: Settings, scrubber: Scrubber) -> Exporters:
     )
 
 
+PIPELINE_METRIC = "phonoglyph.instrumentation.pipeline"
+"""Observable counter of ``pipeline_stats()``, one series per counter (attribute ``counter``):
+drops, failed exports, spooled and spool-dropped event records, ..."""
+
+
+def observe_pipeline_stats(meter_provider: MeterProvider) -> None:
+    def observe(_options: CallbackOptions) -> list[Observation]:
+        return [Observation(count, {"counter": name}) for name, count in STATS.snapshot().items()]
+
+    meter_provider.get_meter("instrumentation").create_observable_counter(
+        PIPELINE_METRIC, callbacks=[observe], unit="{item}", description="what the telemetry pipeline dropped, spooled"
+    )
+
+
 def _resource(settings: Settings) -> Resource:
     attributes = {semconv.SERVICE_NAME: settings.service_name}
     if settings.service_version:
@@ -128,6 +144,7 @@ def install(settings: Settings, scrubber: Scrubber, exporters: Exporters) -> Ins
         meter_provider = MeterProvider(
             resource=resource, metric_readers=[exporters.metric_reader], shutdown_on_exit=False
         )
+        observe_pipeline_stats(meter_provider)
 
         set_global_propagator()
         trace.set_tracer_provider(tracer_provider)

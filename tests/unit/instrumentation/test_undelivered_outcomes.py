@@ -1,5 +1,6 @@
 """An operation span the exporter could not deliver still leaves its outcome, as the event record an
-unsampled operation would have emitted (the collector maps both to one event)."""
+unsampled operation would have emitted (the collector maps both to one event); the pipeline's
+counters (spool drops among them) are a metric."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from opentelemetry.trace import StatusCode
 from instrumentation import semconv
 from instrumentation._internal.batching import QueueingSpanProcessor, operation_outcome_record
 from instrumentation._internal.config import QueueConfig
+from instrumentation._internal.setup import PIPELINE_METRIC
 from instrumentation._internal.stats import STATS
+from instrumentation.testing import Captured
 
 
 class _Refusing(SpanExporter):
@@ -69,3 +72,17 @@ def test_the_processor_hands_on_the_outcomes_of_an_undelivered_batch() -> None:
     assert [record.log_record.event_name for record in handed] == ["render_failed"]
     assert STATS.snapshot()["operation_outcomes_from_undelivered_spans"] == 1
     STATS.reset()
+
+
+def test_the_pipeline_counters_are_a_metric(captured: Captured) -> None:
+    STATS.increment("event_records_spool_dropped", 3)
+    data = captured.metric_reader.get_metrics_data()
+    points = {
+        point.attributes["counter"]: point.value
+        for resource_metrics in (data.resource_metrics if data else ())
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if metric.name == PIPELINE_METRIC
+        for point in metric.data.data_points
+    }
+    assert points["event_records_spool_dropped"] == 3
