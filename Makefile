@@ -32,7 +32,7 @@ $(OLDEST_FASTAPI)/.installed: $(STAMP)
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: $(STAMP) lint $(OLDEST_FASTAPI)/.installed
-	PHONOGLYPH_FASTAPI_TARGETS=$(OLDEST_FASTAPI) $(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	PHONOGLYPH_FASTAPI_TARGETS=$(abspath $(OLDEST_FASTAPI)) $(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 bench: $(STAMP)

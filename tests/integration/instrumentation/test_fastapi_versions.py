@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[3]
-TARGETS = [target for target in os.environ.get("PHONOGLYPH_FASTAPI_TARGETS", "").split(os.pathsep) if target]
+TARGETS = [str(Path(t).resolve()) for t in os.environ.get("PHONOGLYPH_FASTAPI_TARGETS", "").split(os.pathsep) if t]
 TESTS = [
     "tests/unit/instrumentation/test_fastapi.py",
     "tests/unit/instrumentation/test_fastapi_routes.py",
