@@ -15,12 +15,13 @@ if TYPE_CHECKING:
     from instrumentation._internal.events import track
     from instrumentation._internal.fastapi import instrument_fastapi
     from instrumentation._internal.identity import Identity, identify
-    from instrumentation._internal.operations import operation
+    from instrumentation._internal.operations import OperationAbandoned, operation
     from instrumentation._internal.setup import configure, shutdown
     from instrumentation.scrubbing import ScrubbingConfig
 
 __all__ = [
     "Identity",
+    "OperationAbandoned",
     "ScrubbingConfig",
     "configure",
     "identify",
@@ -32,6 +33,7 @@ __all__ = [
 
 _MODULES = {
     "Identity": "instrumentation._internal.identity",
+    "OperationAbandoned": "instrumentation._internal.operations",
     "ScrubbingConfig": "instrumentation.scrubbing",
     "configure": "instrumentation._internal.setup",
     "identify": "instrumentation._internal.identity",

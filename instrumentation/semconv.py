@@ -13,9 +13,11 @@ from typing import Final
 OPERATION: Final = "phonoglyph.operation"
 """Span attribute that tags an operation; the collector turns tagged spans into PostHog events."""
 OUTCOME: Final = "phonoglyph.outcome"
-"""``completed`` or ``failed``, set when the operation ends."""
+"""``completed`` or ``failed``, set when the operation ends; ``abandoned`` when its work passed to another
+attempt (no analytics outcome: that attempt reports it)."""
 OUTCOME_COMPLETED: Final = "completed"
 OUTCOME_FAILED: Final = "failed"
+OUTCOME_ABANDONED: Final = "abandoned"
 ERROR_TYPE: Final = "error.type"
 """Exception class name or machine-readable error code."""
 DURATION_MS: Final = "phonoglyph.operation.duration_ms"

@@ -329,9 +329,10 @@ def map_span(
     rules: MappingRules = DEFAULT_RULES,
     attributes: dict[str, Any] | None = None,
     span_bytes: int | None = None,
-) -> PostHogEvent:
-    """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``. ``attributes`` and
-    ``span_bytes`` (its serialized size), when the caller has them, are not computed again."""
+) -> PostHogEvent | None:
+    """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``; None for an
+    abandoned operation (another attempt reports its outcome). ``attributes`` and ``span_bytes`` (its
+    serialized size), when the caller has them, are not computed again."""
     if not operation or not isinstance(operation, str):
         raise _Rejected("empty phonoglyph.operation")
     trace_id, span_id = _ids(span.trace_id, span.span_id)
@@ -341,6 +342,8 @@ def map_span(
     if attributes is None:
         attributes = attributes_dict(span.attributes)
     outcome = attributes.get(semconv.OUTCOME)
+    if outcome == semconv.OUTCOME_ABANDONED:
+        return None
     if outcome not in _OUTCOMES:
         outcome = semconv.OUTCOME_FAILED if span.status.code == Status.STATUS_CODE_ERROR else semconv.OUTCOME_COMPLETED
     failed = outcome == semconv.OUTCOME_FAILED
@@ -456,9 +459,12 @@ def _map_one_span(
     span_bytes: int | None = None,
 ) -> None:
     try:
-        result.events.append(map_span(span, operation, resource, rules, attributes, span_bytes))
+        event = map_span(span, operation, resource, rules, attributes, span_bytes)
     except _Rejected as exc:
         result.reject(str(exc))
+        return
+    if event is not None:
+        result.events.append(event)
 
 
 def _scan_traces(request: ExportTraceServiceRequest, rules: MappingRules) -> MappingResult:

@@ -4,6 +4,11 @@ Analytics-safe sampling: the ``<name>_started`` event record is emitted at every
 a sampled span carries the outcome itself (the collector maps it); an unsampled one emits the
 ``<name>_completed`` / ``<name>_failed`` event record instead, with the span's trace and span ids.
 Exactly one outcome leaves the process either way, and nothing is force-sampled (no orphans).
+
+An operation left with :class:`OperationAbandoned` has no analytics outcome at all: its work passed to
+another attempt (a job another worker claimed after this one's lease ran out), which reports the one
+outcome of that work. Its span ends with ``phonoglyph.outcome=abandoned``, which the collector maps to no
+event.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ FuncT = TypeVar("FuncT", bound=Callable[..., Any])
 
 EXCEPTION_CONTEXT_ATTR = "__phonoglyph_context__"
 """Set on an exception leaving an operation (innermost wins); Sentry's before_send reads it."""
+
+
+class OperationAbandoned(Exception):
+    """Raise it inside an operation whose work another attempt now owns: the operation ends with no
+    ``<name>_completed`` or ``<name>_failed`` (that attempt reports one), and it is not an error. The
+    exception is re-raised unchanged, like any other."""
+
 
 _CONTEXT_KEY_PREFIXES = ("phonoglyph.",)
 _CONTEXT_KEYS = frozenset(semconv.AUDIO_ATTRIBUTES)
@@ -75,6 +87,10 @@ class _Active:
         if exc is None:
             outcome = semconv.OUTCOME_COMPLETED
             span.set_attribute(semconv.OUTCOME, outcome)
+        elif isinstance(exc, OperationAbandoned):
+            span.set_attribute(semconv.OUTCOME, semconv.OUTCOME_ABANDONED)
+            span.end()
+            return
         else:
             outcome = semconv.OUTCOME_FAILED
             error_type = type(exc).__qualname__

@@ -12,8 +12,6 @@ import sqlite3
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 FILE_NOT_FOUND = "file_not_found"
 FAULT_INJECTED = "fault_injected"
-LEASE_LOST = "lease_lost"
-"""Not a failure of the job: this attempt lost it to another (claimed again after its lease ran out)."""
 PROCESSING_ERROR = "processing_error"
 
 _TRANSIENT_STORE_MESSAGES = ("database is locked", "database is busy", "database table is locked")

@@ -14,9 +14,9 @@ again) stops at the next check, writes nothing and logs a warning (no ERROR: the
 
 Analytics once per job: ``<kind>_started`` only on a job's first attempt; the outcome
 (``<kind>_completed`` / ``<kind>_failed``) only from the attempt that wrote it to the job store, so
-one per job; a retry shows as ``phonoglyph.job.attempt`` on the operation's span. The exception is
-an attempt that lost its job while alive (stalled for two thirds of a lease with another worker
-waiting): its operation still ends, as ``<kind>_failed`` with ``error.type`` ``lease_lost``.
+one per job; a retry shows as ``phonoglyph.job.attempt`` on the operation's span. An attempt that lost
+its job while alive (stalled for two thirds of a lease with another worker waiting) leaves its
+operation with ``OperationAbandoned``: no outcome from it, the attempt that owns the job reports one.
 
 Every failed job is one failed operation (``<kind>_failed``, ``error.type`` = the job's error code)
 and one ERROR log line with the exception, which Sentry's logging integration turns into an event
@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from opentelemetry import context, propagate
 
-from instrumentation import operation, semconv
+from instrumentation import OperationAbandoned, operation, semconv
 from services.audio.wav import AudioError
 from services.settings import ServiceSettings
 from services.store import catalog, jobs
@@ -48,7 +48,6 @@ from services.store.database import Database, NotFoundError
 from services.worker.errors import (
     ATTEMPTS_EXHAUSTED,
     FILE_NOT_FOUND,
-    LEASE_LOST,
     PROCESSING_ERROR,
     JobFailed,
     is_transient_store_error,
@@ -87,7 +86,7 @@ class _Lease:
 
     def check(self) -> None:
         if self.lost.is_set():
-            raise JobFailed(LEASE_LOST, f"attempt {self._job.attempts} lost its lease")
+            raise OperationAbandoned(f"attempt {self._job.attempts} lost its lease")
 
     def _run(self) -> None:
         lease_s = self._worker.settings.job_lease_s
@@ -241,11 +240,10 @@ class JobWorker:
                     return True
 
                 if not self.write("complete a job", complete):
-                    raise JobFailed(LEASE_LOST, f"attempt {job.attempts} lost its lease before completing")
+                    raise OperationAbandoned(f"attempt {job.attempts} lost its lease before completing")
+        except OperationAbandoned as exc:  # no outcome from this attempt: the one that owns the job reports it
+            logger.warning("job %s (%s): %s; another attempt owns it, this one stops", job.id, job.kind, exc)
         except (AudioError, JobFailed) as exc:
-            if exc.code == LEASE_LOST:
-                logger.warning("job %s (%s): %s; another attempt owns it, this one stops", job.id, job.kind, exc)
-                return
             self._fail(job, exc.code, exc.message, exc)
         except Exception as exc:  # a processing error: reported, job failed
             self._fail(job, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}", exc)

@@ -272,6 +272,7 @@ def test_an_attempt_whose_job_was_taken_over_writes_nothing(
     assert (job.status, job.attempts, job.result) == ("running", 2, None)  # attempt 2's to finish
     assert any("lost its lease" in record.getMessage() for record in caplog.records)
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]  # not a job failure
+    assert _outcomes(api, "stem_separation") == [("abandoned", None)]  # no analytics outcome: attempt 2 reports it
 
 
 def test_a_retried_attempt_is_not_a_new_start(api: Api) -> None:
@@ -323,3 +324,4 @@ def test_a_renewal_that_finds_the_job_taken_stops_the_attempt_before_its_work(
     job = jobs.get_job(api.db.read(), job_id)
     assert (job.status, job.attempts, job.result) == ("running", 2, None)
     assert any("lost its lease;" in record.getMessage() for record in caplog.records)
+    assert _outcomes(api, "stem_separation") == [("abandoned", None)]

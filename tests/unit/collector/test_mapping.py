@@ -73,6 +73,14 @@ def test_failed_span_by_outcome_or_status(attrs, error, error_type):
     assert event["uuid"] == mapping.span_event_uuid(TRACE, SPAN, "render_failed")
 
 
+@pytest.mark.parametrize("raw", [False, True])
+def test_an_abandoned_operation_maps_to_no_event(raw):
+    """Another attempt owns its work and reports the outcome (instrumentation's OperationAbandoned)."""
+    request = traces(span({"phonoglyph.operation": "stem_separation", "phonoglyph.outcome": "abandoned"}))
+    result = map_traces(request, raw_body=request.SerializeToString() if raw else None)
+    assert (result.received, result.rejected, result.ignored, result.events) == (1, 0, 1, [])
+
+
 def test_outcome_attribute_wins_over_status():
     event = map_traces(
         traces(span({"phonoglyph.operation": "render", "phonoglyph.outcome": "completed"}, error=True))

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from instrumentation import identify, operation, semconv
+from instrumentation import OperationAbandoned, identify, operation, semconv
 from instrumentation._internal.operations import EXCEPTION_CONTEXT_ATTR
 from instrumentation.testing import Captured
 
@@ -171,3 +171,25 @@ def test_operation_works_before_configure() -> None:
     with operation("render") as span:
         span.set_attribute(semconv.FILE_ID, "f")
     assert not span.is_recording()
+
+
+def test_an_abandoned_operation_has_no_outcome_and_is_no_error(captured: Captured) -> None:
+    """Its work passed to another attempt, which reports the one outcome: the span says abandoned (the
+    collector maps it to nothing), not failed, and the exception is re-raised unchanged."""
+    error = OperationAbandoned("attempt 1 lost its lease")
+    with pytest.raises(OperationAbandoned) as raised:
+        with operation("stem_separation"):
+            raise error
+    assert raised.value is error
+    [span] = captured.spans()
+    assert span["attributes"][semconv.OUTCOME] == "abandoned"
+    assert span["status"] != "ERROR" and semconv.ERROR_TYPE not in span["attributes"]
+    assert [e["event_name"] for e in captured.events()] == ["stem_separation_started"]
+    assert getattr(error, EXCEPTION_CONTEXT_ATTR, None) is None
+
+
+def test_an_unsampled_abandoned_operation_emits_no_outcome_record(unsampled: Captured) -> None:
+    with pytest.raises(OperationAbandoned):
+        with operation("render", started_event=False):
+            raise OperationAbandoned("lost")
+    assert unsampled.spans() == [] and unsampled.events() == []

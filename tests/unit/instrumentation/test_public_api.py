@@ -14,6 +14,7 @@ import instrumentation
 def test_all_lists_exactly_the_public_names() -> None:
     assert instrumentation.__all__ == [
         "Identity",
+        "OperationAbandoned",
         "ScrubbingConfig",
         "configure",
         "identify",
