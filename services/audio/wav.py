@@ -7,12 +7,13 @@ maps to one precise error code (``not_audio``, ``corrupt_audio``, ``unsupported_
 
 from __future__ import annotations
 
-import functools
 import io
 import struct
 from dataclasses import dataclass
 
 import numpy as np
+
+from services.coded_error import CodedError
 
 _FORMAT_PCM = 1
 _FORMAT_FLOAT = 3
@@ -20,7 +21,7 @@ _FORMAT_EXTENSIBLE = 0xFFFE
 _MAX_CHANNELS = 16
 
 
-class AudioError(Exception):
+class AudioError(CodedError):
     """Audio that cannot be used; ``code`` is the machine-readable reason.
 
     Raised as a subclass named by the code (``AudioError("corrupt_audio", ...)`` is an instance of
@@ -28,22 +29,6 @@ class AudioError(Exception):
     """
 
     code: str = "audio_error"
-
-    def __new__(cls, code: str, message: str) -> AudioError:
-        return super().__new__(_coded(cls, code))
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return AudioError, (self.code, self.message)
-
-
-@functools.cache
-def _coded(base: type[AudioError], code: str) -> type[AudioError]:
-    return type(code, (base,), {"code": code, "__qualname__": code})
 
 
 @dataclass(frozen=True)
