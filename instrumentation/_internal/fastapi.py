@@ -233,13 +233,7 @@ class ServerSpanMiddleware:
             await self.app(scope, receive, send_with_status)
         except BaseException as exc:
             error_type = type(exc).__qualname__
-            with guarded():
-                if span.is_recording():
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
-                    span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-                if isinstance(exc, Exception):
-                    _report_error(exc, scope, record, root_path)
+            _record_error(span, exc, scope, record, root_path)
             raise
         finally:
             try:
@@ -299,13 +293,7 @@ class ServerSpanMiddleware:
                     close_code = getattr(exc, "code", None)
                 raise
             failed = True
-            with guarded():
-                if span.is_recording():
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
-                    span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
-                if isinstance(exc, Exception):
-                    _report_error(exc, scope, record, root_path)
+            _record_error(span, exc, scope, record, root_path)
             raise
         finally:
             try:
@@ -350,6 +338,19 @@ class ServerSpanMiddleware:
                 if status_code >= 500:
                     span.set_status(_SERVER_ERROR)
         span.end()
+
+
+def _record_error(span: trace.Span, exc: BaseException, scope: Scope, record: RequestRecord, root_path: str) -> None:
+    """An exception leaving the app: on the span (error status, ``error.type``), then to the error handlers
+    while the span is still current."""
+    with guarded():
+        error_type = type(exc).__qualname__
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+            span.set_attribute(semconv.ERROR_TYPE, error_type)
+        if isinstance(exc, Exception):
+            _report_error(exc, scope, record, root_path)
 
 
 def _report_error(exc: Exception, scope: Scope, record: RequestRecord, root_path: str) -> None:
