@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 __all__ = ["CountWindow", "LatencyWindow", "latency_bin", "latency_bin_upper_ms"]
+
+K = TypeVar("K", bound=Hashable)
 
 _BIN_GROWTH = 1.1
 _LOG_GROWTH = math.log(_BIN_GROWTH)
@@ -33,17 +37,18 @@ def latency_bin_upper_ms(index: int) -> float:
     return _BIN_GROWTH**index
 
 
-class CountWindow:
-    """Named counters (e.g. completed/failed) per time bucket, over the last ``horizon_s``."""
+class CountWindow(Generic[K]):
+    """Counters by key (completed/failed, all/5xx requests, a latency bin) per time bucket, over the last
+    ``horizon_s``."""
 
     __slots__ = ("bucket_s", "_buckets", "_max_buckets")
 
     def __init__(self, bucket_s: float, horizon_s: float) -> None:
         self.bucket_s = bucket_s
         self._max_buckets = int(math.ceil(horizon_s / bucket_s)) + 1
-        self._buckets: deque[tuple[int, dict[str, float]]] = deque()
+        self._buckets: deque[tuple[int, dict[K, float]]] = deque()
 
-    def add(self, now: float, name: str, amount: float = 1.0) -> None:
+    def add(self, now: float, name: K, amount: float = 1.0) -> None:
         index = int(now // self.bucket_s)
         buckets = self._buckets
         if not buckets or buckets[-1][0] < index:
@@ -53,10 +58,10 @@ class CountWindow:
         counts = buckets[-1][1]  # a clock that went back counts in the newest bucket rather than reorder
         counts[name] = counts.get(name, 0.0) + amount
 
-    def totals(self, now: float, window_s: float) -> dict[str, float]:
+    def totals(self, now: float, window_s: float) -> dict[K, float]:
         """Sums over the buckets that start within the last ``window_s`` (the current one included)."""
         first = int((now - window_s) // self.bucket_s) + 1
-        result: dict[str, float] = {}
+        result: dict[K, float] = {}
         for index, counts in reversed(self._buckets):
             if index < first:
                 break
@@ -70,25 +75,16 @@ class CountWindow:
 
 
 class LatencyWindow:
-    """A latency histogram (fixed log bins) per time bucket, over the last ``horizon_s``."""
+    """A latency histogram (fixed log bins) per time bucket, over the last ``horizon_s``: a CountWindow
+    keyed by bin."""
 
-    __slots__ = ("bucket_s", "_buckets", "_max_buckets")
+    __slots__ = ("_counts",)
 
     def __init__(self, bucket_s: float, horizon_s: float) -> None:
-        self.bucket_s = bucket_s
-        self._max_buckets = int(math.ceil(horizon_s / bucket_s)) + 1
-        self._buckets: deque[tuple[int, dict[int, int]]] = deque()
+        self._counts: CountWindow[int] = CountWindow(bucket_s, horizon_s)
 
     def add(self, now: float, value_ms: float) -> None:
-        index = int(now // self.bucket_s)
-        buckets = self._buckets
-        if not buckets or buckets[-1][0] < index:
-            buckets.append((index, {}))
-            while len(buckets) > self._max_buckets or buckets[0][0] <= index - self._max_buckets:
-                buckets.popleft()
-        bins = buckets[-1][1]
-        key = latency_bin(value_ms)
-        bins[key] = bins.get(key, 0) + 1
+        self._counts.add(now, latency_bin(value_ms))
 
     def quantile(self, now: float, window_s: float, q: float) -> tuple[float | None, int]:
         """(the q-quantile's bin upper bound in ms, sample count) over the window; None when empty.
@@ -96,18 +92,12 @@ class LatencyWindow:
         Nearest rank, ceil(q * n), but never the largest sample when there are two or more: one outlier
         (one slow upload) is never the quantile, however few samples the window holds.
         """
-        first = int((now - window_s) // self.bucket_s) + 1
-        merged: dict[int, int] = {}
-        for index, bins in reversed(self._buckets):
-            if index < first:
-                break
-            for key, count in bins.items():
-                merged[key] = merged.get(key, 0) + count
-        total = sum(merged.values())
+        merged = self._counts.totals(now, window_s)
+        total = int(sum(merged.values()))
         if total == 0:
             return None, 0
         rank = max(1, min(math.ceil(q * total - 1e-9), total - 1))
-        seen = 0
+        seen = 0.0
         for key in sorted(merged):
             seen += merged[key]
             if seen >= rank:
@@ -115,4 +105,4 @@ class LatencyWindow:
         return latency_bin_upper_ms(max(merged)), total  # pragma: no cover - unreachable
 
     def empty(self, now: float) -> bool:
-        return not self._buckets or self._buckets[-1][0] <= int(now // self.bucket_s) - self._max_buckets
+        return self._counts.empty(now)
