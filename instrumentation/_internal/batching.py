@@ -200,6 +200,8 @@ class QueueingSpanProcessor(SpanProcessor):
         self._on_undelivered = on_undelivered
         self._queue: ExportQueue[ReadableSpan] = ExportQueue(self._export, config, signal="spans")
         self._put = self._queue.put
+        self.put_span = self._queue.put
+        """Queue an ended, sampled span (a lean span's ``end``: :mod:`.lean_span`)."""
 
     def _export(self, spans: Sequence[ReadableSpan]) -> bool:
         if self._exporter.export(spans) is SpanExportResult.SUCCESS:

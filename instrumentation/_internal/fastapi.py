@@ -324,7 +324,11 @@ class ServerSpanMiddleware:
         parent = _parent_context(headers)
         identity = self._identify_request(scope) if self._identify_request is not None else None
         parent = with_request_identity(parent, identity)  # session rule; the distinct id of anonymous callers
-        span = pipeline.current().tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        current = pipeline.current()
+        if current.start_server_span is not None:
+            span = current.start_server_span(method, parent, SpanKind.SERVER, attributes)
+        else:
+            span = current.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         ctx = trace.set_span_in_context(span, parent)
         return span, context.attach(ctx)
 

@@ -16,6 +16,8 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind
 
+from instrumentation._internal.lean_span import LeanSpan
+
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
 _DOUBLE = struct.Struct("<d")
@@ -144,10 +146,14 @@ def _status_field(status: Any) -> bytes:
 
 
 def _span(span: ReadableSpan) -> bytes:
-    context = span.context
-    parts = [_TRACE_ID_FIELD, context.trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, context.span_id.to_bytes(8, "big")]
-    if context.trace_state:
-        parts.append(_delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in context.trace_state.items()).encode()))
+    if type(span) is LeanSpan:  # its ids as they are (its SpanContext is built only when read)
+        trace_id, span_id, trace_state = span._trace_id, span._span_id, span._trace_state
+    else:
+        context = span.context
+        trace_id, span_id, trace_state = context.trace_id, context.span_id, context.trace_state
+    parts = [_TRACE_ID_FIELD, trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, span_id.to_bytes(8, "big")]
+    if trace_state:
+        parts.append(_delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
     parent = span.parent
     if parent is not None:
         parts.append(_PARENT_SPAN_ID_FIELD)
