@@ -1,18 +1,21 @@
 """How much does our instrumentation cost a FastAPI service? Side by side, in one run.
 
     .venv/bin/python bench/overhead.py                 # 3 rounds x 3 s windows (about a minute)
-    .venv/bin/python bench/overhead.py --rounds 5 --window-s 5
+    .venv/bin/python bench/overhead.py --rounds 5 --window-s 4
+    .venv/bin/python bench/overhead.py --http h11      # uvicorn's pure-Python stack instead
 
-Three uvicorn servers (one process each, same app code) run at the same time:
-  bare   no OpenTelemetry at all
-  stock  SDK TracerProvider + BatchSpanProcessor + OTLP/HTTP exporter, FastAPIInstrumentor defaults
-  ours   instrumentation.configure() full pipeline (scrubbing, Sentry on with a DSN pointing at a
-         local recording sink, OTLP export to a local sink) + instrument_fastapi()
-  ours-nosentry  the same without SENTRY_DSN (shows what sentry-sdk itself costs)
-A sink process answers every OTLP and Sentry request with 200 and counts them. A keep-alive
-asyncio load generator on loopback drives, in interleaved rounds, each server's
-  trivial    GET /trivial: a small JSON response
-  realistic  GET /realistic: about 5 ms of numpy work plus a SQLite query
+Four uvicorn servers (one process each, the same app code, which has no instrumentation code) run at
+the same time, on the stack users run: uvicorn with httptools and uvloop (what ``uvicorn[standard]``
+installs), unless ``--http h11`` (h11 and asyncio's own loop):
+  bare           no OpenTelemetry at all
+  stock          SDK TracerProvider + BatchSpanProcessor + OTLP/HTTP exporter, FastAPIInstrumentor defaults
+  ours           the app under ``opentelemetry-instrument`` with our distro (OTLP export to a local sink,
+                 Sentry on, errors and spans, with a DSN pointing at the same sink)
+  ours-nosentry  the same without SENTRY_DSN (shows what Sentry costs)
+A sink process answers every OTLP and Sentry request with 200 and counts them. wrk (Debian's ``wrk``;
+without it, a keep-alive asyncio load generator) drives, in interleaved rounds, each server's
+  trivial    GET /trivial: a small JSON response (16 keep-alive connections)
+  realistic  GET /realistic: about 5 ms of numpy work plus a SQLite query (2 connections)
 and the script prints, per configuration, throughput relative to bare, p50/p99 latency relative to
 bare, and server CPU microseconds per request (utime+stime from /proc/<pid>/stat).
 
@@ -29,6 +32,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,7 +45,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ("bare", "stock", "ours", "ours-nosentry")
-ENDPOINTS = {"trivial": ("/trivial", 8), "realistic": ("/realistic", 2)}  # path, concurrent connections
+ENDPOINTS = {"trivial": ("/trivial", 16), "realistic": ("/realistic", 2)}  # path, concurrent connections
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
@@ -100,11 +104,10 @@ def calibrate_fft_repeats(target_s: float = 0.005) -> int:
     return max(1, round(target_s / per_call_s))
 
 
-def serve(config: str, port: int, sink_port: int, fft_repeats: int) -> None:
+def serve(config: str, port: int, sink_port: int, fft_repeats: int, http: str) -> None:
     import uvicorn
 
     app = build_app(fft_repeats)
-    sink = f"http://127.0.0.1:{sink_port}"
     if config == "stock":
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -114,17 +117,35 @@ def serve(config: str, port: int, sink_port: int, fft_repeats: int) -> None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider = TracerProvider(resource=Resource.create({"service.name": "bench-stock"}))
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces")))
+        endpoint = f"http://127.0.0.1:{sink_port}/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         trace.set_tracer_provider(provider)
         FastAPIInstrumentor.instrument_app(app)
-    elif config in ("ours", "ours-nosentry"):
-        sys.path.insert(0, str(ROOT))
-        from instrumentation import configure, instrument_fastapi
+    loop = "uvloop" if http == "httptools" else "asyncio"
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, http=http, loop=loop)
 
-        dsn = f"http://public@127.0.0.1:{sink_port}/1" if config == "ours" else None
-        configure(service_name="bench-ours", otlp_endpoint=sink, sentry_dsn=dsn)
-        instrument_fastapi(app)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+def server_command(config: str, port: int, sink_port: int, fft_repeats: int, http: str) -> list[str]:
+    """``ours`` runs under ``opentelemetry-instrument``, as an app with no instrumentation code would."""
+    command = [sys.executable, __file__, "serve", config, str(port), str(sink_port), str(fft_repeats), http]
+    if config in ("ours", "ours-nosentry"):
+        return [str(Path(sys.executable).with_name("opentelemetry-instrument")), *command]
+    return command
+
+
+def server_environment(config: str, sink_port: int, environment: dict[str, str]) -> dict[str, str]:
+    if config not in ("ours", "ours-nosentry"):
+        return environment
+    environment = {
+        **environment,
+        "OTEL_PYTHON_DISTRO": "phonoglyph",
+        "OTEL_PYTHON_CONFIGURATOR": "phonoglyph",
+        "OTEL_SERVICE_NAME": f"bench-{config}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+    }
+    if config == "ours":
+        environment["SENTRY_DSN"] = f"http://public@127.0.0.1:{sink_port}/1"
+    return environment
 
 
 # -- the breakdown (run as: overhead.py layer NAME SINK_PORT) -----------------------------------
@@ -259,6 +280,9 @@ class Window:
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
+    wrk_elapsed_s: float = 0.0
+    percentiles: dict[str, list[float]] = field(default_factory=dict)
+    """wrk's p50 and p99 of this window (wrk reports percentiles, not every latency)."""
 
 
 async def _client(port: int, path: str, deadline: float, window: Window) -> None:
@@ -284,20 +308,48 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S  # utime, stime
 
 
-def measure(pid: int, port: int, path: str, connections: int, window_s: float) -> Window:
+def measure(pid: int, port: int, path: str, connections: int, window_s: float, load: str) -> Window:
     window = Window()
     cpu_before = _cpu_s(pid)
     started = time.perf_counter()
+    if load == "wrk":
+        _run_wrk(port, path, connections, window_s, window)
+    else:
 
-    async def drive() -> None:
-        deadline = time.perf_counter() + window_s
-        await asyncio.gather(*(_client(port, path, deadline, window) for _ in range(connections)))
+        async def drive() -> None:
+            deadline = time.perf_counter() + window_s
+            await asyncio.gather(*(_client(port, path, deadline, window) for _ in range(connections)))
 
-    asyncio.run(drive())
+        asyncio.run(drive())
+        window.requests = len(window.latencies_s)
     window.elapsed_s = time.perf_counter() - started
     window.cpu_s = _cpu_s(pid) - cpu_before
-    window.requests = len(window.latencies_s)
     return window
+
+
+_WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+_WRK_PERCENTILE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
+_WRK_TOTAL = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m)")
+_WRK_BAD = re.compile(
+    r"Non-2xx or 3xx responses: (\d+)|Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+)
+
+
+def _run_wrk(port: int, path: str, connections: int, window_s: float, window: Window) -> None:
+    """One wrk run (one thread: the server has the other core); its p50/p99 stand in for the latencies."""
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(window_s))}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True, timeout=window_s + 30,
+    ).stdout  # fmt: skip
+    total = _WRK_TOTAL.search(output)
+    if total is None:
+        raise RuntimeError(f"wrk printed no total:\n{output}")
+    window.requests = int(total.group(1))
+    window.wrk_elapsed_s = float(total.group(2)) * _WRK_UNITS[total.group(3)]
+    for percentile, value, unit in _WRK_PERCENTILE.findall(output):
+        window.percentiles.setdefault(percentile, []).append(float(value) * _WRK_UNITS[unit])
+    for match in _WRK_BAD.finditer(output):
+        window.errors += sum(int(group) for group in match.groups() if group)
 
 
 # -- orchestration --------------------------------------------------------------------------
@@ -331,6 +383,11 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=3.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--http", choices=("httptools", "h11"), default="httptools", help="uvicorn's HTTP stack")
+    parser.add_argument(
+        "--load", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+        help="the load generator (default: wrk when installed)",
+    )  # fmt: skip
     parser.add_argument("--breakdown", action="store_true", help="where the time goes, layer by layer")
     args = parser.parse_args()
     if args.breakdown:
@@ -352,8 +409,8 @@ def main() -> None:
         for config in configs:
             port = _free_port()
             process = subprocess.Popen(
-                [sys.executable, __file__, "serve", config, str(port), str(sink_port), str(fft_repeats)],
-                env=environment,
+                server_command(config, port, sink_port, fft_repeats, args.http),
+                env=server_environment(config, sink_port, environment),
             )
             processes.append(process)
             _wait_for_port(port)
@@ -361,7 +418,7 @@ def main() -> None:
 
         for pid, port in servers.values():
             for path, connections in ENDPOINTS.values():
-                measure(pid, port, path, connections, args.warmup_s)
+                measure(pid, port, path, connections, args.warmup_s, args.load)
 
         results: dict[tuple[str, str], list[Window]] = {(c, e): [] for c in configs for e in ENDPOINTS}
         for round_index in range(args.rounds):
@@ -369,8 +426,8 @@ def main() -> None:
             for endpoint, (path, connections) in ENDPOINTS.items():
                 for config in order:
                     pid, port = servers[config]
-                    results[(config, endpoint)].append(measure(pid, port, path, connections, args.window_s))
-        _report(configs, results, sink_port)
+                    results[(config, endpoint)].append(measure(pid, port, path, connections, args.window_s, args.load))
+        _report(configs, results, sink_port, args)
     finally:
         for process in processes:
             process.terminate()
@@ -381,11 +438,15 @@ def main() -> None:
                 process.kill()
 
 
-def _report(configs: list[str], results: dict[tuple[str, str], list[Window]], sink_port: int) -> None:
+def _report(
+    configs: list[str], results: dict[tuple[str, str], list[Window]], sink_port: int, args: argparse.Namespace
+) -> None:
     import urllib.request
 
+    loop = "uvloop" if args.http == "httptools" else "asyncio"
     print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; windows per cell: {len(next(iter(results.values())))}"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; uvicorn http={args.http} loop={loop}; "
+        f"load: {args.load}; windows per cell: {len(next(iter(results.values())))}"
     )
     for endpoint, (path, connections) in ENDPOINTS.items():
         print(f"\n{endpoint} (GET {path}, {connections} keep-alive connections)")
@@ -397,9 +458,13 @@ def _report(configs: list[str], results: dict[tuple[str, str], list[Window]], si
         for config in configs:
             windows = results[(config, endpoint)]
             requests = sum(w.requests for w in windows)
-            throughput = requests / sum(w.elapsed_s for w in windows)
-            latencies = [value for w in windows for value in w.latencies_s]
-            p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
+            throughput = requests / sum(w.wrk_elapsed_s or w.elapsed_s for w in windows)
+            if windows[0].percentiles:  # wrk: the median of the windows' percentiles
+                p50 = _percentile([v for w in windows for v in w.percentiles.get("50", [])], 0.5)
+                p99 = _percentile([v for w in windows for v in w.percentiles.get("99", [])], 0.5)
+            else:
+                latencies = [value for w in windows for value in w.latencies_s]
+                p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
             cpu_us = sum(w.cpu_s for w in windows) / requests * 1e6
             if config == configs[0]:
                 base = {"throughput": throughput, "p50": p50, "p99": p99}
@@ -414,7 +479,7 @@ def _report(configs: list[str], results: dict[tuple[str, str], list[Window]], si
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     elif len(sys.argv) > 1 and sys.argv[1] == "layer":
         run_layer(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "sink":
