@@ -1,9 +1,11 @@
 """The durable outbox: PostHog events waiting for delivery, in SQLite (WAL).
 
 Rows move pending -> in-flight (claimed) -> deleted (ack) / pending again with a later
-``next_attempt_at`` (nack) / the ``dead_letters`` table with a reason. Opening the outbox
-returns in-flight rows to pending, so a crash at any point loses nothing: a claimed batch
-that was delivered but not acked is delivered again, and PostHog de-duplicates it by uuid.
+``next_attempt_at`` (nack) / the ``dead_letters`` table with a reason. A claim marks its rows
+in flight in this process's memory only (no write): a row stays pending on disk until it is
+acked, so a crash at any point loses nothing: a claimed batch that was delivered but not acked
+is delivered again, and PostHog de-duplicates it by uuid. Opening the outbox also returns rows
+an older version marked in flight on disk to pending.
 
 Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A commit appends to the WAL
 with a write(2) before ``put`` returns, so a killed process (kill -9, OOM) loses nothing;
@@ -23,12 +25,12 @@ hand edit leaves them) never stops delivery: the claim that meets one moves it t
 with the reason ``corrupt outbox row: ...`` (counted in ``corrupt_rows``) and claims again, and
 the delivery worker dead-letters an event that cannot be decoded when the exporter fails on it.
 
-Two connections, each guarded by its own lock: writes (put, the claim's mark, ack, nack,
-dead letters) go through the writer, one short transaction a call, serialised by a Python
-lock rather than SQLite's sleeping busy handler; reads (the claim's select, the gauges) go
-through the reader, which in WAL mode reads a committed snapshot beside a writer. So a
-receiver's put waits for the delivery worker only while it writes, never while it reads a
-batch or refreshes its gauges.
+Two connections, each guarded by its own lock: writes (put, ack, nack, dead letters) go
+through the writer, one short transaction a call, serialised by a Python lock rather than
+SQLite's sleeping busy handler; reads (the claim, the gauges) go through the reader, which
+in WAL mode reads a committed snapshot beside a writer. So a receiver's put waits for the
+delivery worker only while it acks or reschedules, never while it claims a batch or refreshes
+its gauges.
 
 Checkpoints (copying the WAL into the database file, with an fsync) are the delivery
 worker's job (``checkpoint``, passive, through the reader), not the writer's: SQLite's
@@ -59,9 +61,9 @@ __all__ = ["Outbox", "OutboxError", "OutboxFullError"]
 
 _PENDING = 0
 _IN_FLIGHT = 1
+"""Written by older versions only: returned to pending when the outbox is opened."""
 # SQLite >= 3.32 allows 32766 host parameters per statement; stay far below.
 _MAX_PARAMS = 500
-_ACK_CHUNK = 100
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -184,6 +186,8 @@ class Outbox:
         self._clock = clock
         self._lock = threading.Lock()  # the writer connection
         self._read_lock = threading.Lock()  # the reader connection
+        self._in_flight: dict[str, int] = {}
+        """uuid -> seq of the rows claimed and not yet acked, nacked or dead-lettered."""
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"no outbox at {self.path}")
         try:
@@ -302,11 +306,13 @@ class Outbox:
 
         The batch holds at most max_events rows and max_bytes of payload, but always at
         least one row when one is due (an oversized event must still come out, to be
-        dead-lettered by the worker). The rows are read through the reader connection; only
-        marking them in flight takes the writer. Claims are meant for one delivery thread.
+        dead-lettered by the worker). The rows are read through the reader connection and
+        marked in flight in memory: a claim writes nothing. Claims are meant for one
+        delivery thread.
         """
         now = self._clock()
-        params = (_PENDING, now, max_events)
+        in_flight = self._in_flight
+        params = (_PENDING, now, max_events + len(in_flight))
         try:
             with self._read_lock:
                 candidates = self._reader.execute(_CLAIM_SQL, params).fetchall()
@@ -317,27 +323,22 @@ class Outbox:
             with self._reading("outbox claim failed") as reader:
                 candidates = reader.execute(_CLAIM_SQL, params).fetchall()
         batch: list[StoredEvent] = []
-        batch_seqs: list[int] = []
         batch_bytes = 0
         for seq, uuid, payload, size, timestamp in candidates:
+            if uuid in in_flight:
+                continue
             if type(size) is not int or type(uuid) is not str or type(payload) is not bytes:
                 # a corrupt row among the first max_events: moved aside, then the claim starts over
                 if not self._quarantine(params):
                     raise OutboxError(f"outbox claim failed: row {seq} cannot be read")
+                for event in batch:
+                    del in_flight[event.uuid]
                 return self.claim(max_events=max_events, max_bytes=max_bytes)
-            if batch and batch_bytes + size > max_bytes:
+            if batch and (batch_bytes + size > max_bytes or len(batch) == max_events):
                 break
             batch_bytes += size
-            batch_seqs.append(seq)
+            in_flight[uuid] = seq
             batch.append(StoredEvent(uuid, payload, size, timestamp))
-        if not batch:
-            return batch
-        with self._writing("outbox claim failed") as db:
-            for chunk in _chunks(batch_seqs):
-                db.execute(
-                    f"UPDATE outbox SET state=? WHERE seq IN ({_placeholders(len(chunk))})",
-                    (_IN_FLIGHT, *chunk),
-                )
         return batch
 
     def _quarantine(self, params: tuple[Any, ...]) -> int:
@@ -368,19 +369,36 @@ class Outbox:
         return len(corrupt)
 
     def ack(self, uuids: Iterable[str]) -> None:
-        """Delivered: delete the rows.
+        """Delivered: delete the rows (claimed rows by their seq, others by uuid).
 
-        One short transaction per _ACK_CHUNK rows, releasing the lock in between, so that a
+        One short transaction per _MAX_PARAMS rows, releasing the lock in between, so that a
         put from the receiver never waits behind a whole batch (deleting is idempotent).
         """
-        for chunk in _chunks(list(uuids), _ACK_CHUNK):
-            with self._writing("outbox ack failed") as db:
-                db.execute(f"DELETE FROM outbox WHERE uuid IN ({_placeholders(len(chunk))})", chunk)
+        seqs, others = self._release(uuids)
+        for column, keys in (("seq", seqs), ("uuid", others)):
+            for chunk in _chunks(keys):
+                with self._writing("outbox ack failed") as db:
+                    db.execute(f"DELETE FROM outbox WHERE {column} IN ({_placeholders(len(chunk))})", chunk)
+
+    def _release(self, uuids: Iterable[str]) -> tuple[list[int], list[str]]:
+        """Take rows out of the in-flight set: the seqs of those that were claimed, the other uuids."""
+        seqs: list[int] = []
+        others: list[str] = []
+        in_flight = self._in_flight
+        for uuid in uuids:
+            seq = in_flight.pop(uuid, None)
+            if seq is None:
+                others.append(uuid)
+            else:
+                seqs.append(seq)
+        return seqs, others
 
     def nack(self, uuids: Iterable[str], *, retry_at: float, error: str) -> None:
         """Not delivered: back to pending, due again at retry_at (wall-clock seconds)."""
+        uuids = list(uuids)
+        self._release(uuids)
         with self._writing("outbox nack failed") as db:
-            for chunk in _chunks(list(uuids)):
+            for chunk in _chunks(uuids):
                 db.execute(
                     "UPDATE outbox SET state=?, next_attempt_at=?, attempts=attempts+1,"
                     f" last_error=? WHERE uuid IN ({_placeholders(len(chunk))})",
@@ -396,6 +414,7 @@ class Outbox:
         refused before queueing) is stored as a dead letter from the dict itself.
         """
         items = list(events_or_uuids)
+        self._release(item if isinstance(item, str) else item["uuid"] for item in items)
         now = self._clock()
         count = 0
         with self._writing("outbox dead-letter failed") as db:

@@ -44,7 +44,7 @@ class BatchConfig:
     max_delay_s: after a wake-up, how long the worker lets a partial batch fill before sending.
     """
 
-    max_events: int = 500
+    max_events: int = 2000
     max_bytes: int = 4 * 2**20
     max_event_bytes: int = 900 * 2**10
     max_delay_s: float = 0.2

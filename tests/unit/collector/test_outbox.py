@@ -117,6 +117,20 @@ def test_restart_returns_in_flight_rows_to_pending(tmp_path, clock):
         reopened.close()
 
 
+def test_a_claim_writes_nothing(outbox, tmp_path):
+    """In flight is the claiming process's memory: on disk a claimed row is pending until it is acked."""
+    outbox.put([event(n) for n in range(3)])
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        before = db.execute("SELECT seq, state, next_attempt_at, attempts FROM outbox ORDER BY seq").fetchall()
+    claimed = outbox.claim(max_events=2, max_bytes=2**20)
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        assert db.execute("SELECT seq, state, next_attempt_at, attempts FROM outbox ORDER BY seq").fetchall() == before
+    outbox.dead_letter([claimed[0]["uuid"]], reason="HTTP 400")
+    outbox.nack([claimed[1]["uuid"]], retry_at=0.0, error="HTTP 503")
+    # neither is in flight any more: the nacked one is claimed again, the dead letter is gone
+    assert [e["properties"]["n"] for e in outbox.claim(max_events=10, max_bytes=2**20)] == [1, 2]
+
+
 def test_an_inspector_does_not_recover_a_running_workers_claims(outbox, tmp_path, clock):
     outbox.put([event(1), event(2)])
     claimed = outbox.claim(max_events=1, max_bytes=2**20)

@@ -66,4 +66,4 @@ def test_invalid_batch_config_is_refused(kwargs):
 
 def test_batch_defaults_stay_under_posthog_limits():
     config = BatchConfig()
-    assert (config.max_events, config.max_bytes, config.max_event_bytes) == (500, 4 * 2**20, 900 * 2**10)
+    assert (config.max_events, config.max_bytes, config.max_event_bytes) == (2000, 4 * 2**20, 900 * 2**10)
