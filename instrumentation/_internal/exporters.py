@@ -155,17 +155,33 @@ class OtlpHttpSpanExporter(_OneAttemptExport, OTLPSpanExporter):
         super().__init__(*args, **kwargs)
         self._prepare = prepare
         self._one_attempt = one_attempt
+        self._mirrors: list[Callable[[bytes], None]] = []
         self._init_attempts()
 
+    def add_mirror(self, mirror: Callable[[bytes], None]) -> None:
+        """``mirror`` gets every request body this exporter encodes (sent or not): a second destination
+        of the same spans (Sentry's OTLP endpoint) without a second scrubbing and encoding."""
+        self._mirrors.append(mirror)
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not self._one_attempt:
-            succeeded = _send(self, spans, encode_spans_request, self._prepare, "spans")
-        elif self._backing_off():
-            succeeded = False
-        else:
+        skip = self._one_attempt and self._backing_off()
+        payload = None
+        if self._mirrors or not skip:
             payload = _encode(self, spans, encode_spans_request, self._prepare, "spans")
-            succeeded = payload is not None and self._attempt(payload) is Outcome.DELIVERED
+            if payload is not None:
+                for mirror in self._mirrors:
+                    mirror(payload)
+        succeeded = not skip and payload is not None and self.send_payload(payload)
         return SpanExportResult.SUCCESS if succeeded else SpanExportResult.FAILURE
+
+    def send_payload(self, payload: bytes) -> bool:
+        """POST an encoded request body: once (``one_attempt``: nothing while backing off), else with
+        the SDK's retries."""
+        if self._shutdown:
+            return False
+        if self._one_attempt:
+            return not self._backing_off() and self._attempt(payload) is Outcome.DELIVERED
+        return bool(self._client.export(payload).success)
 
 
 class OtlpHttpLogRecordExporter(_OneAttemptExport, OTLPLogExporter):

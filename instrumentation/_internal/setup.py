@@ -32,6 +32,7 @@ from instrumentation._internal.otel_scrubbing import (
     scrub_span,
 )
 from instrumentation._internal.propagation import set_global_propagator
+from instrumentation._internal.sentry import spans as sentry_spans
 from instrumentation._internal.sentry.client import setup_sentry, shutdown_sentry
 from instrumentation._internal.signals import install as flush_on_signals
 from instrumentation._internal.spool import open_spool
@@ -157,6 +158,7 @@ def install(settings: Settings, scrubber: Scrubber, exporters: Exporters) -> Ins
             release=settings.sentry_release,
             tracer_provider=tracer_provider,
             scrubber=scrubber,
+            span_exporter=span_exporter,
         )
 
         pipeline.CURRENT[0] = pipeline.Pipeline.from_providers(tracer_provider, logger_provider, meter_provider)
@@ -205,6 +207,8 @@ def force_flush() -> None:
     with guarded():
         for installed in INSTALLED:
             installed.span_processor.force_flush()
+            for sentry_path in sentry_spans.active_span_paths():  # after the spans it is sent
+                sentry_path.force_flush()
             installed.event_processor.force_flush()
             installed.meter_provider.force_flush()
 

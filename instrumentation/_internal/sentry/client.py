@@ -86,11 +86,13 @@ def setup_sentry(
     tracer_provider: TracerProvider,
     scrubber: Scrubber,
     send_spans: bool | None = None,
+    span_exporter: object = None,
 ) -> bool:
     """Start Sentry when ``dsn`` is set (returns True); without it, do nothing and say nothing.
 
     ``send_spans`` (default: ``PHONOGLYPH_SENTRY_SPANS``, on) adds the span path to Sentry's OTLP
-    endpoint; off, Sentry gets errors only.
+    endpoint (sending what ``span_exporter``, the collector's, encodes when it is ours: :mod:`.spans`);
+    off, Sentry gets errors only.
     """
     if not dsn:
         return False
@@ -114,7 +116,7 @@ def setup_sentry(
         transport=_transport_without_connection_retries(),
     )
     if send_spans:
-        spans.start_span_path(dsn, tracer_provider, scrubber)
+        spans.start_span_path(dsn, tracer_provider, scrubber, span_exporter)
     set_global_propagator(sentry_trace=True)
     stamp_exceptions_with_their_span()
     keep_request_bodies()

@@ -1,5 +1,9 @@
-"""The span path to Sentry: spans go to Sentry's OTLP endpoint through our export queue and our
-:class:`OtlpHttpSpanExporter`, scrubbed chunk by chunk while encoding (never sent unscrubbed).
+"""The span path to Sentry: spans go to Sentry's OTLP endpoint, scrubbed (never sent unscrubbed).
+
+With our OTLP exporter to the collector, the request bodies it encodes (scrubbed) are sent to
+Sentry as they are, from a queue of their own with its own thread: one scrubbing and one encoding
+per span for both destinations, and neither endpoint holds the other up. With any other span exporter,
+the path has its own export queue and :class:`OtlpHttpSpanExporter`, scrubbing while it encodes.
 
 It replaces sentry-sdk's own span exporter, which would use the collector's
 ``OTEL_EXPORTER_OTLP_HEADERS`` and TLS settings. With ``PHONOGLYPH_SENTRY_SPANS=off`` there is no
@@ -9,12 +13,13 @@ span path at all (an OpenTelemetry Collector forwards the spans).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, Final
 
 import requests
 from opentelemetry.sdk.trace import TracerProvider
 
-from instrumentation._internal.batching import QueueingSpanProcessor
+from instrumentation._internal.batching import ExportQueue, QueueingSpanProcessor, stop_retrying
 from instrumentation._internal.config import QueueConfig
 from instrumentation._internal.exporters import OtlpHttpSpanExporter
 from instrumentation._internal.otel_scrubbing import scrub_span
@@ -24,8 +29,10 @@ SENTRY_OTLP_HEADERS: Final = frozenset({"content-type", "content-encoding", "use
 """The only request headers Sentry's OTLP endpoint gets."""
 
 _QUEUE = QueueConfig()
-_ACTIVE: list[QueueingSpanProcessor] = []
-"""The span path's processor while Sentry is set up (at most one)."""
+_PAYLOAD_QUEUE = QueueConfig(max_queue_size=64, max_export_batch_size=1)
+"""Request bodies (each up to a batch of spans) waiting for Sentry."""
+_ACTIVE: list[SpanPath] = []
+"""The span path while Sentry is set up (at most one)."""
 
 
 class SentryOtlpSession(requests.Session):
@@ -53,27 +60,63 @@ def sentry_otlp_exporter(dsn: str, timeout_s: float, scrubber: Scrubber) -> Otlp
         timeout=timeout_s,
         session=session,
         prepare=functools.partial(scrub_span, scrubber=scrubber),
+        one_attempt=True,
     )
     # OTEL_EXPORTER_OTLP_CERTIFICATE / CLIENT_* are the collector's TLS settings, not Sentry's
     session.verify, session.cert = True, None
     return exporter
 
 
-def start_span_path(dsn: str, tracer_provider: TracerProvider, scrubber: Scrubber) -> QueueingSpanProcessor:
-    """Add a queue that exports ``tracer_provider``'s spans to Sentry; returns its processor."""
-    processor = QueueingSpanProcessor(sentry_otlp_exporter(dsn, _QUEUE.export_timeout_s, scrubber), _QUEUE)
-    tracer_provider.add_span_processor(processor)
-    _ACTIVE[:] = [processor]
-    return processor
+class PayloadPath:
+    """Sends the request bodies another exporter encoded to Sentry, from its own queue and thread."""
+
+    def __init__(self, exporter: OtlpHttpSpanExporter) -> None:
+        self.exporter = exporter
+        self._queue: ExportQueue[bytes] = ExportQueue(self._send, _PAYLOAD_QUEUE, signal="sentry_span_requests")
+        self.put = self._queue.put
+
+    def _send(self, payloads: Sequence[bytes]) -> bool:
+        return all([self.exporter.send_payload(payload) for payload in payloads])
+
+    def force_flush(self) -> bool:
+        return self._queue.force_flush()
+
+    def shutdown(self) -> None:
+        stop_retrying(self.exporter)
+        self._queue.shutdown(_QUEUE.export_timeout_s)
+        self.exporter.shutdown()
 
 
-def active_span_processors() -> list[QueueingSpanProcessor]:
-    """The span path's processor, if it is running (a copy of the list)."""
+SpanPath = QueueingSpanProcessor | PayloadPath
+
+
+def start_span_path(
+    dsn: str, tracer_provider: TracerProvider, scrubber: Scrubber, collector_exporter: object = None
+) -> SpanPath:
+    """Send ``tracer_provider``'s spans to Sentry too: the bodies ``collector_exporter`` encodes when it
+    is ours, else through an export queue of its own on the provider; returns the path."""
+    exporter = sentry_otlp_exporter(dsn, _QUEUE.export_timeout_s, scrubber)
+    path: SpanPath
+    if isinstance(collector_exporter, OtlpHttpSpanExporter):
+        path = PayloadPath(exporter)
+        collector_exporter.add_mirror(path.put)
+    else:
+        path = QueueingSpanProcessor(exporter, _QUEUE)
+        tracer_provider.add_span_processor(path)
+    _ACTIVE[:] = [path]
+    return path
+
+
+def active_span_paths() -> list[SpanPath]:
+    """The span path, if it is running (a copy of the list)."""
     return list(_ACTIVE)
 
 
 def stop_span_path() -> None:
-    """Export the spans still queued for Sentry; the provider's shutdown stops the processor."""
-    for processor in _ACTIVE:
-        processor.force_flush()
+    """Export the spans still queued for Sentry; the provider's shutdown stops a processor, a payload
+    path stops here (after the provider's shutdown has encoded the last spans)."""
+    for path in _ACTIVE:
+        path.force_flush()
+        if isinstance(path, PayloadPath):
+            path.shutdown()
     _ACTIVE.clear()

@@ -352,7 +352,7 @@ def test_an_unreachable_sentry_changes_nothing_for_the_app_but_counters(
                 raise AccountError("render failed")
     assert capture.wait_for(lambda c: len([s for s in c.spans if s["name"] == "render"]) == 3)
     shutdown()
-    assert pipeline_stats().get("spans_export_failures", 0) >= 1  # the Sentry OTLP path, counted
+    assert pipeline_stats().get("sentry_span_requests_export_failures", 0) >= 1  # the Sentry OTLP path, counted
     assert capture.snapshot()["errors"] == []
 
 
@@ -382,8 +382,9 @@ def test_the_collectors_otlp_headers_and_tls_settings_never_go_to_sentry(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/collector-ca.pem")
     endpoint, capture = otlp
     configure(service_name="worker", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
-    (processor,) = sentry_span_path.active_span_processors()
-    session = processor._exporter._client._transport._session
+    (path,) = sentry_span_path.active_span_paths()
+    assert isinstance(path, sentry_span_path.PayloadPath)  # the collector's encoded bodies, sent as they are
+    session = path.exporter._client._transport._session
     assert (session.verify, session.cert) == (True, None)
     with operation("render", {semconv.RENDER_ID: "r_1"}):
         pass

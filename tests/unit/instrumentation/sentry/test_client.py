@@ -76,7 +76,7 @@ def test_setup_adds_the_span_path_to_sentry_unless_switched_off(
     )  # fmt: skip
     processors = provider._active_span_processor._span_processors
     assert [type(p) for p in processors] == ([QueueingSpanProcessor] if span_path else [])
-    assert spans.active_span_processors() == list(processors)
+    assert spans.active_span_paths() == list(processors)
     assert sentry_sdk.get_client().is_active()  # errors go to Sentry either way
     assert fastapi_layer.REQUEST_ERROR_HANDLERS.count(report_request_error) == 1
     shutdown_sentry(timeout_s=0.1)
