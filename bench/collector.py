@@ -1,19 +1,20 @@
-"""Collector ingest benchmark (issue 3): OTLP/HTTP protobuf + gzip, 512 spans a request, 10% tagged.
+"""Collector ingest benchmark (issue 12): OTLP/HTTP protobuf + gzip, 512 spans a request, 10% tagged.
 
     .venv/bin/python bench/collector.py [--duration-s 20] [--concurrency 4]
 
 Processes: the collector (``python -m collector serve``, pinned to CPU 0 with sched_setaffinity,
-delivering to a fake PostHog), the fake PostHog (tests/fakes/posthog.py) and a separate client
-process that sends pre-built requests (both pinned to CPU 1). Every 200 is a durable ack: the
-collector answers only after the derived events are committed to its SQLite outbox.
+delivering to the strict fake PostHog), the fake PostHog (tests/fakes/posthog.py) and a separate client
+process that sends pre-built requests, each body once (both pinned to CPU 1). Every 200 is a durable ack:
+the collector answers only after the derived events are committed to its SQLite outbox.
 
-Phases: (1) throughput, closed loop with N connections; (2) ack latency at the target rate
-(50,000 spans/s, or 80% of the measured maximum if lower; or each of --latency-rates), open loop,
-latency counted from the scheduled send time; (3) delivery: the backlog left in the outbox drained
-to the fake PostHog. Reported: spans/s, spans per CPU-second of the collector, ack p50/p99, delivered events/s,
-peak RSS (VmHWM), and the CPU per span with every ingested event delivered (ingest CPU plus queued
-events times the drain CPU per event). With --py-spy PATH, every collector thread is sampled in phase 1.
-``--stages`` times each ingest stage in-process (gunzip, decode, map, scrub, outbox put).
+Phases: (1) throughput, closed loop with N connections, then the collector runs until quiet (its outbox
+empty): the collector's CPU from the first request to quiet, divided into the spans sent, is the spans per
+CPU-second with every ingested event delivered; (2) ack latency at the target rate (40,000 spans/s, or 80%
+of the measured maximum if lower; or each of --latency-rates), open loop, latency counted from the
+scheduled send time, again until quiet; (3) the check: the fake PostHog received one event per tagged span
+sent, each once. Reported: those figures, the peak RSS (VmHWM) and the targets met. With --py-spy PATH,
+every collector thread is sampled in phase 1. ``--stages`` times each ingest stage in-process (gunzip,
+decode, map, scrub, outbox put).
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 SPANS_PER_REQUEST = 512
 TAGGED_RATIO = 0.1
-TARGET_SPANS_PER_S = 50_000
+TARGET_SPANS_PER_S = 40_000
+TARGET_SPANS_PER_CPU_S = 150_000
+TARGET_ACK_P99_MS = 50
+TARGET_PEAK_RSS_MB = 150
+CLOSED_LOOP_MAX_REQUESTS_PER_S = 320
+"""Bodies the closed-loop client builds per second of the phase: each is sent once at most."""
 COLLECTOR_CPU = 0
 CLIENT_CPU = 1
 
@@ -124,8 +130,8 @@ def client_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     raw, marker = build_template(args.seed)
     rng = random.Random(args.seed)
-    expected = int((args.rate or 150) * args.duration_s * 1.2) + 50
-    bodies = [gzip.compress(raw.replace(marker, rng.randbytes(8)), 1) for _ in range(min(expected, 4000))]
+    count = int((args.rate or CLOSED_LOOP_MAX_REQUESTS_PER_S) * args.duration_s * 1.2) + 50
+    bodies = [gzip.compress(raw.replace(marker, rng.randbytes(8)), 1) for _ in range(count)]
     print(json.dumps({"ready": True, "raw_bytes": len(raw), "gzip_bytes": len(bodies[0])}), flush=True)
     sys.stdin.readline()  # go
 
@@ -134,7 +140,7 @@ def client_main(argv: list[str]) -> None:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
-    next_body = iter(range(10**9))
+    next_body = iter(bodies)  # each body once: every request's events are new
     deadline = time.monotonic() + args.duration_s
 
     def send(connection, body) -> int:
@@ -151,8 +157,7 @@ def client_main(argv: list[str]) -> None:
 
     def closed_worker():
         connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-        while time.monotonic() < deadline:
-            body = bodies[next(next_body) % len(bodies)]
+        while time.monotonic() < deadline and (body := next(next_body, None)) is not None:
             started = time.monotonic()
             record(send(connection, body), time.monotonic() - started)
 
@@ -178,11 +183,11 @@ def client_main(argv: list[str]) -> None:
             thread.start()
         interval_s = 1 / args.rate
         scheduled = started
-        while scheduled < deadline:
+        while scheduled < deadline and (body := next(next_body, None)) is not None:
             delay = scheduled - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            work.put((scheduled, bodies[next(next_body) % len(bodies)]))
+            work.put((scheduled, body))
             scheduled += interval_s
         for _ in threads:
             work.put(None)
@@ -305,6 +310,30 @@ def stages(requests: int = 200) -> None:
     )
 
 
+FAKE_POSTHOG = """
+import json, sys
+from tests.fakes.posthog import FakePostHog
+fake = FakePostHog().start()
+print(fake.host, flush=True)
+for _ in sys.stdin:  # one line asks what it received
+    uuids = fake.uuids()
+    refused = sum(1 for request in fake.requests if request.status != 200)
+    print(json.dumps({"events": len(uuids), "unique_uuids": len(set(uuids)), "refused_requests": refused}), flush=True)
+"""
+
+
+def tagged_per_request() -> int:
+    return len(range(0, SPANS_PER_REQUEST, round(1 / TAGGED_RATIO)))
+
+
+def until_quiet(url: str, timeout_s: float = 300) -> float:
+    """Wait until the collector's outbox is empty (every committed event delivered); the seconds waited."""
+    started = time.monotonic()
+    while metric(url, "outbox_depth") > 0 and time.monotonic() - started < timeout_s:
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=20.0)
@@ -322,7 +351,7 @@ def main() -> None:
         nargs="+",
         metavar="SPANS_PER_S",
         help="offered loads (spans/s) for the open-loop ack-latency phase, one run each"
-        " (default: the 50,000 spans/s target, or 80%% of the measured maximum if lower)",
+        f" (default: the {TARGET_SPANS_PER_S:,} spans/s target, or 80%% of the measured maximum if lower)",
     )
     args = parser.parse_args()
     if args.stages:
@@ -333,12 +362,7 @@ def main() -> None:
     os.sched_setaffinity(0, {CLIENT_CPU})
     workdir = Path(tempfile.mkdtemp(prefix="collector-bench-"))
     fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from tests.fakes.posthog import FakePostHog; f = FakePostHog().start();"
-            " print(f.host, flush=True); sys.stdin.read()",
-        ],
+        [sys.executable, "-c", FAKE_POSTHOG],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -363,15 +387,16 @@ def main() -> None:
         text=True,
         preexec_fn=pinned(COLLECTOR_CPU),
     )
+    tagged_sent = 0
     try:
         url = collector.stdout.readline().split("listening on ")[1].split()[0]
-        results = {
+        results: dict = {
             "spans_per_request": SPANS_PER_REQUEST,
             "tagged_ratio": TAGGED_RATIO,
             "load_average_at_start": os.getloadavg()[0],
         }
 
-        # (1) throughput, closed loop
+        # (1) throughput, closed loop, then until quiet
         client = run_client(
             url,
             "--mode",
@@ -385,8 +410,6 @@ def main() -> None:
         )
         results["request_bytes"] = client["ready"]
         cpu_before, delivered_before = proc_cpu_s(collector.pid), metric(url, "delivered_events_total")
-        queued_before = metric(url, "queued_events_total")
-        other_cpu_before = proc_cpu_s(fake.pid) + proc_cpu_s(client["process"].pid)
         spy = None
         if args.py_spy:
             spy = subprocess.Popen(
@@ -412,58 +435,25 @@ def main() -> None:
         closed = go(client)
         if spy is not None:
             spy.wait(60)
+        ingest_cpu_s = proc_cpu_s(collector.pid) - cpu_before
+        delivered_during_ingest = metric(url, "delivered_events_total") - delivered_before
+        quiet_after_s = until_quiet(url)
         cpu_s = proc_cpu_s(collector.pid) - cpu_before
-        other_cpu_s = proc_cpu_s(fake.pid) + closed["client_cpu_s"] - other_cpu_before
         spans = closed["ok_requests"] * SPANS_PER_REQUEST
+        tagged_sent += closed["ok_requests"] * tagged_per_request()
         results["throughput"] = {
             "spans_per_s": round(spans / closed["elapsed_s"]),
-            "spans_per_collector_cpu_s": round(spans / cpu_s),
-            "collector_cpu_utilisation": round(cpu_s / closed["elapsed_s"], 3),
-            "client_and_fake_posthog_cpu_utilisation": round(other_cpu_s / closed["elapsed_s"], 3),
+            "spans_per_collector_cpu_s_all_delivered": round(spans / cpu_s),
+            "spans_per_collector_cpu_s_during_ingest": round(spans / ingest_cpu_s),
+            "collector_cpu_utilisation": round(ingest_cpu_s / closed["elapsed_s"], 3),
+            "events_delivered_during_ingest": delivered_during_ingest,
+            "quiet_after_s": round(quiet_after_s, 2),
             "ack_p50_ms": round(closed["p50_ms"], 1),
             "ack_p99_ms": round(closed["p99_ms"], 1),
             "statuses": closed["statuses"],
             "concurrency": args.concurrency,
-            "events_delivered_during_ingest": metric(url, "delivered_events_total") - delivered_before,
-            "events_queued_during_ingest": metric(url, "queued_events_total") - queued_before,
         }
         print(json.dumps({"throughput": results["throughput"]}), flush=True)
-
-        # (3) delivery of the backlog: CPU per delivered event, to split phase 1's CPU into ingest and delivery
-        depth = metric(url, "outbox_depth")
-        drain_started, drain_cpu_before = time.monotonic(), proc_cpu_s(collector.pid)
-        delivered_start = metric(url, "delivered_events_total")
-        while metric(url, "outbox_depth") > 0 and time.monotonic() - drain_started < 300:
-            time.sleep(0.2)
-        drain_s = time.monotonic() - drain_started
-        drained = metric(url, "delivered_events_total") - delivered_start
-        drain_cpu_s = proc_cpu_s(collector.pid) - drain_cpu_before
-        results["delivery"] = {
-            "backlog_events": depth,
-            "drain_s": round(drain_s, 2),
-            "events_per_s": round(drained / drain_s) if drain_s > 0 else None,
-            "events_per_collector_cpu_s": round(drained / drain_cpu_s) if drain_cpu_s else None,
-        }
-        if drained and drain_cpu_s:
-            ingest_cpu_s = cpu_s - results["throughput"]["events_delivered_during_ingest"] * drain_cpu_s / drained
-            results["throughput"]["ingest_only_spans_per_collector_cpu_s"] = round(spans / ingest_cpu_s)
-            # every event ingested in phase 1 delivered too, whether or not delivery kept up during the phase
-            queued = results["throughput"]["events_queued_during_ingest"]
-            results["throughput"]["ingest_and_delivery_spans_per_collector_cpu_s"] = round(
-                spans / (ingest_cpu_s + queued * drain_cpu_s / drained)
-            )
-            print(
-                json.dumps(
-                    {
-                        k: results["throughput"][k]
-                        for k in (
-                            "ingest_only_spans_per_collector_cpu_s",
-                            "ingest_and_delivery_spans_per_collector_cpu_s",
-                        )
-                    }
-                )
-            )
-        print(json.dumps({"delivery": results["delivery"]}), flush=True)
 
         # (2) ack latency at the target rate (or 80% of the maximum), open loop; or at each --latency-rates
         max_rate = results["throughput"]["spans_per_s"] / SPANS_PER_REQUEST
@@ -482,23 +472,35 @@ def main() -> None:
                 "--duration-s",
                 str(args.duration_s),
                 "--seed",
-                "2",
+                str(2 + len(results["latency_at_rate"])),
             )
-            cpu_before, delivered_before = proc_cpu_s(collector.pid), metric(url, "delivered_events_total")
+            cpu_before = proc_cpu_s(collector.pid)
             opened = go(client)
+            busy_s = proc_cpu_s(collector.pid) - cpu_before
+            tagged_sent += opened["ok_requests"] * tagged_per_request()
             latency = {
                 "spans_per_s_offered": round(rate * SPANS_PER_REQUEST),
+                "spans_per_s_acked": round(opened["ok_requests"] * SPANS_PER_REQUEST / opened["elapsed_s"]),
                 "ack_p50_ms": round(opened["p50_ms"], 1),
                 "ack_p99_ms": round(opened["p99_ms"], 1),
                 "ack_max_ms": round(opened["max_ms"], 1),
                 "statuses": opened["statuses"],
-                "collector_cpu_utilisation": round((proc_cpu_s(collector.pid) - cpu_before) / opened["elapsed_s"], 3),
-                "events_delivered": metric(url, "delivered_events_total") - delivered_before,
-                "outbox_depth_at_end": metric(url, "outbox_depth"),
+                "collector_cpu_utilisation": round(busy_s / opened["elapsed_s"], 3),
+                "quiet_after_s": round(until_quiet(url), 2),
             }
             results["latency_at_rate"].append(latency)
             print(json.dumps({"latency_at_rate": latency}), flush=True)
         results["peak_rss_mb"] = round(proc_status_kb(collector.pid, "VmHWM") / 1024, 1)
+
+        # (3) every tagged span sent delivered, once
+        fake.stdin.write("count\n")
+        fake.stdin.flush()
+        received = json.loads(fake.stdout.readline())
+        results["delivery_check"] = {
+            "tagged_spans_acked": tagged_sent,
+            **received,
+            "ok": received["events"] == received["unique_uuids"] == tagged_sent and not received["refused_requests"],
+        }
         results["load_average_at_end"] = os.getloadavg()[0]
     finally:
         collector.terminate()
@@ -506,8 +508,38 @@ def main() -> None:
         fake.terminate()
         fake.wait(10)
     print(json.dumps(results, indent=2))
+    print_targets(results)
     if args.py_spy:
         print_profile(workdir / "py-spy.txt")
+
+
+def print_targets(results: dict) -> None:
+    check = results["delivery_check"]
+    print(
+        f"delivered: {check['events']} events ({check['unique_uuids']} distinct uuids) for"
+        f" {check['tagged_spans_acked']} tagged spans acked: {'OK' if check['ok'] else 'MISMATCH'}"
+    )
+    at_target = next(
+        (row for row in results["latency_at_rate"] if row["spans_per_s_offered"] == TARGET_SPANS_PER_S), None
+    )
+    rss_mb = results["peak_rss_mb"]
+    rows = [
+        (
+            "spans per collector CPU-second, every ingested event delivered",
+            results["throughput"]["spans_per_collector_cpu_s_all_delivered"],
+            f">= {TARGET_SPANS_PER_CPU_S:,}",
+            results["throughput"]["spans_per_collector_cpu_s_all_delivered"] >= TARGET_SPANS_PER_CPU_S,
+        ),
+        (
+            f"ack p50 / p99 at {TARGET_SPANS_PER_S:,} spans/s (ms)",
+            "not run" if at_target is None else f"{at_target['ack_p50_ms']} / {at_target['ack_p99_ms']}",
+            f"p99 <= {TARGET_ACK_P99_MS}",
+            at_target is not None and at_target["ack_p99_ms"] <= TARGET_ACK_P99_MS,
+        ),
+        ("peak RSS (MB)", rss_mb, f"<= {TARGET_PEAK_RSS_MB}", rss_mb <= TARGET_PEAK_RSS_MB),
+    ]
+    for name, value, target, met in rows:
+        print(f"{name}: {value} (target {target}: {'met' if met else 'NOT met'})")
 
 
 def print_profile(path: Path, top: int = 30) -> None:
