@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,11 +11,13 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import SpanKind
 
+from instrumentation import semconv
+from instrumentation._internal.request_metrics import REQUEST_DURATION as REQUEST_DURATION
+from instrumentation._internal.request_metrics import REQUEST_DURATION_BUCKETS_S as REQUEST_DURATION_BUCKETS_S
+from instrumentation._internal.request_metrics import RequestDurations, attach
+
 SCOPE_NAME = "phonoglyph.instrumentation"
 OPERATION_DURATION = "phonoglyph.operation.duration"
-REQUEST_DURATION = "http.server.request.duration"
-REQUEST_DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-"""The bucket boundaries OTel's HTTP semantic conventions advise for ``http.server.request.duration``."""
 
 
 def _duration_histogram(meter: metrics.Meter) -> Histogram:
@@ -24,13 +26,22 @@ def _duration_histogram(meter: metrics.Meter) -> Histogram:
     )
 
 
-def _request_histogram(meter: metrics.Meter) -> Histogram:
-    return meter.create_histogram(
-        REQUEST_DURATION,
-        unit="s",
-        description="Duration of HTTP server requests.",
-        explicit_bucket_boundaries_advisory=list(REQUEST_DURATION_BUCKETS_S),
-    )
+class _AttributesRecorder:
+    """``Histogram.record(amount, attributes)`` onto a RequestDurations, for a caller still passing the
+    attributes as a mapping."""
+
+    def __init__(self, durations: RequestDurations) -> None:
+        self._durations = durations
+
+    def record(self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None) -> None:
+        attributes = attributes or {}
+        self._durations.record(
+            attributes.get(semconv.HTTP_REQUEST_METHOD, "_OTHER"),
+            attributes.get(semconv.HTTP_RESPONSE_STATUS_CODE, 0),
+            attributes.get(semconv.HTTP_ROUTE),
+            attributes.get(semconv.ERROR_TYPE),
+            amount,
+        )
 
 
 StartSpan = Callable[[str, Context, SpanKind, dict[str, Any]], trace.Span]
@@ -56,9 +67,15 @@ class Pipeline:
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer(SCOPE_NAME))
     event_logger: _logs.Logger = field(default_factory=lambda: _logs.get_logger(SCOPE_NAME))
     duration_histogram: Histogram = field(default_factory=lambda: _duration_histogram(metrics.get_meter(SCOPE_NAME)))
-    request_histogram: Histogram = field(default_factory=lambda: _request_histogram(metrics.get_meter(SCOPE_NAME)))
+    request_durations: RequestDurations = field(default_factory=lambda: RequestDurations(SCOPE_NAME))
+    """``http.server.request.duration``; exported once attached to a MeterProvider (``from_providers``)."""
     start_server_span: StartSpan | None = None
     """None: ``tracer.start_span``."""
+
+    @property
+    def request_histogram(self) -> _AttributesRecorder:
+        """``request_durations`` behind the SDK histogram's ``record(amount, attributes)``."""
+        return _AttributesRecorder(self.request_durations)
 
     @classmethod
     def from_providers(
@@ -69,12 +86,14 @@ class Pipeline:
     ) -> Pipeline:
         meter = meter_provider.get_meter(SCOPE_NAME)
         tracer = tracer_provider.get_tracer(SCOPE_NAME)
+        request_durations = RequestDurations(SCOPE_NAME)
+        attach(meter_provider, request_durations)  # every reader of an SDK provider collects it
         return cls(
             tracer=tracer,
             start_server_span=_start_span(tracer_provider, tracer),
             event_logger=logger_provider.get_logger(SCOPE_NAME),
             duration_histogram=_duration_histogram(meter),
-            request_histogram=_request_histogram(meter),
+            request_durations=request_durations,
         )
 
 
