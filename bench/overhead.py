@@ -6,7 +6,8 @@
 
 Four uvicorn servers (one process each, the same app code, which has no instrumentation code) run at
 the same time, on the stack users run: uvicorn with httptools and uvloop (what ``uvicorn[standard]``
-installs), unless ``--http h11`` (h11 and asyncio's own loop):
+installs), unless ``--http h11`` (h11 and asyncio's own loop), with uvicorn's defaults otherwise (an
+access line per request, written to a log file per server):
   bare           no OpenTelemetry at all
   stock          SDK TracerProvider + BatchSpanProcessor + OTLP/HTTP exporter, FastAPIInstrumentor defaults
   ours           the app under ``opentelemetry-instrument`` with our distro (OTLP export to a local sink,
@@ -36,6 +37,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -122,7 +124,7 @@ def serve(config: str, port: int, sink_port: int, fft_repeats: int, http: str) -
         trace.set_tracer_provider(provider)
         FastAPIInstrumentor.instrument_app(app)
     loop = "uvloop" if http == "httptools" else "asyncio"
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, http=http, loop=loop)
+    uvicorn.run(app, host="127.0.0.1", port=port, http=http, loop=loop)  # uvicorn's defaults: access log on
 
 
 def server_command(config: str, port: int, sink_port: int, fft_repeats: int, http: str) -> list[str]:
@@ -406,12 +408,17 @@ def main() -> None:
         fft_repeats = calibrate_fft_repeats()
         print(f"realistic endpoint: {fft_repeats} FFTs of 65536 samples (about 5 ms here) + a SQLite query")
         servers: dict[str, tuple[int, int]] = {}
+        logs = Path(tempfile.mkdtemp(prefix="overhead-"))
+        print(f"server logs (access lines included): {logs}")
         for config in configs:
             port = _free_port()
-            process = subprocess.Popen(
-                server_command(config, port, sink_port, fft_repeats, args.http),
-                env=server_environment(config, sink_port, environment),
-            )
+            with open(logs / f"{config}.log", "wb") as log:
+                process = subprocess.Popen(
+                    server_command(config, port, sink_port, fft_repeats, args.http),
+                    env=server_environment(config, sink_port, environment),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             processes.append(process)
             _wait_for_port(port)
             servers[config] = (process.pid, port)

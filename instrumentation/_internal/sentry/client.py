@@ -40,10 +40,36 @@ from instrumentation._internal.sentry.exceptions import stamp_exceptions_with_th
 from instrumentation._internal.sentry.request_errors import keep_request_bodies, report_request_error
 from instrumentation.scrubbing import Scrubber
 
-PIPELINE_LOGGERS: Final = ("instrumentation", "instrumentation.*", "opentelemetry.*")
-"""Loggers (fnmatch patterns) Sentry's logging integration ignores: the telemetry pipeline's own
-lines (an unreachable collector, a failed export) are counters and logs, never Sentry events, and
-our own error lines must not come back through before_send."""
+PIPELINE_LOGGERS: Final = ("instrumentation", "opentelemetry")
+"""Loggers (with their children) whose lines never become Sentry events or breadcrumbs: the telemetry
+pipeline's own lines (an unreachable collector, a failed export) are counters and logs, and our own
+error lines must not come back through before_send. Dropped by name in ``before_send`` and
+``before_breadcrumb``: Sentry's ``ignore_logger`` patterns would cost an ``fnmatch`` per pattern on
+every log line of the app."""
+
+ACCESS_LOGGERS: Final = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
+"""A server's line per request: never an event (INFO), and as a breadcrumb it is written after the
+response started, in the request's own isolation scope, which then ends. Ignored by exact name, which
+Sentry's logging integration checks before doing anything else with a line."""
+
+
+def is_pipeline_logger(name: str) -> bool:
+    return any(name == prefix or name.startswith(f"{prefix}.") for prefix in PIPELINE_LOGGERS)
+
+
+def drop_pipeline_lines(
+    callback: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None],
+) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]:
+    """``before_send`` / ``before_breadcrumb`` that first drops what a pipeline logger's line made."""
+
+    def drop_then_call(item: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        record = hint.get("log_record") if hint else None
+        if record is not None and is_pipeline_logger(getattr(record, "name", "")):
+            return None
+        return callback(item, hint)
+
+    return drop_then_call
+
 
 WEB_FRAMEWORK_INTEGRATIONS: Final = frozenset(
     {
@@ -97,13 +123,14 @@ def setup_sentry(
     if not dsn:
         return False
     import sentry_sdk
-    from sentry_sdk.integrations.logging import ignore_logger
+    from sentry_sdk.integrations.logging import ignore_logger, ignore_logger_for_sentry_logs
     from sentry_sdk.integrations.otlp import OTLPIntegration
 
     if send_spans is None:
         send_spans = config.read(config.SENTRY_SPANS)
-    for name in PIPELINE_LOGGERS:
+    for name in ACCESS_LOGGERS:
         ignore_logger(name)
+        ignore_logger_for_sentry_logs(name)
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
@@ -111,8 +138,8 @@ def setup_sentry(
         integrations=[OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)],
         disabled_integrations=web_framework_integrations(),
         in_app_exclude=list(NOT_IN_APP),
-        before_send=drop_normal_websocket_close(functools.partial(before_send, scrubber)),  # type: ignore[arg-type]
-        before_breadcrumb=functools.partial(before_breadcrumb, scrubber),
+        before_send=drop_pipeline_lines(drop_normal_websocket_close(functools.partial(before_send, scrubber))),  # type: ignore[arg-type]
+        before_breadcrumb=drop_pipeline_lines(functools.partial(before_breadcrumb, scrubber)),
         transport=_transport_without_connection_retries(),
     )
     if send_spans:

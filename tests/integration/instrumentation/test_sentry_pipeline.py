@@ -471,3 +471,21 @@ def test_http_exceptions_below_500_that_leave_the_app_are_not_reported(
     assert event["transaction"] == "/v1/gated"
     assert [e for e in fake_sentry.events if "gate says" in repr(e)] == [event]
     assert fake_sentry.errors == []
+
+
+def test_server_access_lines_and_the_pipelines_lines_never_become_breadcrumbs(
+    fresh_otel: None, clean_env: None, otlp: tuple[str, OtlpCapture], fake_sentry: FakeSentry
+) -> None:
+    endpoint, _ = otlp
+    configure(service_name="api", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
+    logging.getLogger("uvicorn.access").info('127.0.0.1:5000 - "GET /trivial HTTP/1.1" 200')
+    logging.getLogger("opentelemetry.sdk.trace").warning("a pipeline warning")
+    logging.getLogger("instrumentation._internal.batching").warning("exporting 3 spans failed")
+    _app_logger.warning("the app's own warning")
+    _app_logger.error("the app's own error")
+    shutdown()
+    (event,) = fake_sentry.events
+    crumbs = [crumb.get("message") for crumb in event["breadcrumbs"]["values"] if crumb.get("type") == "log"]
+    assert "the app's own warning" in crumbs
+    assert not {"a pipeline warning", "exporting 3 spans failed"} & set(crumbs)
+    assert not [crumb for crumb in crumbs if crumb and "GET /trivial" in crumb]
