@@ -200,6 +200,10 @@ class ServerSpanMiddleware:
         if not REQUEST_SCOPES:
             await handle(scope, receive, send, record)
             return
+        if len(REQUEST_SCOPES) == 1:
+            with REQUEST_SCOPES[0]():
+                await handle(scope, receive, send, record)
+            return
         with ExitStack() as request_scopes:
             for request_scope in REQUEST_SCOPES:
                 request_scopes.enter_context(request_scope())
@@ -373,18 +377,13 @@ def _record_request(
 ) -> None:
     """One ``http.server.request.duration`` point, sampled or not: the collector's ``http_error_rate`` rule
     reads the 5xx share from it. An exception before the response counts as the 500 the server answers."""
+    method = scope["method"]
     status = status_code or 500
-    attributes: dict[str, Any] = {
-        semconv.HTTP_REQUEST_METHOD: scope["method"] if scope["method"] in _KNOWN_METHODS else "_OTHER",
-        semconv.HTTP_RESPONSE_STATUS_CODE: status,
-    }
-    if route_path:
-        attributes[semconv.HTTP_ROUTE] = route_path
-    if error_type is not None:
-        attributes[semconv.ERROR_TYPE] = error_type
-    elif status >= 500:
-        attributes[semconv.ERROR_TYPE] = str(status)
-    pipeline.current().request_histogram.record(duration_s, attributes)
+    if error_type is None and status >= 500:
+        error_type = str(status)
+    pipeline.current().request_durations.record(
+        method if method in _KNOWN_METHODS else "_OTHER", status, route_path or None, error_type, duration_s
+    )
 
 
 def _leaf_path(route: Any, scope: Scope) -> str | None:

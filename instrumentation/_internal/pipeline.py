@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +11,6 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import SpanKind
 
-from instrumentation import semconv
 from instrumentation._internal.request_metrics import REQUEST_DURATION as REQUEST_DURATION
 from instrumentation._internal.request_metrics import REQUEST_DURATION_BUCKETS_S as REQUEST_DURATION_BUCKETS_S
 from instrumentation._internal.request_metrics import RequestDurations, attach
@@ -24,24 +23,6 @@ def _duration_histogram(meter: metrics.Meter) -> Histogram:
     return meter.create_histogram(
         OPERATION_DURATION, unit="s", description="Duration of Phonoglyph operations, by operation and outcome."
     )
-
-
-class _AttributesRecorder:
-    """``Histogram.record(amount, attributes)`` onto a RequestDurations, for a caller still passing the
-    attributes as a mapping."""
-
-    def __init__(self, durations: RequestDurations) -> None:
-        self._durations = durations
-
-    def record(self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None) -> None:
-        attributes = attributes or {}
-        self._durations.record(
-            attributes.get(semconv.HTTP_REQUEST_METHOD, "_OTHER"),
-            attributes.get(semconv.HTTP_RESPONSE_STATUS_CODE, 0),
-            attributes.get(semconv.HTTP_ROUTE),
-            attributes.get(semconv.ERROR_TYPE),
-            amount,
-        )
 
 
 StartSpan = Callable[[str, Context, SpanKind, dict[str, Any]], trace.Span]
@@ -71,11 +52,6 @@ class Pipeline:
     """``http.server.request.duration``; exported once attached to a MeterProvider (``from_providers``)."""
     start_server_span: StartSpan | None = None
     """None: ``tracer.start_span``."""
-
-    @property
-    def request_histogram(self) -> _AttributesRecorder:
-        """``request_durations`` behind the SDK histogram's ``record(amount, attributes)``."""
-        return _AttributesRecorder(self.request_durations)
 
     @classmethod
     def from_providers(

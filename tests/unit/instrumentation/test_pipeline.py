@@ -20,21 +20,7 @@ def test_request_durations_reach_the_installed_providers_readers(captured: Captu
     assert (point["count"], point["sum"]) == (2, 0.02 + 0.04)
 
 
-def test_request_histogram_records_an_attribute_mapping_into_the_same_series(captured: Captured) -> None:
-    attributes = {
-        semconv.HTTP_REQUEST_METHOD: "POST",
-        semconv.HTTP_RESPONSE_STATUS_CODE: 503,
-        semconv.ERROR_TYPE: "503",
-    }
-    pipeline.current().request_histogram.record(0.5, attributes)
-    pipeline.current().request_durations.record("POST", 503, None, "503", 0.25)
-    [point] = captured.histogram_points(REQUEST_DURATION)
-    assert point["attributes"] == attributes
-    assert (point["count"], point["sum"]) == (2, 0.75)
-
-
 def test_a_pipeline_without_providers_records_into_an_unattached_aggregator() -> None:
     unconfigured = pipeline.Pipeline()
     assert isinstance(unconfigured.request_durations, RequestDurations)
     unconfigured.request_durations.record("GET", 200, None, None, 0.01)
-    unconfigured.request_histogram.record(0.01, {semconv.HTTP_REQUEST_METHOD: "GET"})

@@ -15,6 +15,7 @@ from instrumentation._internal.batching import QueueingSpanProcessor
 from instrumentation._internal.sentry import spans
 from instrumentation._internal.sentry.client import (
     WEB_FRAMEWORK_INTEGRATIONS,
+    RequestScope,
     setup_sentry,
     shutdown_sentry,
     web_framework_integrations,
@@ -95,9 +96,19 @@ def test_each_request_gets_a_sentry_isolation_scope_while_sentry_is_set_up(sentr
     setup_sentry(
         dsn=UNREACHABLE_DSN, environment="test", release="1", tracer_provider=TracerProvider(), scrubber=SCRUBBER
     )
-    assert fastapi_layer.REQUEST_SCOPES.count(sentry_sdk.isolation_scope) == 1
+    assert fastapi_layer.REQUEST_SCOPES.count(RequestScope) == 1
+    outer_isolation, outer_current = sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()
+    with RequestScope() as request_isolation:
+        assert sentry_sdk.get_isolation_scope() is request_isolation is not outer_isolation
+        assert sentry_sdk.get_current_scope() is not outer_current
+        sentry_sdk.add_breadcrumb(message="this request's own")
+        sentry_sdk.set_tag("request", "r_1")
+        sentry_sdk.get_current_scope().set_tag("current", "c_1")
+    assert (sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()) == (outer_isolation, outer_current)
+    assert "this request's own" not in [crumb.get("message") for crumb in outer_isolation._breadcrumbs]
+    assert "request" not in outer_isolation._tags and "current" not in outer_current._tags
     shutdown_sentry(timeout_s=0.1)
-    assert sentry_sdk.isolation_scope not in fastapi_layer.REQUEST_SCOPES
+    assert RequestScope not in fastapi_layer.REQUEST_SCOPES
 
 
 def test_no_web_framework_integration_hooks_the_request_path(sentry_setup: None) -> None:
