@@ -12,8 +12,10 @@ the exporters import this module; an exporter never sees the outbox itself.
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 __all__ = ["PostHogEvent", "StoredEvent", "encode_event"]
@@ -33,9 +35,26 @@ def encode_event(event: Mapping[str, Any]) -> str:
     if isinstance(event, StoredEvent):
         return event.payload.decode()
     try:
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _encode(event)
     except ValueError:
-        return json.dumps(_finite(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _encode(_finite(event))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _c_encoder() -> Callable[[Any], str] | None:
+    """json.dumps's own C encoder with ``_dumps``'s settings, made once rather than per call (None when
+    the interpreter has none). Mapped events hold no reference cycles, so it keeps no markers."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:
+        return None
+    make = c_make_encoder(None, json.JSONEncoder().default, encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(make(value, 0))
+
+
+_encode = _c_encoder() or _dumps
 
 
 def _finite(value: Any) -> Any:

@@ -20,3 +20,28 @@ def test_a_stored_event_keeps_its_payload_and_reads_like_the_event():
     assert (stored["uuid"], stored["timestamp"], stored["properties"]["x"]) == ("u", "t", 1.5)
     assert dict(stored) == EVENT and len(stored) == 5
     assert StoredEvent.of(EVENT).payload == encode_event(EVENT).encode()
+
+
+def test_encode_event_writes_what_json_dumps_writes():
+    values = [
+        "plain",
+        'é ü 音 \U0001f3b5 \u2028 \x00 " \\ \n',
+        0,
+        -(2**63),
+        2**70,
+        1.5,
+        1e-300,
+        -0.0,
+        123456789.123456789,
+        True,
+        False,
+        None,
+        [],
+        {},
+        [1, "two", [3.0, {"four": None}]],
+        {"nested": {"deeper": ["x", {"k": "v"}]}, "": "empty key"},
+        ("a", "tuple"),
+    ]
+    for value in values:
+        event = {"event": "e", "properties": {"value": value, "uuid-like": "00000000-0000-4000-8000-000000000001"}}
+        assert encode_event(event) == json.dumps(event, separators=(",", ":"), ensure_ascii=False)
