@@ -13,9 +13,11 @@ only an OS crash or power loss can lose the last transactions, because the WAL i
 at checkpoints rather than at every commit. ``synchronous="FULL"`` closes that window at
 the cost of one fsync per ``put``.
 
-The row count and payload bytes live in ``outbox_stats`` (and those of the dead letters in
-``dead_letter_stats``), kept by triggers in the same transactions, so they are right for every
-process that opens the file (the CLI replays dead letters while the collector runs) and cost no scan.
+The row count and payload bytes live in ``outbox_stats``, updated once per statement by the
+statement's own transaction (``_add_stats``), and those of the dead letters in
+``dead_letter_stats``, kept by triggers: so they are right for every process that opens the file
+(the CLI replays dead letters while the collector runs) and cost no scan. The outbox has no
+per-row trigger and one index (its uuid): each index or trigger adds to every put and every ack.
 
 Dead letters are bounded (``dead_letter_max_rows``, ``dead_letter_max_bytes``): beyond either bound
 the oldest are deleted in the transaction that adds new ones, and counted (``dead_letters_dropped``).
@@ -77,8 +79,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
--- not on state: claiming then changes no index entry; the few in-flight rows are skipped
-CREATE INDEX IF NOT EXISTS outbox_next_attempt ON outbox (next_attempt_at);
+-- kept per statement by the code (_add_stats), not by per-row triggers
+DROP TRIGGER IF EXISTS outbox_stats_insert;
+DROP TRIGGER IF EXISTS outbox_stats_delete;
+-- claims read in seq order; rows waiting for a retry are few (the worker backs off as a whole)
+DROP INDEX IF EXISTS outbox_next_attempt;
 CREATE TABLE IF NOT EXISTS dead_letters (
     uuid TEXT PRIMARY KEY,
     payload TEXT NOT NULL,
@@ -94,12 +99,6 @@ CREATE TABLE IF NOT EXISTS outbox_stats (
     bytes INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO outbox_stats SELECT 0, count(*), coalesce(sum(size_bytes), 0) FROM outbox;
-CREATE TRIGGER IF NOT EXISTS outbox_stats_insert AFTER INSERT ON outbox BEGIN
-    UPDATE outbox_stats SET rows = rows + 1, bytes = bytes + NEW.size_bytes WHERE id = 0;
-END;
-CREATE TRIGGER IF NOT EXISTS outbox_stats_delete AFTER DELETE ON outbox BEGIN
-    UPDATE outbox_stats SET rows = rows - 1, bytes = bytes - OLD.size_bytes WHERE id = 0;
-END;
 -- added later than the outbox: created and filled from the table when a file lacks it
 CREATE TABLE IF NOT EXISTS dead_letter_stats (
     id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -119,7 +118,7 @@ END;
 _CLAIM_SQL = (
     "SELECT seq, uuid, CAST(payload AS BLOB), size_bytes, json_extract(payload, '$.timestamp')"
     " FROM outbox WHERE state=? AND next_attempt_at<=?"
-    " ORDER BY next_attempt_at, seq LIMIT ?"
+    " ORDER BY seq LIMIT ?"
 )
 # the same rows, checked one by one (after a claim failed on one of them)
 _CORRUPT_SQL = (
@@ -130,7 +129,7 @@ _CORRUPT_SQL = (
     " WHEN typeof(size_bytes) != 'integer' THEN 'size_bytes is ' || typeof(size_bytes)"
     " WHEN typeof(uuid) != 'text' THEN 'uuid is ' || typeof(uuid)"
     " END FROM outbox WHERE state=? AND next_attempt_at<=?"
-    " ORDER BY next_attempt_at, seq LIMIT ?"
+    " ORDER BY seq LIMIT ?"
 )
 
 
@@ -265,17 +264,25 @@ class Outbox:
             except KeyError:
                 raise ValueError(f"an outbox event needs a uuid: {payload[:200]}") from None
         with self._writing("outbox write failed") as db:
-            _, stored_bytes = db.execute("SELECT rows, bytes FROM outbox_stats WHERE id=0").fetchone()
+            stored_bytes, last_seq = db.execute(
+                "SELECT bytes, (SELECT max(seq) FROM outbox) FROM outbox_stats WHERE id=0"
+            ).fetchone()
             if stored_bytes + incoming_bytes > self.max_bytes:
                 raise OutboxFullError(
                     f"outbox full: {stored_bytes} + {incoming_bytes} bytes > max_bytes {self.max_bytes}"
                 )
-            return db.executemany(
+            inserted: int = db.executemany(
                 "INSERT OR IGNORE INTO outbox"
                 " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
             ).rowcount
+            if inserted != len(rows):  # some were there already: the new rows are numbered after last_seq
+                (incoming_bytes,) = db.execute(
+                    "SELECT coalesce(sum(size_bytes), 0) FROM outbox WHERE seq > ?", (last_seq or 0,)
+                ).fetchone()
+            _add_stats(db, inserted, incoming_bytes)
+            return inserted
 
     # -- gauges ------------------------------------------------------------------------
 
@@ -359,11 +366,7 @@ class Outbox:
                     (f"corrupt outbox row: {problem}", now, seq),
                 )
                 db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
-            # an edited size never went through the triggers: count the rows again (a rare path)
-            db.execute(
-                "UPDATE outbox_stats SET rows=(SELECT count(*) FROM outbox),"
-                " bytes=(SELECT coalesce(sum(size_bytes), 0) FROM outbox) WHERE id=0"
-            )
+            _recount(db)  # an edited size is not the size once stored (a rare path)
             self._trim_dead_letters(db)
         self.corrupt_rows += len(corrupt)
         return len(corrupt)
@@ -378,7 +381,7 @@ class Outbox:
         for column, keys in (("seq", seqs), ("uuid", others)):
             for chunk in _chunks(keys):
                 with self._writing("outbox ack failed") as db:
-                    db.execute(f"DELETE FROM outbox WHERE {column} IN ({_placeholders(len(chunk))})", chunk)
+                    _delete(db, f"{column} IN ({_placeholders(len(chunk))})", chunk)
 
     def _release(self, uuids: Iterable[str]) -> tuple[list[int], list[str]]:
         """Take rows out of the in-flight set: the seqs of those that were claimed, the other uuids."""
@@ -428,7 +431,7 @@ class Outbox:
                     (reason, now, uuid),
                 ).rowcount
                 if moved:
-                    db.execute("DELETE FROM outbox WHERE uuid=?", (uuid,))
+                    _delete(db, "uuid=?", (uuid,))
                 elif isinstance(item, Mapping):  # a dict, or a claimed StoredEvent
                     payload = _encode_for_dead_letter(item)
                     db.execute(
@@ -517,12 +520,15 @@ class Outbox:
                 selected = list(uuids)
             for chunk in _chunks(selected):
                 marks = _placeholders(len(chunk))
-                replayed += db.execute(
+                sizes = db.execute(
                     "INSERT OR IGNORE INTO outbox"
                     " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
-                    f" SELECT uuid, payload, size_bytes, ?, ? FROM dead_letters WHERE uuid IN ({marks})",
+                    f" SELECT uuid, payload, size_bytes, ?, ? FROM dead_letters WHERE uuid IN ({marks})"
+                    " RETURNING size_bytes",
                     (now, now, *chunk),
-                ).rowcount
+                ).fetchall()
+                _add_stats(db, len(sizes), sum(size for (size,) in sizes))
+                replayed += len(sizes)
                 db.execute(f"DELETE FROM dead_letters WHERE uuid IN ({marks})", chunk)
         return replayed
 
@@ -556,6 +562,28 @@ def _encode_for_dead_letter(event: Mapping[str, Any]) -> str:
         if isinstance(payload, bytes):
             return payload.decode("utf-8", "replace")
         return json.dumps({"uuid": str(event.get("uuid")), "unencodable": repr(dict(event))[:4096]})
+
+
+def _add_stats(db: sqlite3.Connection, rows: int, size_bytes: int) -> None:
+    """Count rows added to (or, negative, deleted from) the outbox, in the caller's transaction."""
+    if rows:
+        db.execute("UPDATE outbox_stats SET rows=rows+?, bytes=bytes+? WHERE id=0", (rows, size_bytes))
+
+
+def _delete(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> None:
+    """Delete outbox rows and count them out, in the caller's transaction."""
+    sizes = [size for (size,) in db.execute(f"DELETE FROM outbox WHERE {where} RETURNING size_bytes", params)]
+    if all(type(size) is int for size in sizes):
+        _add_stats(db, -len(sizes), -sum(sizes))
+    else:  # a size edited by hand: count the rows again (a rare path)
+        _recount(db)
+
+
+def _recount(db: sqlite3.Connection) -> None:
+    db.execute(
+        "UPDATE outbox_stats SET rows=(SELECT count(*) FROM outbox),"
+        " bytes=(SELECT coalesce(sum(size_bytes), 0) FROM outbox) WHERE id=0"
+    )
 
 
 @contextlib.contextmanager

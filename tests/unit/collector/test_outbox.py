@@ -53,6 +53,40 @@ def test_put_is_durable_and_idempotent_by_uuid(outbox, tmp_path):
         other.close()
 
 
+def test_an_outbox_written_by_an_older_version_drops_its_row_triggers_and_keeps_its_counts(tmp_path, clock):
+    path = tmp_path / "old.db"
+    Outbox(path, clock=clock).close()
+    with sqlite3.connect(path) as db:  # the per-row triggers and the index of older versions
+        db.executescript(
+            "CREATE TRIGGER outbox_stats_insert AFTER INSERT ON outbox BEGIN"
+            " UPDATE outbox_stats SET rows = rows + 1, bytes = bytes + NEW.size_bytes WHERE id = 0; END;"
+            "CREATE TRIGGER outbox_stats_delete AFTER DELETE ON outbox BEGIN"
+            " UPDATE outbox_stats SET rows = rows - 1, bytes = bytes - OLD.size_bytes WHERE id = 0; END;"
+            "CREATE INDEX outbox_next_attempt ON outbox (next_attempt_at);"
+        )
+        db.execute(
+            "INSERT INTO outbox (uuid, payload, size_bytes, enqueued_at, next_attempt_at) VALUES (?, ?, ?, 0, 0)",
+            (event(1)["uuid"], encode_event(event(1)), len(encode_event(event(1)).encode())),
+        )
+    box = Outbox(path, clock=clock)
+    try:
+        assert box.put([event(2), event(3)]) == 2
+        box.ack([event(1)["uuid"]])
+        box.ack([e["uuid"] for e in box.claim(max_events=1, max_bytes=2**20)])
+        with sqlite3.connect(path) as db:
+            assert (
+                db.execute(
+                    "SELECT name FROM sqlite_master WHERE type IN ('trigger', 'index')"
+                    " AND tbl_name = 'outbox' AND sql IS NOT NULL"
+                ).fetchall()
+                == []
+            )
+            recount = db.execute("SELECT count(*), sum(size_bytes) FROM outbox").fetchone()
+        assert (box.depth(), box.size_bytes()) == recount == (1, len(encode_event(event(3)).encode()))
+    finally:
+        box.close()
+
+
 def test_put_without_uuid_is_refused(outbox):
     bad = event(1)
     del bad["uuid"]
