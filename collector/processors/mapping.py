@@ -42,7 +42,7 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from collector.codecs.protowire import encode_varint, spans_containing
 from collector.events import PostHogEvent, encode_event
 from collector.pipeline import Batch
-from collector.processors.values import CUT, MAX_STRING_CHARS, any_value, attributes_dict, iso_timestamp
+from collector.processors.values import CUT, MAX_STRING_CHARS, any_value, iso_timestamp
 from instrumentation import semconv
 
 UUID_NAMESPACE = uuid.UUID("5f1c2b0e-7d3a-5c8e-9b4f-0a6d1e2c3b4a")
@@ -135,6 +135,8 @@ class MappingRules:
     keep_request_attributes: bool | frozenset[str] = False
     """``True`` keeps every request attribute (``REQUEST_ATTRIBUTES``) as a property; a set keeps those
     named; the default leaves them all out."""
+    verdicts: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """What these rules do with each attribute key seen (``_verdict``), bounded by ``_MAX_VERDICTS``."""
 
 
 def is_request_attribute(key: str) -> bool:
@@ -143,6 +145,48 @@ def is_request_attribute(key: str) -> bool:
 
 
 DEFAULT_RULES = MappingRules()
+
+_CONSUMED, _KEPT, _DROPPED = 0, 1, 2
+_PLAIN_VALUES = frozenset({"string_value", "int_value", "bool_value"})
+"""``AnyValue`` kinds read as they are (``any_value`` returns them unchanged)."""
+_MAX_VERDICTS = 4096
+
+
+def _verdict(rules: MappingRules, key: str) -> int:
+    """Whether an attribute is read by the mapping itself, kept as a property, or left out."""
+    if key in _CONSUMED_KEYS:
+        return _CONSUMED
+    allow, keep = rules.allow_properties, rules.keep_request_attributes
+    kept = (
+        key not in rules.drop_properties
+        and (allow is None or key in allow)
+        and (keep is True or not is_request_attribute(key) or (keep is not False and key in keep))
+    )
+    return _KEPT if kept else _DROPPED
+
+
+def _split_attributes(attributes: Iterable[KeyValue], rules: MappingRules) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(properties, consumed): the attributes kept as properties and those the mapping reads
+    (``_CONSUMED_KEYS``), in one pass; a left-out attribute's value is never read. The first of a
+    repeated key wins, as in ``attributes_dict``."""
+    verdicts = rules.verdicts
+    properties: dict[str, Any] = {}
+    consumed: dict[str, Any] = {}
+    for kv in attributes:
+        key = kv.key
+        verdict = verdicts.get(key)
+        if verdict is None:
+            if len(verdicts) >= _MAX_VERDICTS:
+                verdicts.clear()
+            verdict = verdicts[key] = _verdict(rules, key)
+        if verdict == _DROPPED:
+            continue
+        target = properties if verdict == _KEPT else consumed
+        if key not in target:
+            value = kv.value
+            kind = value.WhichOneof("value")
+            target[key] = getattr(value, kind) if kind in _PLAIN_VALUES else any_value(value)
+    return properties, consumed
 
 
 @dataclass
@@ -262,6 +306,7 @@ def _event(
     name: str,
     event_uuid: str,
     time_unix_nano: int,
+    properties: dict[str, Any],
     attributes: dict[str, Any],
     resource: dict[str, Any],
     trace_id: str | None,
@@ -269,19 +314,8 @@ def _event(
     extra: dict[str, Any],
     rules: MappingRules,
 ) -> PostHogEvent:
-    allow, drop, keep = rules.allow_properties, rules.drop_properties, rules.keep_request_attributes
-    properties = {
-        key: value
-        for key, value in attributes.items()
-        if key not in _CONSUMED_KEYS
-        and key not in drop
-        and (allow is None or key in allow)
-        and (
-            keep is True
-            or not (key in REQUEST_ATTRIBUTES or key.startswith(REQUEST_ATTRIBUTE_PREFIXES))
-            or (keep is not False and key in keep)
-        )
-    }
+    """The event; ``properties`` (the kept attributes, ``_split_attributes``) is completed in place,
+    ``attributes`` holds the consumed ones."""
     properties.update(extra)
     if trace_id is not None:
         properties["trace_id"] = trace_id
@@ -327,20 +361,19 @@ def map_span(
     operation: str,
     resource: dict[str, Any],
     rules: MappingRules = DEFAULT_RULES,
-    attributes: dict[str, Any] | None = None,
+    split: tuple[dict[str, Any], dict[str, Any]] | None = None,
     span_bytes: int | None = None,
 ) -> PostHogEvent | None:
     """A tagged (or opted-in) span → ``<operation>_completed`` / ``<operation>_failed``; None for an
-    abandoned operation (another attempt reports its outcome). ``attributes`` and ``span_bytes`` (its
-    serialized size), when the caller has them, are not computed again."""
+    abandoned operation (another attempt reports its outcome). ``split`` (``_split_attributes``) and
+    ``span_bytes`` (its serialized size), when the caller has them, are not computed again."""
     if not operation or not isinstance(operation, str):
         raise _Rejected("empty phonoglyph.operation")
     trace_id, span_id = _ids(span.trace_id, span.span_id)
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if end == 0 or end < start:
         raise _Rejected("span end time missing or before its start")
-    if attributes is None:
-        attributes = attributes_dict(span.attributes)
+    properties, attributes = _split_attributes(span.attributes, rules) if split is None else split
     outcome = attributes.get(semconv.OUTCOME)
     if outcome == semconv.OUTCOME_ABANDONED:
         return None
@@ -349,9 +382,8 @@ def map_span(
     failed = outcome == semconv.OUTCOME_FAILED
     name = operation + (semconv.FAILED_SUFFIX if failed else semconv.COMPLETED_SUFFIX)
     extra = _outcome_extra(failed, (end - start) / 1e6, attributes)
-    event = _event(
-        name, span_event_uuid(trace_id, span_id, name), end, attributes, resource, trace_id, span_id, extra, rules
-    )
+    event_uuid = span_event_uuid(trace_id, span_id, name)
+    event = _event(name, event_uuid, end, properties, attributes, resource, trace_id, span_id, extra, rules)
     return _sized(event, span.ByteSize() if span_bytes is None else span_bytes)
 
 
@@ -360,7 +392,7 @@ def map_log_record(
 ) -> PostHogEvent | None:
     """An event record → a PostHog event; ``None`` for a plain log record (no event name). ``origin``
     (``record_origin``) is the record's resource and scope, part of a content-derived uuid."""
-    attributes = attributes_dict(record.attributes)
+    properties, attributes = _split_attributes(record.attributes, rules)
     name = record.event_name or attributes.get(EVENT_NAME_ATTRIBUTE)
     if not name:
         return None
@@ -382,7 +414,9 @@ def map_log_record(
             raise _Rejected(f"outcome event record without a numeric {semconv.DURATION_MS}")
         extra = _outcome_extra(name.endswith(semconv.FAILED_SUFFIX), float(duration_ms), attributes)
         event_uuid = span_event_uuid(trace_id, span_id, name)
-        event = _event(name, event_uuid, time_unix_nano, attributes, resource, trace_id, span_id, extra, rules)
+        event = _event(
+            name, event_uuid, time_unix_nano, properties, attributes, resource, trace_id, span_id, extra, rules
+        )
         return _sized(event, record.ByteSize())
     record_trace_id, record_span_id = _optional_ids(record.trace_id, record.span_id)
     event_id = attributes.get(semconv.EVENT_ID)
@@ -394,7 +428,9 @@ def map_log_record(
             event_uuid = str(uuid.UUID(str(event_id)))
         except ValueError:
             raise _Rejected(f"{semconv.EVENT_ID} is not a UUID") from None
-    event = _event(name, event_uuid, time_unix_nano, attributes, resource, record_trace_id, record_span_id, {}, rules)
+    event = _event(
+        name, event_uuid, time_unix_nano, properties, attributes, resource, record_trace_id, record_span_id, {}, rules
+    )
     return _sized(event, record.ByteSize())
 
 
@@ -437,13 +473,13 @@ def map_traces(
             for r, start, end in candidates:
                 # a small message of its own: cheaper to build than a path into the whole request
                 span = Span.FromString(raw_body[start:end])
-                attributes = attributes_dict(span.attributes)
-                if semconv.OPERATION not in attributes:
+                split = _split_attributes(span.attributes, rules)
+                if semconv.OPERATION not in split[1]:
                     continue  # the tag's bytes were a value, not the key
                 if r not in resources:
                     resources[r] = _resource_properties(request.resource_spans[r].resource.attributes)
-                operation = attributes[semconv.OPERATION]
-                _map_one_span(result, span, operation, resources[r], rules, attributes, end - start)
+                operation = split[1][semconv.OPERATION]
+                _map_one_span(result, span, operation, resources[r], rules, split, end - start)
             result.ignored = result.received - len(result.events) - result.rejected
             return result
     return _scan_traces(request, rules)
@@ -455,11 +491,11 @@ def _map_one_span(
     operation: Any,
     resource: dict[str, Any],
     rules: MappingRules,
-    attributes: dict[str, Any] | None = None,
+    split: tuple[dict[str, Any], dict[str, Any]] | None = None,
     span_bytes: int | None = None,
 ) -> None:
     try:
-        event = map_span(span, operation, resource, rules, attributes, span_bytes)
+        event = map_span(span, operation, resource, rules, split, span_bytes)
     except _Rejected as exc:
         result.reject(str(exc))
         return

@@ -259,7 +259,7 @@ def test_untagged_spans_build_no_dicts(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the untagged fast path must not build attribute values")
 
-    monkeypatch.setattr(mapping, "attributes_dict", forbidden)
+    monkeypatch.setattr(mapping, "_split_attributes", forbidden)
     monkeypatch.setattr(mapping, "any_value", forbidden)
     monkeypatch.setattr(mapping, "_resource_properties", forbidden)
     request = traces(
@@ -472,3 +472,15 @@ def test_an_event_too_large_once_mapped_is_rejected_not_dead_lettered_later():
     # a resource's long service name is cut at once
     named = map_traces(traces(span({"phonoglyph.operation": "render"}), resource={"service.name": "s" * 10_000}))
     assert len(named.events[0]["properties"]["service.name"]) == 4097
+
+
+def test_the_rules_remember_a_bounded_number_of_attribute_keys():
+    rules = MappingRules(drop_properties=frozenset({"k1"}))
+    many = {f"k{n}": n for n in range(mapping._MAX_VERDICTS + 10)}
+    properties = map_traces(traces(span({"phonoglyph.operation": "render", **many})), rules).events[0]["properties"]
+    assert len(rules.verdicts) <= mapping._MAX_VERDICTS
+    assert "k1" not in properties and properties["k0"] == 0 and properties[f"k{mapping._MAX_VERDICTS + 9}"] > 0
+    assert map_traces(traces(span({"phonoglyph.operation": "render", "k1": 1})), rules).events[0]["properties"].get(
+        "k1"
+    ) is None
+    assert "k1" in map_traces(traces(span({"phonoglyph.operation": "render", "k1": 1}))).events[0]["properties"]
