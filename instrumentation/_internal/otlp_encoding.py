@@ -262,9 +262,42 @@ def _grouped(items: Sequence[Any], encode_item: Any) -> bytes:
     return b"".join(request)
 
 
-def encode_spans_request(spans: Sequence[ReadableSpan]) -> bytes:
-    """``ExportTraceServiceRequest`` bytes for ``spans``."""
-    return _grouped(spans, _span)
+EncodedSpan = tuple[tuple[int, int], bytes]
+"""A span encoded when it ended (:func:`encode_span`): its origin's key and its ``ScopeSpans.spans`` entry."""
+_ORIGINS: dict[tuple[int, int], tuple[Any, Any]] = {}
+"""The resource and instrumentation scope of each origin key (one per provider and tracer)."""
+
+
+def encode_span(span: ReadableSpan) -> EncodedSpan:
+    """One span as the ``spans`` entry of a ``ScopeSpans``, with the key of its resource and scope; an
+    encoded span holds no object the garbage collector tracks."""
+    resource, scope = span.resource, span.instrumentation_scope
+    key = (id(resource), id(scope))
+    if key not in _ORIGINS:
+        _ORIGINS[key] = (resource, scope)  # keeps both alive, so their ids stay theirs
+    return key, _delimited(_TAG[2][2], _span(span))
+
+
+def encode_spans_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
+    """``ExportTraceServiceRequest`` bytes for ``spans`` (SDK spans, or spans encoded when they ended)."""
+    readable: list[ReadableSpan] = []
+    encoded: dict[tuple[int, int], list[bytes]] = {}
+    for item in spans:
+        if type(item) is tuple:
+            encoded.setdefault(item[0], []).append(item[1])
+        else:
+            readable.append(item)  # type: ignore[arg-type]
+    request = _grouped(readable, _span) if readable else b""
+    for key, entries in encoded.items():
+        resource, scope = _ORIGINS[key]
+        scope_spans = _delimited(_TAG[1][2], _scope(scope)) + b"".join(entries)
+        if scope is not None and scope.schema_url:
+            scope_spans += _delimited(_TAG[3][2], scope.schema_url.encode("utf-8"))
+        resource_spans = _delimited(_TAG[1][2], _resource(resource)) + _delimited(_TAG[2][2], scope_spans)
+        if resource.schema_url:
+            resource_spans += _delimited(_TAG[3][2], resource.schema_url.encode("utf-8"))
+        request += _delimited(_TAG[1][2], resource_spans)
+    return request
 
 
 def encode_logs_request(records: Sequence[ReadableLogRecord]) -> bytes:
