@@ -36,7 +36,7 @@ MAX_EVENTS = 128
 """The SDK's default span limits."""
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _EMPTY_TRACE_STATE = TraceState()
-_UNSET = Status(StatusCode.UNSET)
+UNSET_STATUS = Status(StatusCode.UNSET)
 _PLAIN_VALUE_TYPES = (str, bool, int, float)
 
 
@@ -68,7 +68,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._events: list[Event] = []
         self._dropped_events = 0
         self._links = ()
-        self._status = _UNSET
+        self._status = UNSET_STATUS
         self._start_time = start_time
         self._end_time: int | None = None
         self._resource = factory.resource

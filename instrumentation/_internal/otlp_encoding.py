@@ -16,6 +16,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind
 
+from instrumentation._internal.lean_span import UNSET_STATUS as _UNSET
 from instrumentation._internal.lean_span import LeanSpan
 
 _FIXED64 = struct.Struct("<Q")
@@ -135,7 +136,7 @@ def _name_field(name: str) -> bytes:
 
 
 def _status_field(status: Any) -> bytes:
-    if status.description is None and not status.status_code.value:
+    if status is _UNSET or (status.description is None and not status.status_code.value):
         return _STATUS_UNSET
     status_bytes = b""
     if status.description:
@@ -146,14 +147,14 @@ def _status_field(status: Any) -> bytes:
 
 
 def _span(span: ReadableSpan) -> bytes:
-    if type(span) is LeanSpan:  # its ids as they are (its SpanContext is built only when read)
-        trace_id, span_id, trace_state = span._trace_id, span._span_id, span._trace_state
-    else:
-        context = span.context
-        trace_id, span_id, trace_state = context.trace_id, context.span_id, context.trace_state
-    parts = [_TRACE_ID_FIELD, trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, span_id.to_bytes(8, "big")]
-    if trace_state:
-        parts.append(_delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
+    if type(span) is LeanSpan:
+        return _lean_span(span)
+    context = span.context
+    parts = [
+        _TRACE_ID_FIELD, context.trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, context.span_id.to_bytes(8, "big")
+    ]  # fmt: skip
+    if context.trace_state:
+        parts.append(_trace_state_field(context.trace_state))
     parent = span.parent
     if parent is not None:
         parts.append(_PARENT_SPAN_ID_FIELD)
@@ -164,14 +165,7 @@ def _span(span: ReadableSpan) -> bytes:
     parts.append(_attributes(span.attributes, _TAG[9][2]))
     if span.dropped_attributes:
         parts.append(_TAG[10][0] + _varint(span.dropped_attributes))
-    for event in span.events:
-        event_bytes = _TAG[1][1] + _FIXED64.pack(event.timestamp) + _delimited(_TAG[2][2], event.name.encode("utf-8"))
-        event_bytes += _attributes(event.attributes, _TAG[3][2])
-        if event.dropped_attributes:
-            event_bytes += _TAG[4][0] + _varint(event.dropped_attributes)
-        parts.append(_delimited(_TAG[11][2], event_bytes))
-    if span.dropped_events:
-        parts.append(_TAG[12][0] + _varint(span.dropped_events))
+    _events(parts, span.events, span.dropped_events)
     for link in span.links:
         link_bytes = (
             _TRACE_ID_FIELD
@@ -189,6 +183,43 @@ def _span(span: ReadableSpan) -> bytes:
     parts.append(_status_field(span.status))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
+
+
+def _lean_span(span: LeanSpan) -> bytes:
+    """:func:`_span` reading a lean span's fields directly (no links; its SpanContext never built)."""
+    parts = [_TRACE_ID_FIELD, span._trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, span._span_id.to_bytes(8, "big")]
+    if span._trace_state:
+        parts.append(_trace_state_field(span._trace_state))
+    parent = span._parent
+    if parent is not None:
+        parts.append(_PARENT_SPAN_ID_FIELD)
+        parts.append(parent.span_id.to_bytes(8, "big"))
+    parts.append(_name_field(span._name))
+    parts.append(_KIND_FIELDS[span._kind])
+    parts.append(_TIMES.pack(_START_TAG, span._start_time, _END_TAG, span._end_time or 0))
+    parts.append(_attributes(span._attributes, _TAG[9][2]))
+    if span._dropped_attributes:
+        parts.append(_TAG[10][0] + _varint(span._dropped_attributes))
+    if span._events or span._dropped_events:
+        _events(parts, span._events, span._dropped_events)
+    parts.append(_status_field(span._status))
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    return b"".join(parts)
+
+
+def _trace_state_field(trace_state: Any) -> bytes:
+    return _delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in trace_state.items()).encode())
+
+
+def _events(parts: list[bytes], events: Sequence[Any], dropped_events: int) -> None:
+    for event in events:
+        event_bytes = _TAG[1][1] + _FIXED64.pack(event.timestamp) + _delimited(_TAG[2][2], event.name.encode("utf-8"))
+        event_bytes += _attributes(event.attributes, _TAG[3][2])
+        if event.dropped_attributes:
+            event_bytes += _TAG[4][0] + _varint(event.dropped_attributes)
+        parts.append(_delimited(_TAG[11][2], event_bytes))
+    if dropped_events:
+        parts.append(_TAG[12][0] + _varint(dropped_events))
 
 
 def _resource(resource: Any) -> bytes:
@@ -272,7 +303,10 @@ _ORIGINS: list[tuple[Any, Any]] = []
 def encode_span(span: ReadableSpan) -> EncodedSpan:
     """One span as the ``spans`` entry of a ``ScopeSpans``, with the number of its resource and scope:
     a pair of an int and bytes, which the garbage collector stops tracking at its first pass."""
-    resource, scope = span.resource, span.instrumentation_scope
+    if type(span) is LeanSpan:
+        resource, scope = span._resource, span._instrumentation_scope
+    else:
+        resource, scope = span.resource, span.instrumentation_scope
     key = (id(resource), id(scope))
     number = _ORIGIN_NUMBERS.get(key)
     if number is None:
