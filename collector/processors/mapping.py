@@ -168,7 +168,7 @@ def _verdict(rules: MappingRules, key: str) -> int:
 def _split_attributes(attributes: Iterable[KeyValue], rules: MappingRules) -> tuple[dict[str, Any], dict[str, Any]]:
     """(properties, consumed): the attributes kept as properties and those the mapping reads
     (``_CONSUMED_KEYS``), in one pass; a left-out attribute's value is never read. The first of a
-    repeated key wins, as in ``attributes_dict``."""
+    repeated key wins, as in ``attributes_dict``. The operation tag is read as a string value only."""
     verdicts = rules.verdicts
     properties: dict[str, Any] = {}
     consumed: dict[str, Any] = {}
@@ -184,6 +184,9 @@ def _split_attributes(attributes: Iterable[KeyValue], rules: MappingRules) -> tu
         target = properties if verdict == _KEPT else consumed
         if key not in target:
             value = kv.value
+            if key == semconv.OPERATION:  # the tag is a string, as the full scan reads it: else it is empty
+                target[key] = value.string_value
+                continue
             kind = value.WhichOneof("value")
             target[key] = getattr(value, kind) if kind in _PLAIN_VALUES else any_value(value)
     return properties, consumed

@@ -484,3 +484,101 @@ def test_the_rules_remember_a_bounded_number_of_attribute_keys():
         "k1"
     ) is None
     assert "k1" in map_traces(traces(span({"phonoglyph.operation": "render", "k1": 1}))).events[0]["properties"]
+
+
+def test_fast_path_equals_the_full_scan_and_the_attribute_rules_on_hostile_spans():
+    """Random spans mixing the keys the mapping reads, request dumps, repeated keys, the tag's bytes as a
+    value, nested and odd values, bad ids and times: the raw-body path gives what the full scan gives, and
+    each event's attribute properties are what the rules keep of ``attributes_dict`` (the first of a
+    repeated key); once scrubbed, no seeded secret is left in a property."""
+    import json
+    import random
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    from collector.events import encode_event
+    from collector.processors.scrub import ScrubProcessor
+    from collector.processors.values import attributes_dict
+    from tests.unit.collector.otlp_builders import any_value as otlp_value
+
+    secrets = ("Bearer s3cr3tT0kenValue123456", "someone@example.com", "password=hunter2xyz")
+    secret_parts = ("s3cr3tT0kenValue123456", "someone@example.com", "hunter2xyz")
+    keys = [
+        "phonoglyph.operation", "phonoglyph.outcome", "user.id", "session.id", "phonoglyph.user.guest",
+        "error.type", "url.path", "user_agent.original", "http.request.header.authorization", "http.route",
+        "plain", "note", "trace_id", "password", "file.size", "event.name", "phonoglyph.event.id",
+    ]  # fmt: skip
+    values = [
+        "render", "", "phonoglyph.operation", "completed", "failed", "abandoned", 3, -(2**63), 2.5,
+        float("nan"), True, False, b"\x00\xff", [1, "two", [3]], {"k": {"phonoglyph.operation": "x"}},
+        "x" * 5000, *secrets,
+    ]  # fmt: skip
+    rules_choices = [
+        mapping.DEFAULT_RULES,
+        MappingRules(drop_properties=frozenset({"plain", "file.size"})),
+        MappingRules(allow_properties=frozenset({"note", "url.path", "password"})),
+        MappingRules(keep_request_attributes=True),
+        MappingRules(keep_request_attributes=frozenset({"url.path"}), rename_events={"render_completed": "r"}),
+    ]
+    fixed = {
+        "processing_time_ms", "error_type", "trace_id", "span_id", "service.name", "deployment.environment",
+        "$ignore_sent_at", "$session_id", "is_guest", "$process_person_profile",
+    }  # fmt: skip
+    rng = random.Random(12)
+    scrub = ScrubProcessor()
+    mapped = 0
+    for _ in range(300):
+        request = ExportTraceServiceRequest()
+        spans = {}
+        for _ in range(rng.randint(1, 3)):
+            resource_spans = request.resource_spans.add()
+            resource_spans.resource.attributes.extend(traces().resource_spans[0].resource.attributes)
+            for _ in range(rng.randint(1, 2)):
+                scope = resource_spans.scope_spans.add()
+                for _ in range(rng.randint(0, 4)):
+                    item = span(
+                        {},
+                        span_id=rng.choice([b"\0" * 8, rng.randbytes(8)]) if rng.random() < 0.1 else rng.randbytes(8),
+                        end=rng.choice([T0 - 1, 0]) if rng.random() < 0.05 else T0 + rng.randint(1, 10**9),
+                        error=rng.random() < 0.3,
+                    )
+                    for _ in range(rng.randint(0, 8)):
+                        key = rng.choice(keys)
+                        value = rng.choice(values)
+                        item.attributes.append(KeyValue(key=key, value=otlp_value(value)))
+                    scope.spans.append(item)
+                    spans[item.span_id.hex()] = item
+        rules = rng.choice(rules_choices)
+        fast = map_traces(request, rules, raw_body=request.SerializeToString())
+        full = map_traces(request, rules)
+        assert (fast.received, fast.rejected, fast.ignored, fast.events) == (
+            full.received,
+            full.rejected,
+            full.ignored,
+            full.events,
+        )
+        for event in fast.events:
+            attrs = attributes_dict(spans[event["properties"]["span_id"]].attributes)
+            kept = {
+                key: value
+                for key, value in attrs.items()
+                if key not in mapping._CONSUMED_KEYS
+                and key not in rules.drop_properties
+                and (rules.allow_properties is None or key in rules.allow_properties)
+                and (
+                    rules.keep_request_attributes is True
+                    or not mapping.is_request_attribute(key)
+                    or (rules.keep_request_attributes is not False and key in rules.keep_request_attributes)
+                )
+                and key not in fixed
+            }
+            properties = event["properties"]
+            assert {key: properties[key] for key in properties if key not in fixed} == kept
+            mapped += 1
+        scrub.process(fast.events)
+        for event in fast.events:  # identity keys are never scrubbed (docs/architecture.md "Scrubbing")
+            text = json.dumps({key: value for key, value in event["properties"].items() if key != "$session_id"})
+            assert not any(part in text for part in secret_parts), text
+            assert json.loads(encode_event(event)) == json.loads(json.dumps(event))
+    assert mapped > 100
