@@ -316,12 +316,18 @@ class DeliveryWorker:
             )
 
     def _lag_s(self, events: Sequence[Mapping[str, Any]]) -> float | None:
-        """Seconds from the oldest event's timestamp to its delivery."""
-        oldest = None
+        """Seconds from the oldest event's timestamp to its delivery (each distinct timestamp parsed once)."""
+        texts = set()
         for event in events:
             try:
-                stamp = datetime.fromisoformat(event["timestamp"]).timestamp()
-            except (KeyError, TypeError, ValueError):
+                texts.add(event["timestamp"])
+            except (KeyError, TypeError, ValueError):  # unhashable, or an event that does not decode
+                continue
+        oldest = None
+        for text in texts:
+            try:
+                stamp = datetime.fromisoformat(text).timestamp()
+            except (TypeError, ValueError):
                 continue
             oldest = stamp if oldest is None else min(oldest, stamp)
         return None if oldest is None else max(0.0, self._clock() - oldest)

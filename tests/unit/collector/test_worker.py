@@ -378,3 +378,14 @@ def test_dead_letters_held_and_dropped_are_in_the_metrics(tmp_path, clock):
     finally:
         worker.shutdown(timeout_s=2)
         box.close()
+
+
+def test_the_delivery_lag_is_the_oldest_readable_timestamps(outbox, run_worker):
+    exporter = ScriptedExporter()
+    metrics = Metrics()
+    stamps = ["2027-01-15T07:58:00Z", "2027-01-15T07:50:00.500000+00:00", "not a time", None, 12, ["a"]]
+    outbox.put([{**event(n), "timestamp": stamp} for n, stamp in enumerate(stamps * 3)])
+    worker = run_worker(exporter, metrics=metrics)
+    assert worker.force_flush(timeout_s=10)
+    assert metrics.value("delivered_events_total") == 18
+    assert metrics.value("delivery_lag_seconds") == 599.5  # from 07:50:00.5 to the fake clock's 08:00:00
