@@ -480,9 +480,10 @@ def test_the_rules_remember_a_bounded_number_of_attribute_keys():
     properties = map_traces(traces(span({"phonoglyph.operation": "render", **many})), rules).events[0]["properties"]
     assert len(rules.verdicts) <= mapping._MAX_VERDICTS
     assert "k1" not in properties and properties["k0"] == 0 and properties[f"k{mapping._MAX_VERDICTS + 9}"] > 0
-    assert map_traces(traces(span({"phonoglyph.operation": "render", "k1": 1})), rules).events[0]["properties"].get(
-        "k1"
-    ) is None
+    assert (
+        map_traces(traces(span({"phonoglyph.operation": "render", "k1": 1})), rules).events[0]["properties"].get("k1")
+        is None
+    )
     assert "k1" in map_traces(traces(span({"phonoglyph.operation": "render", "k1": 1}))).events[0]["properties"]
 
 
