@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -53,8 +54,32 @@ response started, in the request's own isolation scope, which then ends. Ignored
 Sentry's logging integration checks before doing anything else with a line."""
 
 
+PIPELINE_THREADS: Final = ("phonoglyph-", "OtelPeriodicExportingMetricReader", "OtelBatch")
+"""Name prefixes of the pipeline's threads (export queues, the metric reader)."""
+
+
 def is_pipeline_logger(name: str) -> bool:
     return any(name == prefix or name.startswith(f"{prefix}.") for prefix in PIPELINE_LOGGERS)
+
+
+def drop_pipeline_breadcrumbs(
+    callback: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None],
+) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]:
+    """``before_breadcrumb`` that first drops a crumb of the pipeline's own work: made while instrumentation
+    is suppressed (every export, flushes on the caller's thread included), on a pipeline thread, or by a
+    pipeline logger. sentry-sdk records an ``httplib`` crumb for each export request, in its shared
+    isolation scope: kept, such crumbs would appear in every error event and be copied into each
+    request's scope."""
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    drop_lines = drop_pipeline_lines(callback)
+
+    def drop_then_call(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        if not is_instrumentation_enabled() or threading.current_thread().name.startswith(PIPELINE_THREADS):
+            return None
+        return drop_lines(crumb, hint)
+
+    return drop_then_call
 
 
 def drop_pipeline_lines(
@@ -139,7 +164,7 @@ def setup_sentry(
         disabled_integrations=web_framework_integrations(),
         in_app_exclude=list(NOT_IN_APP),
         before_send=drop_pipeline_lines(drop_normal_websocket_close(functools.partial(before_send, scrubber))),  # type: ignore[arg-type]
-        before_breadcrumb=drop_pipeline_lines(functools.partial(before_breadcrumb, scrubber)),
+        before_breadcrumb=drop_pipeline_breadcrumbs(functools.partial(before_breadcrumb, scrubber)),
         transport=_transport_without_connection_retries(),
     )
     if send_spans:

@@ -25,6 +25,7 @@ from opentelemetry import propagate
 
 from instrumentation import Identity, configure, instrument_fastapi, operation, semconv, shutdown, track
 from instrumentation._internal.sentry import spans as sentry_span_path
+from instrumentation._internal.setup import force_flush
 from instrumentation.testing import pipeline_stats
 from tests.fakes.otlp import OtlpCapture
 from tests.fakes.sentry import FakeSentry
@@ -489,3 +490,26 @@ def test_server_access_lines_and_the_pipelines_lines_never_become_breadcrumbs(
     assert "the app's own warning" in crumbs
     assert not {"a pipeline warning", "exporting 3 spans failed"} & set(crumbs)
     assert not [crumb for crumb in crumbs if crumb and "GET /trivial" in crumb]
+
+
+def test_the_pipelines_export_requests_never_become_breadcrumbs_of_the_apps_errors(
+    fresh_otel: None, clean_env: None, otlp: tuple[str, OtlpCapture], fake_sentry: FakeSentry
+) -> None:
+    endpoint, capture = otlp
+    configure(service_name="worker", otlp_endpoint=endpoint, sentry_dsn=fake_sentry.dsn)
+    for index in range(3):
+        with operation("render", {semconv.RENDER_ID: f"r_{index}"}):
+            track("project_created")
+    force_flush()  # export requests to the collector and to Sentry's OTLP endpoint, on the pipeline's threads
+    assert capture.wait_for(lambda c: len([s for s in c.spans if s["name"] == "render"]) == 3)
+    with sentry_sdk.isolation_scope():
+        _app_logger.warning("the app's own warning")
+        _app_logger.error("the app's own error")
+    shutdown()
+    (event,) = fake_sentry.events
+    crumbs = event["breadcrumbs"]["values"]
+    assert "the app's own warning" in [crumb.get("message") for crumb in crumbs]
+    export_urls = (f"{endpoint}/v1/", "/integration/otlp/")
+    assert not [
+        crumb for crumb in crumbs if any(url in str(crumb.get("data", {}).get("url", "")) for url in export_urls)
+    ]
