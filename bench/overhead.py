@@ -127,16 +127,31 @@ def serve(config: str, port: int, sink_port: int, fft_repeats: int, http: str) -
     uvicorn.run(app, host="127.0.0.1", port=port, http=http, loop=loop)  # uvicorn's defaults: access log on
 
 
-def server_command(config: str, port: int, sink_port: int, fft_repeats: int, http: str) -> list[str]:
+BEFORE = "-before"
+"""Suffix of a configuration served from ``--before``'s tree (the code before a change), in the same run."""
+
+
+def _ours(config: str) -> bool:
+    return config.removesuffix(BEFORE) in ("ours", "ours-nosentry")
+
+
+def server_command(
+    config: str, port: int, sink_port: int, fft_repeats: int, http: str, before: Path | None = None
+) -> list[str]:
     """``ours`` runs under ``opentelemetry-instrument``, as an app with no instrumentation code would."""
-    command = [sys.executable, __file__, "serve", config, str(port), str(sink_port), str(fft_repeats), http]
-    if config in ("ours", "ours-nosentry"):
+    name = config.removesuffix(BEFORE)  # the same server code; only the instrumentation comes from --before
+    command = [sys.executable, __file__, "serve", name, str(port), str(sink_port), str(fft_repeats), http]
+    if _ours(config):
         return [str(Path(sys.executable).with_name("opentelemetry-instrument")), *command]
     return command
 
 
-def server_environment(config: str, sink_port: int, environment: dict[str, str]) -> dict[str, str]:
-    if config not in ("ours", "ours-nosentry"):
+def server_environment(
+    config: str, sink_port: int, environment: dict[str, str], before: Path | None = None
+) -> dict[str, str]:
+    if before is not None and config.endswith(BEFORE):
+        environment = {**environment, "PYTHONPATH": str(before)}
+    if not _ours(config):
         return environment
     environment = {
         **environment,
@@ -145,7 +160,7 @@ def server_environment(config: str, sink_port: int, environment: dict[str, str])
         "OTEL_SERVICE_NAME": f"bench-{config}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
     }
-    if config == "ours":
+    if config.removesuffix(BEFORE) == "ours":
         environment["SENTRY_DSN"] = f"http://public@127.0.0.1:{sink_port}/1"
     return environment
 
@@ -385,6 +400,11 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=3.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument(
+        "--before", type=Path,
+        help="a tree of the code before a change (git archive REV | tar -x -C DIR): adds ours-before and "
+        "ours-nosentry-before, served from it, to the same run",
+    )  # fmt: skip
     parser.add_argument("--http", choices=("httptools", "h11"), default="httptools", help="uvicorn's HTTP stack")
     parser.add_argument(
         "--load", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
@@ -396,6 +416,8 @@ def main() -> None:
         breakdown()
         return
     configs = args.configs.split(",")
+    if args.before is not None:
+        configs += [f"{config}{BEFORE}" for config in configs if _ours(config) and not config.endswith(BEFORE)]
 
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name in ("SENTRY_DSN", "OTEL_EXPORTER_OTLP_ENDPOINT", "PHONOGLYPH_INSTRUMENTATION_STRICT"):
@@ -414,8 +436,8 @@ def main() -> None:
             port = _free_port()
             with open(logs / f"{config}.log", "wb") as log:
                 process = subprocess.Popen(
-                    server_command(config, port, sink_port, fft_repeats, args.http),
-                    env=server_environment(config, sink_port, environment),
+                    server_command(config, port, sink_port, fft_repeats, args.http, args.before),
+                    env=server_environment(config, sink_port, environment, args.before),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -458,7 +480,7 @@ def _report(
     for endpoint, (path, connections) in ENDPOINTS.items():
         print(f"\n{endpoint} (GET {path}, {connections} keep-alive connections)")
         print(
-            f"{'config':<8} {'req/s':>8} {'ratio':>6} {'p50 ms':>8} {'p50 x':>6} {'p99 ms':>8} {'p99 x':>6} "
+            f"{'config':<20} {'req/s':>8} {'ratio':>6} {'p50 ms':>8} {'p50 x':>6} {'p99 ms':>8} {'p99 x':>6} "
             f"{'CPU us/req':>10} {'errors':>6}"
         )
         base: dict[str, float] = {}
@@ -476,7 +498,7 @@ def _report(
             if config == configs[0]:
                 base = {"throughput": throughput, "p50": p50, "p99": p99}
             print(
-                f"{config:<8} {throughput:>8.0f} {throughput / base['throughput']:>6.2f} {p50 * 1e3:>8.2f} "
+                f"{config:<20} {throughput:>8.0f} {throughput / base['throughput']:>6.2f} {p50 * 1e3:>8.2f} "
                 f"{p50 / base['p50']:>6.2f} {p99 * 1e3:>8.2f} {p99 / base['p99']:>6.2f} {cpu_us:>10.0f} "
                 f"{sum(w.errors for w in windows):>6}"
             )
