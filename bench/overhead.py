@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -147,8 +148,13 @@ def server_command(
 
 
 def server_environment(
-    config: str, sink_port: int, environment: dict[str, str], before: Path | None = None
+    config: str,
+    sink_port: int,
+    environment: dict[str, str],
+    before: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> dict[str, str]:
+    """The environment of a server; ``extra`` (``NAME=VALUE`` items) only for ours."""
     if before is not None and config.endswith(BEFORE):
         environment = {**environment, "PYTHONPATH": str(before)}
     if not _ours(config):
@@ -159,6 +165,7 @@ def server_environment(
         "OTEL_PYTHON_CONFIGURATOR": "phonoglyph",
         "OTEL_SERVICE_NAME": f"bench-{config}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+        **dict(item.split("=", 1) for item in extra),
     }
     if config.removesuffix(BEFORE) == "ours":
         environment["SENTRY_DSN"] = f"http://public@127.0.0.1:{sink_port}/1"
@@ -401,6 +408,10 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument(
+        "--server-env", action="append", default=[], metavar="NAME=VALUE",
+        help="an environment variable for the servers of ours (e.g. OTEL_TRACES_SAMPLER=always_off); repeatable",
+    )  # fmt: skip
+    parser.add_argument(
         "--before", type=Path,
         help="a tree of the code before a change (git archive REV | tar -x -C DIR): adds ours-before and "
         "ours-nosentry-before, served from it, to the same run",
@@ -437,7 +448,7 @@ def main() -> None:
             with open(logs / f"{config}.log", "wb") as log:
                 process = subprocess.Popen(
                     server_command(config, port, sink_port, fft_repeats, args.http, args.before),
-                    env=server_environment(config, sink_port, environment, args.before),
+                    env=server_environment(config, sink_port, environment, args.before, args.server_env),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
