@@ -26,7 +26,6 @@ from opentelemetry.trace import NonRecordingSpan, StatusCode, set_span_in_contex
 
 from instrumentation import semconv
 from instrumentation._internal.config import QueueConfig
-from instrumentation._internal.otlp_encoding import EncodedSpan
 from instrumentation._internal.stats import STATS
 
 _logger = logging.getLogger(__name__)
@@ -199,33 +198,18 @@ class QueueingSpanProcessor(SpanProcessor):
     ) -> None:
         self._exporter = exporter
         self._on_undelivered = on_undelivered
-        self._queue: ExportQueue[ReadableSpan | EncodedSpan] = ExportQueue(self._export, config, signal="spans")
+        self._queue: ExportQueue[ReadableSpan] = ExportQueue(self._export, config, signal="spans")
         self._put = self._queue.put
-        encode = getattr(exporter, "encode_span", None)
-        self._encode_span: Callable[[ReadableSpan], EncodedSpan] | None = encode if callable(encode) else None
+        self.put_span = self._queue.put
+        """Queue an ended, sampled span (a lean span's ``end``: :mod:`.lean_span`); it is scrubbed and
+        encoded on the export thread, many in a row (per-request code runs cold: the same work costs about
+        3x more once per request on the request's thread)."""
 
-    def put_span(self, span: ReadableSpan) -> None:
-        """Queue an ended, sampled span (a lean span's ``end``: :mod:`.lean_span`): encoded now when the
-        exporter encodes single spans (ours), so the export thread only frames and sends (it holds the
-        GIL briefly; many spans encoded in one stretch on it would hold every request up)."""
-        encode = self._encode_span
-        if encode is not None:
-            try:
-                self._put(encode(span))
-                return
-            except Exception:
-                _logger.exception("encoding a span failed; it is exported later")
-        self._put(span)
-
-    def _export(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> bool:
-        if self._exporter.export(spans) is SpanExportResult.SUCCESS:  # type: ignore[arg-type]  # ours takes both
+    def _export(self, spans: Sequence[ReadableSpan]) -> bool:
+        if self._exporter.export(spans) is SpanExportResult.SUCCESS:
             return True
-        if self._on_undelivered is not None:  # an encoded span is a server span: it carries no outcome
-            records = [
-                record
-                for span in spans
-                if type(span) is not tuple and (record := operation_outcome_record(span)) is not None  # type: ignore[arg-type]
-            ]
+        if self._on_undelivered is not None:
+            records = [record for span in spans if (record := operation_outcome_record(span)) is not None]
             if records:
                 STATS.increment("operation_outcomes_from_undelivered_spans", len(records))
                 self._on_undelivered(records)

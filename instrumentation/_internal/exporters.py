@@ -15,7 +15,7 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from instrumentation._internal.otlp_encoding import EncodedSpan, encode_logs_request, encode_span, encode_spans_request
+from instrumentation._internal.otlp_encoding import encode_logs_request, encode_spans_request
 from instrumentation._internal.spool import Outcome, Spool
 from instrumentation._internal.stats import STATS
 
@@ -72,8 +72,8 @@ def _encode(
     if prepare is not None:
         encode_items = encode
 
-        def encode(chunk: Sequence[Any]) -> bytes:  # an encoded span was prepared before it was encoded
-            return encode_items([item if type(item) is tuple else prepare(item) for item in chunk])
+        def encode(chunk: Sequence[Any]) -> bytes:
+            return encode_items([prepare(item) for item in chunk])
 
     try:
         return encode_in_chunks(items, encode)
@@ -157,11 +157,6 @@ class OtlpHttpSpanExporter(_OneAttemptExport, OTLPSpanExporter):
         self._one_attempt = one_attempt
         self._mirrors: list[Callable[[bytes], None]] = []
         self._init_attempts()
-
-    def encode_span(self, span: ReadableSpan) -> EncodedSpan:
-        """``span`` prepared (scrubbed) and encoded now, for :meth:`export` to send with others: a lean
-        span is encoded when it ends, on its request's thread (:mod:`.lean_span`)."""
-        return encode_span(self._prepare(span) if self._prepare is not None else span)
 
     def add_mirror(self, mirror: Callable[[bytes], None]) -> None:
         """``mirror`` gets every request body this exporter encodes (sent or not): a second destination

@@ -293,48 +293,9 @@ def _grouped(items: Sequence[Any], encode_item: Any) -> bytes:
     return b"".join(request)
 
 
-EncodedSpan = tuple[int, bytes]
-"""A span encoded when it ended (:func:`encode_span`): its origin's number and its ``ScopeSpans.spans`` entry."""
-_ORIGIN_NUMBERS: dict[tuple[int, int], int] = {}
-_ORIGINS: list[tuple[Any, Any]] = []
-"""The resource and instrumentation scope of each origin (one per provider and tracer), by number."""
-
-
-def encode_span(span: ReadableSpan) -> EncodedSpan:
-    """One span as the ``spans`` entry of a ``ScopeSpans``, with the number of its resource and scope:
-    a pair of an int and bytes, which the garbage collector stops tracking at its first pass."""
-    if type(span) is LeanSpan:
-        resource, scope = span._resource, span._instrumentation_scope
-    else:
-        resource, scope = span.resource, span.instrumentation_scope
-    key = (id(resource), id(scope))
-    number = _ORIGIN_NUMBERS.get(key)
-    if number is None:
-        number = _ORIGIN_NUMBERS[key] = len(_ORIGINS)
-        _ORIGINS.append((resource, scope))  # keeps both alive, so their ids stay theirs
-    return number, _delimited(_TAG[2][2], _span(span))
-
-
-def encode_spans_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
-    """``ExportTraceServiceRequest`` bytes for ``spans`` (SDK spans, or spans encoded when they ended)."""
-    readable: list[ReadableSpan] = []
-    encoded: dict[int, list[bytes]] = {}
-    for item in spans:
-        if type(item) is tuple:
-            encoded.setdefault(item[0], []).append(item[1])
-        else:
-            readable.append(item)  # type: ignore[arg-type]
-    request = _grouped(readable, _span) if readable else b""
-    for number, entries in encoded.items():
-        resource, scope = _ORIGINS[number]
-        scope_spans = _delimited(_TAG[1][2], _scope(scope)) + b"".join(entries)
-        if scope is not None and scope.schema_url:
-            scope_spans += _delimited(_TAG[3][2], scope.schema_url.encode("utf-8"))
-        resource_spans = _delimited(_TAG[1][2], _resource(resource)) + _delimited(_TAG[2][2], scope_spans)
-        if resource.schema_url:
-            resource_spans += _delimited(_TAG[3][2], resource.schema_url.encode("utf-8"))
-        request += _delimited(_TAG[1][2], resource_spans)
-    return request
+def encode_spans_request(spans: Sequence[ReadableSpan]) -> bytes:
+    """``ExportTraceServiceRequest`` bytes for ``spans``."""
+    return _grouped(spans, _span)
 
 
 def encode_logs_request(records: Sequence[ReadableLogRecord]) -> bytes:

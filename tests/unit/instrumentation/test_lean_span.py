@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from instrumentation._internal.batching import QueueingSpanProcessor
 from instrumentation._internal.config import QueueConfig
 from instrumentation._internal.identity import IdentitySpanProcessor
 from instrumentation._internal.lean_span import MAX_ATTRIBUTES, LeanSpan, LeanSpans
-from instrumentation._internal.otlp_encoding import encode_span, encode_spans_request
+from instrumentation._internal.otlp_encoding import encode_spans_request
 
 REMOTE_PARENT = SpanContext(
     trace_id=0x0AF7651916CD43DD8448EB211C80319C,
@@ -184,29 +183,3 @@ def test_queueing_processor_is_a_sink(sampled: bool) -> None:
     processor.force_flush()
     assert len(exporter.get_finished_spans()) == (1 if sampled else 0)
     processor.shutdown()
-
-
-def test_a_span_encoded_when_it_ends_is_sent_as_the_span_itself() -> None:
-    _, lean, collected = _lean()
-    parent = trace.set_span_in_context(trace.NonRecordingSpan(REMOTE_PARENT))
-    spans = [_server_span(lean.start, parent), _server_span(lean.start, Context())]
-    sdk_provider = TracerProvider(resource=Resource.create({"service.name": "worker"}))
-    sdk_exporter = InMemorySpanExporter()
-    sdk_provider.add_span_processor(SimpleSpanProcessor(sdk_exporter))
-    with sdk_provider.get_tracer("jobs").start_as_current_span("render"):
-        pass
-    (sdk_span,) = sdk_exporter.get_finished_spans()
-    encoded = [encode_span(span) for span in spans]
-    gc.collect()
-    assert not any(gc.is_tracked(item) for item in encoded)  # nothing for the collector to traverse
-
-    def by_id(body: dict[str, Any]) -> dict[str, Any]:
-        return {
-            span["spanId"]: (resource["resource"], scope["scope"], span)
-            for resource in body["resourceSpans"]
-            for scope in resource["scopeSpans"]
-            for span in scope["spans"]
-        }
-
-    mixed = by_id(_request([encoded[0], sdk_span, encoded[1]]))  # type: ignore[list-item]
-    assert mixed == by_id(_request([spans[0], sdk_span, spans[1]])) and len(mixed) == 3
