@@ -449,6 +449,8 @@ def main() -> None:
                 process = subprocess.Popen(
                     server_command(config, port, sink_port, fft_repeats, args.http, args.before),
                     env=server_environment(config, sink_port, environment, args.before, args.server_env),
+                    # opentelemetry-instrument puts the working directory first on PYTHONPATH
+                    cwd=args.before if args.before is not None and config.endswith(BEFORE) else ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
