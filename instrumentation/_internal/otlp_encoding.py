@@ -147,26 +147,58 @@ def _status_field(status: Any) -> bytes:
 
 
 def _span(span: ReadableSpan) -> bytes:
-    if type(span) is LeanSpan:
-        return _lean_span(span)
+    if type(span) is LeanSpan:  # its fields as they are: no property per field, its SpanContext never built
+        return _span_fields(
+            span._trace_id, span._span_id, span._trace_state, span._parent, span._name, span._kind,
+            span._start_time, span._end_time, span._attributes, span._dropped_attributes,
+            span._events, span._dropped_events, (), 0, span._status,
+        )  # fmt: skip
     context = span.context
-    parts = [
-        _TRACE_ID_FIELD, context.trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, context.span_id.to_bytes(8, "big")
-    ]  # fmt: skip
-    if context.trace_state:
-        parts.append(_trace_state_field(context.trace_state))
-    parent = span.parent
+    return _span_fields(
+        context.trace_id, context.span_id, context.trace_state, span.parent, span.name, span.kind,
+        span.start_time, span.end_time, span.attributes, span.dropped_attributes,
+        span.events, span.dropped_events, span.links, span.dropped_links, span.status,
+    )  # fmt: skip
+
+
+def _span_fields(
+    trace_id: int,
+    span_id: int,
+    trace_state: Any,
+    parent: SpanContext | None,
+    name: str,
+    kind: SpanKind,
+    start_time: int | None,
+    end_time: int | None,
+    attributes: Any,
+    dropped_attributes: int,
+    events: Sequence[Any],
+    dropped_events: int,
+    links: Sequence[Any],
+    dropped_links: int,
+    status: Any,
+) -> bytes:
+    parts = [_TRACE_ID_FIELD, trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, span_id.to_bytes(8, "big")]
+    if trace_state:
+        parts.append(_delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
     if parent is not None:
         parts.append(_PARENT_SPAN_ID_FIELD)
         parts.append(parent.span_id.to_bytes(8, "big"))
-    parts.append(_name_field(span.name))
-    parts.append(_KIND_FIELDS[span.kind])
-    parts.append(_TIMES.pack(_START_TAG, span.start_time or 0, _END_TAG, span.end_time or 0))
-    parts.append(_attributes(span.attributes, _TAG[9][2]))
-    if span.dropped_attributes:
-        parts.append(_TAG[10][0] + _varint(span.dropped_attributes))
-    _events(parts, span.events, span.dropped_events)
-    for link in span.links:
+    parts.append(_name_field(name))
+    parts.append(_KIND_FIELDS[kind])
+    parts.append(_TIMES.pack(_START_TAG, start_time or 0, _END_TAG, end_time or 0))
+    parts.append(_attributes(attributes, _TAG[9][2]))
+    if dropped_attributes:
+        parts.append(_TAG[10][0] + _varint(dropped_attributes))
+    for event in events:
+        event_bytes = _TAG[1][1] + _FIXED64.pack(event.timestamp) + _delimited(_TAG[2][2], event.name.encode("utf-8"))
+        event_bytes += _attributes(event.attributes, _TAG[3][2])
+        if event.dropped_attributes:
+            event_bytes += _TAG[4][0] + _varint(event.dropped_attributes)
+        parts.append(_delimited(_TAG[11][2], event_bytes))
+    if dropped_events:
+        parts.append(_TAG[12][0] + _varint(dropped_events))
+    for link in links:
         link_bytes = (
             _TRACE_ID_FIELD
             + link.context.trace_id.to_bytes(16, "big")
@@ -178,48 +210,11 @@ def _span(span: ReadableSpan) -> bytes:
             link_bytes += _TAG[5][0] + _varint(link.dropped_attributes)
         link_bytes += _TAG[6][5] + _FIXED32.pack(_flags(link.context))
         parts.append(_delimited(_TAG[13][2], link_bytes))
-    if span.dropped_links:
-        parts.append(_TAG[14][0] + _varint(span.dropped_links))
-    parts.append(_status_field(span.status))
+    if dropped_links:
+        parts.append(_TAG[14][0] + _varint(dropped_links))
+    parts.append(_status_field(status))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
-
-
-def _lean_span(span: LeanSpan) -> bytes:
-    """:func:`_span` reading a lean span's fields directly (no links; its SpanContext never built)."""
-    parts = [_TRACE_ID_FIELD, span._trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, span._span_id.to_bytes(8, "big")]
-    if span._trace_state:
-        parts.append(_trace_state_field(span._trace_state))
-    parent = span._parent
-    if parent is not None:
-        parts.append(_PARENT_SPAN_ID_FIELD)
-        parts.append(parent.span_id.to_bytes(8, "big"))
-    parts.append(_name_field(span._name))
-    parts.append(_KIND_FIELDS[span._kind])
-    parts.append(_TIMES.pack(_START_TAG, span._start_time, _END_TAG, span._end_time or 0))
-    parts.append(_attributes(span._attributes, _TAG[9][2]))
-    if span._dropped_attributes:
-        parts.append(_TAG[10][0] + _varint(span._dropped_attributes))
-    if span._events or span._dropped_events:
-        _events(parts, span._events, span._dropped_events)
-    parts.append(_status_field(span._status))
-    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
-    return b"".join(parts)
-
-
-def _trace_state_field(trace_state: Any) -> bytes:
-    return _delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in trace_state.items()).encode())
-
-
-def _events(parts: list[bytes], events: Sequence[Any], dropped_events: int) -> None:
-    for event in events:
-        event_bytes = _TAG[1][1] + _FIXED64.pack(event.timestamp) + _delimited(_TAG[2][2], event.name.encode("utf-8"))
-        event_bytes += _attributes(event.attributes, _TAG[3][2])
-        if event.dropped_attributes:
-            event_bytes += _TAG[4][0] + _varint(event.dropped_attributes)
-        parts.append(_delimited(_TAG[11][2], event_bytes))
-    if dropped_events:
-        parts.append(_TAG[12][0] + _varint(dropped_events))
 
 
 def _resource(resource: Any) -> bytes:
