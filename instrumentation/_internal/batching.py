@@ -199,7 +199,6 @@ class QueueingSpanProcessor(SpanProcessor):
         self._exporter = exporter
         self._on_undelivered = on_undelivered
         self._queue: ExportQueue[ReadableSpan] = ExportQueue(self._export, config, signal="spans")
-        self._put = self._queue.put
         self.put_span = self._queue.put
         """Queue an ended, sampled span (a lean span's ``end``: :mod:`.lean_span`); it is scrubbed and
         encoded on the export thread, many in a row (per-request code runs cold: the same work costs about
@@ -220,7 +219,7 @@ class QueueingSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context.trace_flags.sampled:
-            self._put(span)
+            self.put_span(span)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._queue.force_flush()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -54,10 +53,6 @@ response started, in the request's own isolation scope, which then ends. Ignored
 Sentry's logging integration checks before doing anything else with a line."""
 
 
-PIPELINE_THREADS: Final = ("phonoglyph-", "OtelPeriodicExportingMetricReader", "OtelBatch")
-"""Name prefixes of the pipeline's threads (export queues, the metric reader)."""
-
-
 def is_pipeline_logger(name: str) -> bool:
     return any(name == prefix or name.startswith(f"{prefix}.") for prefix in PIPELINE_LOGGERS)
 
@@ -66,16 +61,16 @@ def drop_pipeline_breadcrumbs(
     callback: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None],
 ) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]:
     """``before_breadcrumb`` that first drops a crumb of the pipeline's own work: made while instrumentation
-    is suppressed (every export, flushes on the caller's thread included), on a pipeline thread, or by a
-    pipeline logger. sentry-sdk records an ``httplib`` crumb for each export request, in its shared
-    isolation scope: kept, such crumbs would appear in every error event and be copied into each
-    request's scope."""
+    is suppressed (every export: our export queues and the SDK's metric reader suppress it, on their
+    threads and on a flushing caller's), or by a pipeline logger. sentry-sdk records an ``httplib`` crumb
+    for each export request, in its shared isolation scope: kept, such crumbs would appear in every error
+    event and be copied into each request's scope."""
     from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
     drop_lines = drop_pipeline_lines(callback)
 
     def drop_then_call(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
-        if not is_instrumentation_enabled() or threading.current_thread().name.startswith(PIPELINE_THREADS):
+        if not is_instrumentation_enabled():
             return None
         return drop_lines(crumb, hint)
 
