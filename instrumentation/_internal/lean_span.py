@@ -182,10 +182,8 @@ class LeanSpans:
         self._lean = False
         sampler = provider.sampler
         self._default_sampling = (
-            type(sampler) is ParentBased
-            and sampler._root is ALWAYS_ON
-            and sampler.get_description() == ParentBased(ALWAYS_ON).get_description()
-        )
+            type(sampler) is ParentBased and sampler.get_description() == ParentBased(ALWAYS_ON).get_description()
+        )  # the description names the root and all four delegates
         self._random_ids = type(provider.id_generator) is RandomIdGenerator
 
     def _refresh(self, processors: tuple[Any, ...]) -> None:
@@ -214,7 +212,7 @@ class LeanSpans:
             trace_state = result.trace_state or _EMPTY_TRACE_STATE
             if sampled and result.attributes:
                 attributes.update(result.attributes)
-        span_id = random.getrandbits(64) or 1 if self._random_ids else self._provider.id_generator.generate_span_id()
+        span_id = self._span_id()
         if not sampled:
             return trace.NonRecordingSpan(
                 SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(0), trace_state=trace_state)
@@ -228,3 +226,8 @@ class LeanSpans:
         if self._random_ids:
             return random.getrandbits(128) or 1
         return self._provider.id_generator.generate_trace_id()
+
+    def _span_id(self) -> int:
+        if self._random_ids:
+            return random.getrandbits(64) or 1
+        return self._provider.id_generator.generate_span_id()
