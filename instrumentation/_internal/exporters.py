@@ -15,6 +15,7 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from instrumentation._internal.http_transport import lighter_transport
 from instrumentation._internal.otlp_encoding import encode_logs_request, encode_spans_request
 from instrumentation._internal.spool import Outcome, Spool
 from instrumentation._internal.stats import STATS
@@ -134,7 +135,8 @@ class _OneAttemptExport:
 
 class OtlpHttpSpanExporter(_OneAttemptExport, OTLPSpanExporter):
     """``OTLPSpanExporter`` (same endpoint, headers, retries on 429/502/503/504 with Retry-After)
-    that encodes with :func:`encode_spans_request` instead of building protobuf objects.
+    that encodes with :func:`encode_spans_request` instead of building protobuf objects, and sends
+    over ``http.client`` instead of a plain ``requests`` session (:mod:`.http_transport`).
 
     ``prepare`` (e.g. scrubbing) runs on each span chunk by chunk, inside the GIL releases.
     ``one_attempt``: no SDK retries; after a failure that may pass, spans are dropped (the queue
@@ -153,6 +155,7 @@ class OtlpHttpSpanExporter(_OneAttemptExport, OTLPSpanExporter):
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        lighter_transport(self)
         self._prepare = prepare
         self._one_attempt = one_attempt
         self._mirrors: list[Callable[[bytes], None]] = []
@@ -205,6 +208,7 @@ class OtlpHttpLogRecordExporter(_OneAttemptExport, OTLPLogExporter):
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        lighter_transport(self)
         self._prepare = prepare
         self.spool = spool
         self._init_attempts()

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
-import requests
 from opentelemetry.sdk.trace import TracerProvider
 
 from instrumentation._internal.batching import ExportQueue, QueueingSpanProcessor, stop_retrying
 from instrumentation._internal.config import QueueConfig
 from instrumentation._internal.exporters import OtlpHttpSpanExporter
+from instrumentation._internal.http_transport import transport_for
 from instrumentation._internal.otel_scrubbing import scrub_span
 from instrumentation.scrubbing import Scrubber
 
@@ -35,35 +35,28 @@ _ACTIVE: list[SpanPath] = []
 """The span path while Sentry is set up (at most one)."""
 
 
-class SentryOtlpSession(requests.Session):
-    """The HTTP session of the exporter to Sentry's OTLP endpoint: it sends only the headers that
-    endpoint needs. ``OTEL_EXPORTER_OTLP_HEADERS`` (often the collector's bearer token) is meant for
-    the collector; the OTLP exporter would add it to every request, to Sentry too."""
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        headers = kwargs.get("headers")
-        if headers:
-            kwargs["headers"] = {name: value for name, value in headers.items() if name.lower() in SENTRY_OTLP_HEADERS}
-        return super().request(method, url, *args, **kwargs)  # type: ignore[arg-type]
-
-
 def sentry_otlp_exporter(dsn: str, timeout_s: float, scrubber: Scrubber) -> OtlpHttpSpanExporter:
-    """An exporter to the OTLP endpoint of ``dsn``'s project, authenticated as sentry-sdk does."""
+    """An exporter to the OTLP endpoint of ``dsn``'s project, authenticated as sentry-sdk does.
+
+    It sends only the headers that endpoint needs: ``OTEL_EXPORTER_OTLP_HEADERS`` (often the
+    collector's bearer token) is meant for the collector, and so are ``OTEL_EXPORTER_OTLP_CERTIFICATE``
+    and ``CLIENT_*`` (Sentry's TLS is verified against the default CA bundle, with no client certificate).
+    """
     from sentry_sdk.consts import VERSION, EndpointType
     from sentry_sdk.utils import Dsn
 
     auth = Dsn(dsn).to_auth(f"sentry.python/{VERSION}")
-    session = SentryOtlpSession()
     exporter = OtlpHttpSpanExporter(
         endpoint=auth.get_api_url(EndpointType.OTLP_TRACES),
         headers={"X-Sentry-Auth": auth.to_header()},
         timeout=timeout_s,
-        session=session,
         prepare=functools.partial(scrub_span, scrubber=scrubber),
         one_attempt=True,
     )
-    # OTEL_EXPORTER_OTLP_CERTIFICATE / CLIENT_* are the collector's TLS settings, not Sentry's
-    session.verify, session.cert = True, None
+    client = exporter._client
+    client._headers = {name: value for name, value in client._headers.items() if name.lower() in SENTRY_OTLP_HEADERS}
+    client._transport.close()
+    client._transport = transport_for(client._endpoint)
     return exporter
 
 

@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from instrumentation._internal.sentry.spans import SENTRY_OTLP_HEADERS, SentryOtlpSession
+from instrumentation._internal.sentry.spans import SENTRY_OTLP_HEADERS, sentry_otlp_exporter
+from instrumentation.scrubbing import Scrubber
 
 
 class _RecordingHandler(BaseHTTPRequestHandler):
@@ -40,23 +41,19 @@ def server() -> Iterator[tuple[str, list[dict[str, str]]]]:
         thread.join(5)
 
 
-def test_the_session_sends_only_the_headers_sentry_needs(server: tuple[str, list[dict[str, str]]]) -> None:
+def test_the_exporter_sends_only_the_headers_sentry_needs(
+    server: tuple[str, list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, received = server
-    with SentryOtlpSession() as session:
-        response = session.post(
-            url,
-            data=b"spans",
-            headers={
-                "Content-Type": "application/x-protobuf",
-                "X-Sentry-Auth": "Sentry sentry_key=k",
-                "Authorization": "Bearer collector_SEED",
-                "X-Tenant": "t1",
-            },
-            timeout=5,
-        )
-    assert response.status_code == 200
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer collector_SEED,X-Tenant=t1")
+    port = url.split(":")[2].split("/")[0]
+    exporter = sentry_otlp_exporter(f"http://k@127.0.0.1:{port}/1", 5.0, Scrubber())
+    try:
+        assert exporter.send_payload(b"spans")
+    finally:
+        exporter.shutdown()
     [headers] = received
-    assert headers["x-sentry-auth"] == "Sentry sentry_key=k"
+    assert headers["x-sentry-auth"].startswith("Sentry sentry_key=k,")
     assert headers["content-type"] == "application/x-protobuf"
     assert "authorization" not in headers and "x-tenant" not in headers
-    assert {"content-type", "x-sentry-auth"} <= SENTRY_OTLP_HEADERS
+    assert set(headers) - {"host", "content-length", "accept-encoding"} <= SENTRY_OTLP_HEADERS
