@@ -71,25 +71,26 @@ class StoredEvent(Mapping[str, Any]):
     """An event claimed from the outbox, read-only.
 
     ``payload`` is its stored JSON as UTF-8 bytes, for an exporter to send as it is; ``uuid``
-    and ``size_bytes`` come from the row. The decoded event (any other key) is parsed on first
-    use only, so delivery never decodes the events it sends. ``timestamp`` is read by SQLite
-    (json_extract) for the delivery-lag gauge, without decoding the event in Python.
+    and ``size_bytes`` come from the row, and so does ``timestamp`` (the event's timestamp as
+    stored beside it, for the delivery-lag gauge; None when the row did not keep it). The decoded
+    event (any other key) is parsed on first use only, so delivery never decodes the events it sends.
     """
 
-    __slots__ = ("uuid", "payload", "size_bytes", "_timestamp", "_event")
+    __slots__ = ("uuid", "payload", "size_bytes", "timestamp", "_event")
 
-    def __init__(self, uuid: str, payload: bytes, size_bytes: int, timestamp: Any = None) -> None:
+    def __init__(self, uuid: str, payload: bytes, size_bytes: int, timestamp: str | None = None) -> None:
         self.uuid = uuid
         self.payload = payload
         self.size_bytes = size_bytes
-        self._timestamp = timestamp
+        self.timestamp = timestamp
         self._event: PostHogEvent | None = None
 
     @classmethod
     def of(cls, event: Mapping[str, Any]) -> StoredEvent:
         """Wrap an event dict as the outbox would store it (tests, replay)."""
         payload = encode_event(event).encode()
-        stored = cls(event["uuid"], payload, len(payload), event.get("timestamp"))
+        timestamp = event.get("timestamp")
+        stored = cls(event["uuid"], payload, len(payload), timestamp if isinstance(timestamp, str) else None)
         stored._event = json.loads(payload)
         return stored
 
@@ -102,8 +103,8 @@ class StoredEvent(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key == "uuid":
             return self.uuid
-        if key == "timestamp" and isinstance(self._timestamp, str):
-            return self._timestamp
+        if key == "timestamp" and self.timestamp:
+            return self.timestamp
         return self.event[key]
 
     def __iter__(self) -> Iterator[str]:

@@ -18,7 +18,7 @@ HELP = {
     "received_log_records_total": "Log records received over OTLP.",
     "received_metric_points_total": "Metric data points received over OTLP (counted, not forwarded).",
     "mapped_events_total": "PostHog events derived from spans and event records.",
-    "queued_events_total": "Events newly committed to the outbox.",
+    "queued_events_total": "Events committed to the outbox (each uuid once a request).",
     "delivered_events_total": "Events acknowledged by the exporter.",
     "retried_batches_total": "Batches rescheduled after a retryable failure.",
     "dead_lettered_events_total": "Events moved to the dead-letter table, by reason.",

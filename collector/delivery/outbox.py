@@ -1,11 +1,17 @@
 """The durable outbox: PostHog events waiting for delivery, in SQLite (WAL).
 
-Rows move pending -> in-flight (claimed) -> deleted (ack) / pending again with a later
-``next_attempt_at`` (nack) / the ``dead_letters`` table with a reason. A claim marks its rows
-in flight in this process's memory only (no write): a row stays pending on disk until it is
-acked, so a crash at any point loses nothing: a claimed batch that was delivered but not acked
-is delivered again, and PostHog de-duplicates it by uuid. Opening the outbox also returns rows
-an older version marked in flight on disk to pending.
+One row holds the events of one put (one ingested request, up to ``_ROW_EVENTS`` events a row): their
+uuids, compact JSON payloads and timestamps, one a line each, in the same order. A put is one INSERT
+and a delivered row one DELETE whatever its events: per-event rows cost an index insert and delete for
+each event, which was most of the collector's SQLite work.
+
+A claim hands out the events of whole rows, oldest first, and marks them in flight in this process's
+memory only (no write): a row stays pending on disk until every one of its events is resolved. Then it
+is deleted (all acked or dead-lettered), rescheduled (all nacked: a later ``next_attempt_at``) or
+rewritten with its nacked events only. So a crash at any point loses nothing: a claimed row is delivered
+again, whole, and PostHog de-duplicates by uuid. A put stores a uuid once; a uuid is in flight once: a
+row holding one that is in flight (a request sent again while its first copy waits) waits for the next
+claim. Opening the outbox moves the rows of an older file's per-event table into this layout.
 
 Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A commit appends to the WAL
 with a write(2) before ``put`` returns, so a killed process (kill -9, OOM) loses nothing;
@@ -13,19 +19,19 @@ only an OS crash or power loss can lose the last transactions, because the WAL i
 at checkpoints rather than at every commit. ``synchronous="FULL"`` closes that window at
 the cost of one fsync per ``put``.
 
-The row count and payload bytes live in ``outbox_stats``, updated once per statement by the
+The event count and payload bytes live in ``outbox_stats``, updated once per statement by the
 statement's own transaction (``_add_stats``), and those of the dead letters in
 ``dead_letter_stats``, kept by triggers: so they are right for every process that opens the file
-(the CLI replays dead letters while the collector runs) and cost no scan. The outbox has no
-per-row trigger and one index (its uuid): each index or trigger adds to every put and every ack.
+(the CLI replays dead letters while the collector runs) and cost no scan.
 
-Dead letters are bounded (``dead_letter_max_rows``, ``dead_letter_max_bytes``): beyond either bound
-the oldest are deleted in the transaction that adds new ones, and counted (``dead_letters_dropped``).
+Dead letters (one per event) are bounded (``dead_letter_max_rows``, ``dead_letter_max_bytes``): beyond
+either bound the oldest are deleted in the transaction that adds new ones, and counted
+(``dead_letters_dropped``).
 
-A corrupt row (a payload that is not a JSON object, a size that is not a number, as a bad disk or a
-hand edit leaves them) never stops delivery: the claim that meets one moves it to the dead letters
-with the reason ``corrupt outbox row: ...`` (counted in ``corrupt_rows``) and claims again, and
-the delivery worker dead-letters an event that cannot be decoded when the exporter fails on it.
+A corrupt row (columns of the wrong type, or lines that do not match its event count, as a bad disk or a
+hand edit leaves them) never stops delivery: the claim that meets one moves it whole to the dead letters
+with the reason ``corrupt outbox row: ...`` (counted in ``corrupt_rows``) and goes on; the delivery
+worker dead-letters an event that cannot be decoded when the exporter fails on it.
 
 Two connections, each guarded by its own lock: writes (put, ack, nack, dead letters) go
 through the writer, one short transaction a call, serialised by a Python lock rather than
@@ -49,6 +55,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,29 +68,24 @@ from collector.events import StoredEvent, encode_event
 
 __all__ = ["Outbox", "OutboxError", "OutboxFullError"]
 
-_PENDING = 0
-_IN_FLIGHT = 1
-"""Written by older versions only: returned to pending when the outbox is opened."""
 # SQLite >= 3.32 allows 32766 host parameters per statement; stay far below.
 _MAX_PARAMS = 500
+_ROW_EVENTS = 1000
+"""Events a row holds at most: a claim hands out whole rows, so this bounds one row's share of a batch."""
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE IF NOT EXISTS outbox_rows (
     seq INTEGER PRIMARY KEY,
-    uuid TEXT NOT NULL UNIQUE,
-    payload TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
+    uuids TEXT NOT NULL,       -- one a line
+    payload TEXT NOT NULL,     -- each event's compact JSON, one a line, in the order of uuids
+    timestamps TEXT NOT NULL,  -- each event's timestamp, one a line ('' when it is not a line of text)
+    events INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,  -- the payload's UTF-8 bytes without the line breaks
     enqueued_at REAL NOT NULL,
-    state INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
--- kept per statement by the code (_add_stats), not by per-row triggers
-DROP TRIGGER IF EXISTS outbox_stats_insert;
-DROP TRIGGER IF EXISTS outbox_stats_delete;
--- claims read in seq order; rows waiting for a retry are few (the worker backs off as a whole)
-DROP INDEX IF EXISTS outbox_next_attempt;
 CREATE TABLE IF NOT EXISTS dead_letters (
     uuid TEXT PRIMARY KEY,
     payload TEXT NOT NULL,
@@ -93,12 +95,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dead_letters_failed_at ON dead_letters (failed_at);
+-- rows: events in the outbox
 CREATE TABLE IF NOT EXISTS outbox_stats (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     rows INTEGER NOT NULL,
     bytes INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO outbox_stats SELECT 0, count(*), coalesce(sum(size_bytes), 0) FROM outbox;
+INSERT OR IGNORE INTO outbox_stats VALUES (0, 0, 0);
 -- added later than the outbox: created and filled from the table when a file lacks it
 CREATE TABLE IF NOT EXISTS dead_letter_stats (
     id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -114,22 +117,16 @@ CREATE TRIGGER IF NOT EXISTS dead_letter_stats_delete AFTER DELETE ON dead_lette
 END;
 """
 
-# what a claim reads of a row; typeof() lets a row whose payload is not text be told apart
-_CLAIM_SQL = (
-    "SELECT seq, uuid, CAST(payload AS BLOB), size_bytes, json_extract(payload, '$.timestamp')"
-    " FROM outbox WHERE state=? AND next_attempt_at<=?"
-    " ORDER BY seq LIMIT ?"
+# an older file's one row per event (table outbox), each moved into a row of its own
+_MIGRATE_SQL = (
+    "INSERT INTO outbox_rows"
+    " (uuids, payload, timestamps, events, size_bytes, enqueued_at, next_attempt_at, attempts, last_error)"
+    " SELECT uuid, payload, '', 1, size_bytes, enqueued_at, next_attempt_at, attempts, last_error"
+    " FROM outbox ORDER BY seq"
 )
-# the same rows, checked one by one (after a claim failed on one of them)
-_CORRUPT_SQL = (
-    "SELECT seq, CASE"
-    " WHEN typeof(payload) != 'text' THEN 'payload is ' || typeof(payload)"
-    " WHEN NOT json_valid(payload) THEN 'payload is not valid JSON'"
-    " WHEN json_type(payload) != 'object' THEN 'payload is a JSON ' || json_type(payload)"
-    " WHEN typeof(size_bytes) != 'integer' THEN 'size_bytes is ' || typeof(size_bytes)"
-    " WHEN typeof(uuid) != 'text' THEN 'uuid is ' || typeof(uuid)"
-    " END FROM outbox WHERE state=? AND next_attempt_at<=?"
-    " ORDER BY seq LIMIT ?"
+_CLAIM_SQL = (
+    "SELECT seq, uuids, CAST(payload AS BLOB), timestamps, events, size_bytes, enqueued_at, attempts"
+    " FROM outbox_rows WHERE next_attempt_at<=? ORDER BY seq LIMIT ?"
 )
 
 
@@ -139,6 +136,25 @@ class OutboxError(Exception):
 
 class OutboxFullError(Exception):
     """The outbox holds max_bytes already: backpressure (429 with Retry-After), never a drop."""
+
+
+@dataclass
+class _Claim:
+    """A row handed out by a claim, until each of its events is resolved."""
+
+    events: dict[str, StoredEvent]
+    """By uuid, in the row's order (a second copy of a uuid is left out)."""
+    count: int
+    """Events in the row."""
+    size_bytes: int
+    enqueued_at: float
+    attempts: int
+    open: set[str] = field(default_factory=set)
+    """uuids neither acked, nacked nor dead-lettered yet."""
+    kept: list[str] = field(default_factory=list)
+    """uuids nacked: they stay in the row."""
+    retry_at: float = 0.0
+    error: str = ""
 
 
 def _chunks(items: Sequence[Any], size: int = _MAX_PARAMS) -> Iterator[Sequence[Any]]:
@@ -165,9 +181,9 @@ class Outbox:
     ) -> None:
         """Open (or create) the outbox at path.
 
-        recover_in_flight: return rows claimed by a previous (crashed) process to pending.
-        The collector does; an inspector opening the file beside a running collector (the
-        CLI) must not, or it would hand the running worker's claimed rows out again.
+        recover_in_flight: the collector's own outbox, which moves an older file's per-event rows into
+        this layout. An inspector opening the file beside a running collector (the CLI) passes False and
+        changes no row. (In flight is a claiming process's memory: nothing on disk needs recovering.)
         create=False: a missing file is a ``FileNotFoundError`` (an inspector never creates one).
         """
         if synchronous not in ("NORMAL", "FULL"):
@@ -186,7 +202,9 @@ class Outbox:
         self._lock = threading.Lock()  # the writer connection
         self._read_lock = threading.Lock()  # the reader connection
         self._in_flight: dict[str, int] = {}
-        """uuid -> seq of the rows claimed and not yet acked, nacked or dead-lettered."""
+        """uuid -> seq of the claimed events not yet acked, nacked or dead-lettered."""
+        self._claims: dict[int, _Claim] = {}
+        """seq -> the claimed rows not yet resolved."""
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"no outbox at {self.path}")
         try:
@@ -203,8 +221,10 @@ class Outbox:
             self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             if recover_in_flight:
                 with _transaction(self._db):
-                    # crash resume: whatever a previous process claimed goes back to pending
-                    self._db.execute("UPDATE outbox SET state=? WHERE state=?", (_PENDING, _IN_FLIGHT))
+                    if self._db.execute("SELECT 1 FROM sqlite_master WHERE name='outbox'").fetchone():
+                        self._db.execute(_MIGRATE_SQL)
+                        self._db.execute("DROP TABLE outbox")
+                        _recount(self._db)
             self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         except sqlite3.Error as exc:
             self._db.close()
@@ -244,50 +264,55 @@ class Outbox:
     # -- ingest ------------------------------------------------------------------------
 
     def put(self, events: Sequence[Mapping[str, Any]]) -> int:
-        """Store events durably (committed when this returns); idempotent by uuid.
-
-        Returns how many rows were newly inserted. Raises OutboxFullError when the events
-        would take the outbox over max_bytes (nothing is stored then), OutboxError on
-        storage trouble.
-        """
+        """Store events durably (committed when this returns), in one row a ``_ROW_EVENTS``, each uuid
+        once; returns how many were stored. Raises OutboxFullError when the events would take the outbox
+        over max_bytes (nothing is stored then), OutboxError on storage trouble, ValueError for an event
+        without a uuid (a line of text)."""
         if not events:
             return 0
         now = self._clock()
         rows = []
         incoming_bytes = 0
-        for event in events:
-            payload = encode_event(event)
-            size = len(payload.encode())
+        seen: set[str] = set()
+        for start in range(0, len(events), _ROW_EVENTS):
+            uuids, payloads, timestamps = [], [], []
+            for event in events[start : start + _ROW_EVENTS]:
+                payload = encode_event(event)  # compact JSON: never a line break
+                uuid = event.get("uuid")
+                if type(uuid) is not str or not uuid or "\n" in uuid:
+                    raise ValueError(f"an outbox event needs a uuid (a line of text): {payload[:200]}")
+                if uuid in seen:
+                    continue
+                seen.add(uuid)
+                timestamp = event.get("timestamp")
+                uuids.append(uuid)
+                payloads.append(payload)
+                timestamps.append(timestamp if type(timestamp) is str and "\n" not in timestamp else "")
+            if not payloads:
+                continue
+            payload = "\n".join(payloads)
+            size = len(payload.encode()) - len(payloads) + 1
             incoming_bytes += size
-            try:
-                rows.append((event["uuid"], payload, size, now, now))
-            except KeyError:
-                raise ValueError(f"an outbox event needs a uuid: {payload[:200]}") from None
+            rows.append(("\n".join(uuids), payload, "\n".join(timestamps), len(payloads), size, now, now))
         with self._writing("outbox write failed") as db:
-            stored_bytes, last_seq = db.execute(
-                "SELECT bytes, (SELECT max(seq) FROM outbox) FROM outbox_stats WHERE id=0"
-            ).fetchone()
+            (stored_bytes,) = db.execute("SELECT bytes FROM outbox_stats WHERE id=0").fetchone()
             if stored_bytes + incoming_bytes > self.max_bytes:
                 raise OutboxFullError(
                     f"outbox full: {stored_bytes} + {incoming_bytes} bytes > max_bytes {self.max_bytes}"
                 )
-            inserted: int = db.executemany(
-                "INSERT OR IGNORE INTO outbox"
-                " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+            db.executemany(
+                "INSERT INTO outbox_rows"
+                " (uuids, payload, timestamps, events, size_bytes, enqueued_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
-            ).rowcount
-            if inserted != len(rows):  # some were there already: the new rows are numbered after last_seq
-                (incoming_bytes,) = db.execute(
-                    "SELECT coalesce(sum(size_bytes), 0) FROM outbox WHERE seq > ?", (last_seq or 0,)
-                ).fetchone()
-            _add_stats(db, inserted, incoming_bytes)
-            return inserted
+            )
+            _add_stats(db, len(seen), incoming_bytes)
+        return len(seen)
 
     # -- gauges ------------------------------------------------------------------------
 
     def depth(self) -> int:
-        """Rows pending or in flight (dead letters excluded)."""
+        """Events pending or in flight (dead letters excluded)."""
         return int(self._read_one("SELECT rows FROM outbox_stats WHERE id=0")[0])
 
     def size_bytes(self) -> int:
@@ -296,155 +321,173 @@ class Outbox:
 
     def oldest_age_s(self) -> float | None:
         # rows are numbered in enqueue order: the first one is the oldest (an index lookup)
-        row = self._read_one("SELECT CAST(enqueued_at AS REAL) FROM outbox ORDER BY seq LIMIT 1")
+        row = self._read_one("SELECT CAST(enqueued_at AS REAL) FROM outbox_rows ORDER BY seq LIMIT 1")
         return None if row is None else max(0.0, self._clock() - row[0])
 
     def next_due_at(self) -> float | None:
-        """When the earliest pending row becomes due, or None when nothing is pending."""
-        due: float | None = self._read_one(
-            "SELECT CAST(min(next_attempt_at) AS REAL) FROM outbox WHERE state=?", (_PENDING,)
-        )[0]
+        """When the earliest row becomes due, or None when the outbox is empty."""
+        due: float | None = self._read_one("SELECT CAST(min(next_attempt_at) AS REAL) FROM outbox_rows")[0]
         return due
 
     # -- delivery ----------------------------------------------------------------------
 
     def claim(self, *, max_events: int, max_bytes: int) -> list[StoredEvent]:
-        """Mark due pending rows in flight, oldest first, and return their events.
+        """The events of due rows not in flight, oldest first, marked in flight.
 
-        The batch holds at most max_events rows and max_bytes of payload, but always at
-        least one row when one is due (an oversized event must still come out, to be
-        dead-lettered by the worker). The rows are read through the reader connection and
-        marked in flight in memory: a claim writes nothing. Claims are meant for one
-        delivery thread.
+        Whole rows: at most max_events events and max_bytes of payload, but always at least one row
+        when one is due (it may hold more than max_events events, or an oversized event that must
+        still come out, to be dead-lettered by the worker). The rows are read through the reader
+        connection and marked in flight in memory: a claim writes nothing unless it meets a corrupt
+        row. Claims are meant for one delivery thread.
         """
-        now = self._clock()
-        in_flight = self._in_flight
-        params = (_PENDING, now, max_events + len(in_flight))
-        try:
-            with self._read_lock:
-                candidates = self._reader.execute(_CLAIM_SQL, params).fetchall()
-        except sqlite3.Error as exc:
-            # a payload json_extract cannot read: move the corrupt rows aside, then claim again
-            if not self._quarantine(params):
-                raise OutboxError(f"outbox claim failed: {exc}") from exc
-            with self._reading("outbox claim failed") as reader:
-                candidates = reader.execute(_CLAIM_SQL, params).fetchall()
+        claims, in_flight = self._claims, self._in_flight
+        with self._reading("outbox claim failed") as reader:
+            rows = reader.execute(_CLAIM_SQL, (self._clock(), max_events + len(claims))).fetchall()
         batch: list[StoredEvent] = []
         batch_bytes = 0
-        for seq, uuid, payload, size, timestamp in candidates:
-            if uuid in in_flight:
+        corrupt: list[tuple[int, str]] = []
+        for seq, uuids, payload, timestamps, count, size, enqueued_at, attempts in rows:
+            if seq in claims:
                 continue
-            if type(size) is not int or type(uuid) is not str or type(payload) is not bytes:
-                # a corrupt row among the first max_events: moved aside, then the claim starts over
-                if not self._quarantine(params):
-                    raise OutboxError(f"outbox claim failed: row {seq} cannot be read")
-                for event in batch:
-                    del in_flight[event.uuid]
-                return self.claim(max_events=max_events, max_bytes=max_bytes)
-            if batch and (batch_bytes + size > max_bytes or len(batch) == max_events):
+            events = _row_events(uuids, payload, timestamps, count, size)
+            if isinstance(events, str):
+                corrupt.append((seq, events))
+                continue
+            if any(event.uuid in in_flight for event in events):
+                continue  # a second copy of an event in flight: taken once that one is resolved
+            if batch and (len(batch) + count > max_events or batch_bytes + size > max_bytes):
                 break
+            claim = claims[seq] = _Claim({}, count, size, float(enqueued_at), int(attempts))
+            for event in events:
+                if event.uuid not in claim.events:  # a row edited by hand may repeat one
+                    claim.events[event.uuid] = event
+                    in_flight[event.uuid] = seq
+                    batch.append(event)
+            claim.open.update(claim.events)
             batch_bytes += size
-            in_flight[uuid] = seq
-            batch.append(StoredEvent(uuid, payload, size, timestamp))
+        if corrupt:
+            self._quarantine(corrupt)
         return batch
 
-    def _quarantine(self, params: tuple[Any, ...]) -> int:
-        """Move the corrupt rows among the due ones a claim reads to the dead letters; returns how many."""
-        with self._reading("outbox claim failed") as reader:
-            corrupt = [(seq, problem) for seq, problem in reader.execute(_CORRUPT_SQL, params) if problem]
-        if not corrupt:
-            return 0
+    def _quarantine(self, corrupt: Sequence[tuple[int, str]]) -> None:
+        """Move corrupt rows, whole, to the dead letters (their uuids as stored, or the row number)."""
         now = self._clock()
         with self._writing("outbox dead-letter failed") as db:
             for seq, problem in corrupt:
-                # the size of what is stored, whatever the row says; a uuid of another type as text
                 db.execute(
                     "INSERT OR REPLACE INTO dead_letters (uuid, payload, size_bytes, reason, failed_at, attempts)"
-                    " SELECT CAST(uuid AS TEXT), coalesce(payload, ''), length(CAST(payload AS BLOB)), ?, ?,"
+                    " SELECT CASE typeof(uuids) WHEN 'text' THEN uuids ELSE 'outbox row ' || seq END,"
+                    " coalesce(CAST(payload AS TEXT), ''), coalesce(length(CAST(payload AS BLOB)), 0), ?, ?,"
                     " CASE typeof(attempts) WHEN 'integer' THEN attempts ELSE 0 END"
-                    " FROM outbox WHERE seq=?",
+                    " FROM outbox_rows WHERE seq=?",
                     (f"corrupt outbox row: {problem}", now, seq),
                 )
-                db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
-            _recount(db)  # an edited size is not the size once stored (a rare path)
+                db.execute("DELETE FROM outbox_rows WHERE seq=?", (seq,))
+            _recount(db)  # a corrupt row's counts cannot be trusted (a rare path)
             self._trim_dead_letters(db)
         self.corrupt_rows += len(corrupt)
-        return len(corrupt)
 
     def ack(self, uuids: Iterable[str]) -> None:
-        """Delivered: delete the rows (claimed rows by their seq, others by uuid).
+        """Delivered: claimed events are done; a row whose events are all done is deleted (or rewritten
+        with its nacked events). A uuid not in flight is ignored."""
+        done = self._resolve(uuids)
+        if done:
+            with self._writing("outbox ack failed") as db:
+                self._finish(db, done)
 
-        One short transaction per _MAX_PARAMS rows, releasing the lock in between, so that a
-        put from the receiver never waits behind a whole batch (deleting is idempotent).
-        """
-        seqs, others = self._release(uuids)
-        for column, keys in (("seq", seqs), ("uuid", others)):
-            for chunk in _chunks(keys):
-                with self._writing("outbox ack failed") as db:
-                    _delete(db, f"{column} IN ({_placeholders(len(chunk))})", chunk)
+    def nack(self, uuids: Iterable[str], *, retry_at: float, error: str) -> None:
+        """Not delivered: claimed events stay in their row, due again at retry_at (wall-clock seconds)."""
+        done = self._resolve(uuids, keep=(retry_at, error))
+        if done:
+            with self._writing("outbox nack failed") as db:
+                self._finish(db, done)
 
-    def _release(self, uuids: Iterable[str]) -> tuple[list[int], list[str]]:
-        """Take rows out of the in-flight set: the seqs of those that were claimed, the other uuids."""
-        seqs: list[int] = []
-        others: list[str] = []
-        in_flight = self._in_flight
+    def _resolve(self, uuids: Iterable[str], keep: tuple[float, str] | None = None) -> list[int]:
+        """Take claimed events out of flight (kept in their row when ``keep`` gives a retry time and the
+        error); returns the rows with nothing left in flight."""
+        done: list[int] = []
+        in_flight, claims = self._in_flight, self._claims
         for uuid in uuids:
             seq = in_flight.pop(uuid, None)
             if seq is None:
-                others.append(uuid)
-            else:
-                seqs.append(seq)
-        return seqs, others
+                continue
+            claim = claims[seq]
+            claim.open.discard(uuid)
+            if keep is not None:
+                claim.kept.append(uuid)
+                claim.retry_at, claim.error = keep
+            if not claim.open:
+                done.append(seq)
+        return done
 
-    def nack(self, uuids: Iterable[str], *, retry_at: float, error: str) -> None:
-        """Not delivered: back to pending, due again at retry_at (wall-clock seconds)."""
-        uuids = list(uuids)
-        self._release(uuids)
-        with self._writing("outbox nack failed") as db:
-            for chunk in _chunks(uuids):
+    def _finish(self, db: sqlite3.Connection, seqs: Sequence[int]) -> None:
+        """Resolved rows, in the caller's transaction: deleted, or rescheduled with their nacked events."""
+        deleted: list[int] = []
+        for seq in seqs:
+            claim = self._claims.pop(seq)
+            if not claim.kept:
+                deleted.append(seq)
+                continue
+            nacked = set(claim.kept)
+            kept = [event for uuid, event in claim.events.items() if uuid in nacked]
+            if len(kept) == claim.count:
                 db.execute(
-                    "UPDATE outbox SET state=?, next_attempt_at=?, attempts=attempts+1,"
-                    f" last_error=? WHERE uuid IN ({_placeholders(len(chunk))})",
-                    (_PENDING, retry_at, error, *chunk),
+                    "UPDATE outbox_rows SET next_attempt_at=?, attempts=attempts+1, last_error=? WHERE seq=?",
+                    (claim.retry_at, claim.error, seq),
                 )
+                continue
+            size = sum(event.size_bytes for event in kept)
+            db.execute(
+                "UPDATE outbox_rows SET uuids=?, payload=?, timestamps=?, events=?, size_bytes=?,"
+                " next_attempt_at=?, attempts=attempts+1, last_error=? WHERE seq=?",
+                (
+                    "\n".join(event.uuid for event in kept),
+                    b"\n".join(event.payload for event in kept).decode(),
+                    "\n".join(event.timestamp or "" for event in kept),
+                    len(kept),
+                    size,
+                    claim.retry_at,
+                    claim.error,
+                    seq,
+                ),
+            )
+            _add_stats(db, len(kept) - claim.count, size - claim.size_bytes)
+        for chunk in _chunks(deleted):
+            counted = db.execute(
+                f"DELETE FROM outbox_rows WHERE seq IN ({_placeholders(len(chunk))}) RETURNING events, size_bytes",
+                chunk,
+            ).fetchall()
+            _add_stats(db, -sum(count for count, _ in counted), -sum(size for _, size in counted))
 
     # -- dead letters ------------------------------------------------------------------
 
     def dead_letter(self, events_or_uuids: Iterable[Mapping[str, Any] | str], *, reason: str) -> int:
-        """Move rows to dead_letters with the reason; returns how many were dead-lettered.
-
-        Accepts uuids of queued rows, or event dicts: an event not in the outbox (say, one
-        refused before queueing) is stored as a dead letter from the dict itself.
-        """
-        items = list(events_or_uuids)
-        self._release(item if isinstance(item, str) else item["uuid"] for item in items)
+        """Dead-letter claimed events (by uuid, or the events themselves) with the reason; returns how
+        many were dead-lettered. An event dict not in flight (say, one refused before queueing) is
+        stored as a dead letter from the dict itself; a uuid not in flight is ignored."""
+        letters: list[tuple[str, Mapping[str, Any], int]] = []
+        done: list[int] = []
+        for item in events_or_uuids:
+            uuid = item if isinstance(item, str) else item["uuid"]
+            seq = self._in_flight.get(uuid)
+            if seq is not None:
+                claim = self._claims[seq]
+                letters.append((uuid, claim.events[uuid], claim.attempts))
+                done += self._resolve([uuid])
+            elif isinstance(item, Mapping):  # a dict, or a claimed StoredEvent
+                letters.append((uuid, item, 0))
         now = self._clock()
-        count = 0
         with self._writing("outbox dead-letter failed") as db:
-            for item in items:
-                uuid = item if isinstance(item, str) else item["uuid"]
-                moved = db.execute(
-                    "INSERT OR REPLACE INTO dead_letters"
-                    " (uuid, payload, size_bytes, reason, failed_at, attempts)"
-                    " SELECT uuid, payload, size_bytes, ?, ?, attempts FROM outbox"
-                    " WHERE uuid=?",
-                    (reason, now, uuid),
-                ).rowcount
-                if moved:
-                    _delete(db, "uuid=?", (uuid,))
-                elif isinstance(item, Mapping):  # a dict, or a claimed StoredEvent
-                    payload = _encode_for_dead_letter(item)
-                    db.execute(
-                        "INSERT OR REPLACE INTO dead_letters"
-                        " (uuid, payload, size_bytes, reason, failed_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (uuid, payload, len(payload.encode()), reason, now),
-                    )
-                else:
-                    continue
-                count += 1
+            for uuid, event, attempts in letters:
+                payload = _encode_for_dead_letter(event)
+                db.execute(
+                    "INSERT OR REPLACE INTO dead_letters (uuid, payload, size_bytes, reason, failed_at, attempts)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (uuid, payload, len(payload.encode()), reason, now, attempts),
+                )
+            self._finish(db, done)
             self._trim_dead_letters(db)
-        return count
+        return len(letters)
 
     def _trim_dead_letters(self, db: sqlite3.Connection) -> None:
         """Delete the oldest dead letters beyond the bounds (inside the caller's transaction)."""
@@ -463,17 +506,12 @@ class Outbox:
         self.dead_letters_dropped += len(doomed)
 
     def dead_letter_expired(self, uuids: Iterable[str], *, enqueued_before: float, reason: str) -> list[str]:
-        """Dead-letter those of uuids enqueued before the given time; returns their uuids."""
-        expired: list[str] = []
-        with self._writing("outbox read failed", transaction=False) as db:
-            for chunk in _chunks(list(uuids)):
-                expired += [
-                    uuid
-                    for (uuid,) in db.execute(
-                        f"SELECT uuid FROM outbox WHERE uuid IN ({_placeholders(len(chunk))}) AND enqueued_at<?",
-                        (*chunk, enqueued_before),
-                    )
-                ]
+        """Dead-letter those of the claimed uuids enqueued before the given time; returns their uuids."""
+        expired = [
+            uuid
+            for uuid in uuids
+            if (seq := self._in_flight.get(uuid)) is not None and self._claims[seq].enqueued_at < enqueued_before
+        ]
         if expired:
             self.dead_letter(expired, reason=reason)
         return expired
@@ -510,7 +548,8 @@ class Outbox:
         return int(self._read_one("SELECT rows FROM dead_letter_stats WHERE id=0")[0])
 
     def replay_dead_letters(self, uuids: Sequence[str] | None = None) -> int:
-        """Move dead letters (all, or those uuids) back to the outbox, due now; returns the count."""
+        """Move dead letters (all, or those uuids) back to the outbox, due now, a row each; returns the
+        count."""
         now = self._clock()
         replayed = 0
         with self._writing("dead-letter replay failed") as db:
@@ -521,10 +560,9 @@ class Outbox:
             for chunk in _chunks(selected):
                 marks = _placeholders(len(chunk))
                 sizes = db.execute(
-                    "INSERT OR IGNORE INTO outbox"
-                    " (uuid, payload, size_bytes, enqueued_at, next_attempt_at)"
-                    f" SELECT uuid, payload, size_bytes, ?, ? FROM dead_letters WHERE uuid IN ({marks})"
-                    " RETURNING size_bytes",
+                    "INSERT INTO outbox_rows (uuids, payload, timestamps, events, size_bytes, enqueued_at,"
+                    f" next_attempt_at) SELECT uuid, payload, '', 1, size_bytes, ?, ? FROM dead_letters"
+                    f" WHERE uuid IN ({marks}) RETURNING size_bytes",
                     (now, now, *chunk),
                 ).fetchall()
                 _add_stats(db, len(sizes), sum(size for (size,) in sizes))
@@ -552,6 +590,29 @@ class Outbox:
                 raise OutboxError(f"outbox close failed: {exc}") from exc
 
 
+def _row_events(uuids: Any, payload: Any, timestamps: Any, count: Any, size: Any) -> list[StoredEvent] | str:
+    """A row's events, or why the row is corrupt."""
+    for name, value, kind in (
+        ("uuids", uuids, str),
+        ("payload", payload, bytes),
+        ("timestamps", timestamps, str),
+        ("events", count, int),
+        ("size_bytes", size, int),
+    ):
+        if type(value) is not kind:
+            return f"{name} is {type(value).__name__}"
+    lines = payload.split(b"\n")
+    ids = uuids.split("\n")
+    stamps = timestamps.split("\n")
+    if not len(lines) == len(ids) == count or len(stamps) not in (1, count):
+        return f"{len(ids)} uuids and {len(lines)} payload lines for {count} events"
+    if len(stamps) != count:  # a replayed dead letter, or a row from an older file: read when needed
+        stamps = [""] * count
+    return [
+        StoredEvent(uuid, line, len(line), stamp or None) for uuid, line, stamp in zip(ids, lines, stamps, strict=True)
+    ]
+
+
 def _encode_for_dead_letter(event: Mapping[str, Any]) -> str:
     """The event's JSON; one that cannot be encoded (a corrupt payload, a value JSON cannot hold) is kept
     as its text with the undecodable bytes replaced, so that dead-lettering it never fails."""
@@ -564,25 +625,16 @@ def _encode_for_dead_letter(event: Mapping[str, Any]) -> str:
         return json.dumps({"uuid": str(event.get("uuid")), "unencodable": repr(dict(event))[:4096]})
 
 
-def _add_stats(db: sqlite3.Connection, rows: int, size_bytes: int) -> None:
-    """Count rows added to (or, negative, deleted from) the outbox, in the caller's transaction."""
-    if rows:
-        db.execute("UPDATE outbox_stats SET rows=rows+?, bytes=bytes+? WHERE id=0", (rows, size_bytes))
-
-
-def _delete(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> None:
-    """Delete outbox rows and count them out, in the caller's transaction."""
-    sizes = [size for (size,) in db.execute(f"DELETE FROM outbox WHERE {where} RETURNING size_bytes", params)]
-    if all(type(size) is int for size in sizes):
-        _add_stats(db, -len(sizes), -sum(sizes))
-    else:  # a size edited by hand: count the rows again (a rare path)
-        _recount(db)
+def _add_stats(db: sqlite3.Connection, events: int, size_bytes: int) -> None:
+    """Count events added to (or, negative, deleted from) the outbox, in the caller's transaction."""
+    if events or size_bytes:
+        db.execute("UPDATE outbox_stats SET rows=rows+?, bytes=bytes+? WHERE id=0", (events, size_bytes))
 
 
 def _recount(db: sqlite3.Connection) -> None:
     db.execute(
-        "UPDATE outbox_stats SET rows=(SELECT count(*) FROM outbox),"
-        " bytes=(SELECT coalesce(sum(size_bytes), 0) FROM outbox) WHERE id=0"
+        "UPDATE outbox_stats SET rows=(SELECT coalesce(sum(events), 0) FROM outbox_rows),"
+        " bytes=(SELECT coalesce(sum(size_bytes), 0) FROM outbox_rows) WHERE id=0"
     )
 
 

@@ -1,11 +1,11 @@
 """DeliveryWorker: one thread draining the outbox into an exporter (the Collector's exporterhelper).
 
-claim -> export -> ack on success; RetryLater -> nack with backoff (the whole worker waits,
-at least Retry-After); Rejected (400) -> bisect, dead-letter only single bad events;
-TooLarge (413) -> split; Unauthorized (401/403) -> keep everything, retry at the slow
-interval, log an ERROR each time. Every wait is on a threading.Event: wake() (new events),
-force_flush() and shutdown() cut it short. Rows claimed when the process dies return to
-pending when the outbox is opened again.
+claim (whole outbox rows) -> export in batches of at most max_events and max_bytes -> ack on
+success; RetryLater -> nack with backoff (the whole worker waits, at least Retry-After);
+Rejected (400) -> bisect, dead-letter only single bad events; TooLarge (413) -> split;
+Unauthorized (401/403) -> keep everything, retry at the slow interval, log an ERROR each time.
+Every wait is on a threading.Event: wake() (new events), force_flush() and shutdown() cut it
+short. Rows claimed when the process dies are claimed again when the outbox is opened again.
 
 An exporter error of no known kind keeps the batch for a retry, unless the batch holds an event
 that cannot be decoded (a corrupt outbox row): those are dead-lettered (reason ``corrupt``) and the
@@ -198,7 +198,7 @@ class DeliveryWorker:
                 )
             else:
                 sendable.append(event)
-        parts = deque([sendable] if sendable else [])
+        parts = deque(_parts(sendable, max_events=self._batch.max_events, max_bytes=self._batch.max_bytes))
         while parts:
             part = parts.popleft()
             try:
@@ -331,6 +331,24 @@ class DeliveryWorker:
                 continue
             oldest = stamp if oldest is None else min(oldest, stamp)
         return None if oldest is None else max(0.0, self._clock() - oldest)
+
+
+def _parts(
+    events: Sequence[Mapping[str, Any]], *, max_events: int, max_bytes: int
+) -> list[Sequence[Mapping[str, Any]]]:
+    """The claimed events in export batches of at most max_events and max_bytes (a claim hands out whole
+    outbox rows, which may hold more)."""
+    parts: list[Sequence[Mapping[str, Any]]] = []
+    start = size = 0
+    for index, event in enumerate(events):
+        event_bytes = _size_bytes(event)
+        if index > start and (index - start == max_events or size + event_bytes > max_bytes):
+            parts.append(events[start:index])
+            start, size = index, 0
+        size += event_bytes
+    if start < len(events):
+        parts.append(events[start:])
+    return parts
 
 
 def _corrupt(event: Mapping[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""The outbox state machine: put (idempotent, bounded), claim, ack, nack, dead letters, crash resume."""
+"""The outbox state machine: put (a row a put, bounded), claim, ack, nack, dead letters, crash resume."""
 
 import json
 import sqlite3
@@ -16,6 +16,16 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def put_each(box: Outbox, numbers) -> None:
+    """Each event in a row of its own (a put each)."""
+    for n in numbers:
+        box.put([event(n)])
+
+
+def claim_all(box: Outbox) -> list:
+    return box.claim(max_events=10_000, max_bytes=2**30)
 
 
 def event(n: int, **extra) -> dict:
@@ -40,49 +50,63 @@ def outbox(tmp_path, clock):
     box.close()
 
 
-def test_put_is_durable_and_idempotent_by_uuid(outbox, tmp_path):
-    assert outbox.put([event(1), event(2)]) == 2
-    assert outbox.put([event(2), event(3)]) == 1  # uuid 2 is already queued
-    assert outbox.depth() == 3
-    assert outbox.size_bytes() == sum(len(encode_event(event(n)).encode()) for n in (1, 2, 3))
+def test_put_is_durable_in_one_row_and_a_claim_hands_out_each_uuid_once(outbox, tmp_path):
+    assert outbox.put([event(1), event(2), event(1)]) == 2  # a put stores each uuid once
+    assert outbox.put([event(2), event(3)]) == 2  # uuid 2 sent again while queued: stored again
+    assert outbox.depth() == 4
+    assert outbox.size_bytes() == sum(len(encode_event(event(n)).encode()) for n in (1, 2, 2, 3))
     # committed: another connection sees the rows while this one is still open
     other = sqlite3.connect(tmp_path / "outbox.db")
     try:
-        assert other.execute("SELECT count(*) FROM outbox").fetchone() == (3,)
+        assert other.execute("SELECT count(*), sum(events) FROM outbox_rows").fetchone() == (2, 4)
     finally:
         other.close()
+    first = claim_all(outbox)  # the second row holds uuid 2, in flight: it waits
+    assert [e["uuid"] for e in first] == [event(n)["uuid"] for n in (1, 2)]
+    outbox.ack(e["uuid"] for e in first)
+    second = claim_all(outbox)
+    assert [e["uuid"] for e in second] == [event(n)["uuid"] for n in (2, 3)]  # PostHog de-duplicates by uuid
+    outbox.ack(e["uuid"] for e in second)
+    assert (outbox.depth(), outbox.size_bytes()) == (0, 0)
 
 
-def test_an_outbox_written_by_an_older_version_drops_its_row_triggers_and_keeps_its_counts(tmp_path, clock):
+OLD_LAYOUT = """
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, payload TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL, state INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
+);
+CREATE TABLE outbox_stats (id INTEGER PRIMARY KEY CHECK (id = 0), rows INTEGER NOT NULL, bytes INTEGER NOT NULL);
+INSERT INTO outbox_stats VALUES (0, 0, 0);
+CREATE TRIGGER outbox_stats_insert AFTER INSERT ON outbox BEGIN
+    UPDATE outbox_stats SET rows = rows + 1, bytes = bytes + NEW.size_bytes WHERE id = 0; END;
+CREATE INDEX outbox_next_attempt ON outbox (next_attempt_at);
+"""
+
+
+def test_an_outbox_written_by_an_older_version_is_moved_into_rows_and_keeps_its_counts(tmp_path, clock):
     path = tmp_path / "old.db"
-    Outbox(path, clock=clock).close()
-    with sqlite3.connect(path) as db:  # the per-row triggers and the index of older versions
-        db.executescript(
-            "CREATE TRIGGER outbox_stats_insert AFTER INSERT ON outbox BEGIN"
-            " UPDATE outbox_stats SET rows = rows + 1, bytes = bytes + NEW.size_bytes WHERE id = 0; END;"
-            "CREATE TRIGGER outbox_stats_delete AFTER DELETE ON outbox BEGIN"
-            " UPDATE outbox_stats SET rows = rows - 1, bytes = bytes - OLD.size_bytes WHERE id = 0; END;"
-            "CREATE INDEX outbox_next_attempt ON outbox (next_attempt_at);"
-        )
-        db.execute(
-            "INSERT INTO outbox (uuid, payload, size_bytes, enqueued_at, next_attempt_at) VALUES (?, ?, ?, 0, 0)",
-            (event(1)["uuid"], encode_event(event(1)), len(encode_event(event(1)).encode())),
-        )
+    with sqlite3.connect(path) as db:  # one row per event, an event in flight (state 1), one waiting
+        db.executescript(OLD_LAYOUT)
+        for n, state, due in ((1, 1, 0), (2, 0, 0), (3, 0, 5_000)):
+            payload = encode_event(event(n))
+            db.execute(
+                "INSERT INTO outbox (uuid, payload, size_bytes, enqueued_at, state, next_attempt_at, attempts)"
+                " VALUES (?, ?, ?, 0, ?, ?, 2)",
+                (event(n)["uuid"], payload, len(payload.encode()), state, due),
+            )
     box = Outbox(path, clock=clock)
     try:
-        assert box.put([event(2), event(3)]) == 2
-        box.ack([event(1)["uuid"]])
-        box.ack([e["uuid"] for e in box.claim(max_events=1, max_bytes=2**20)])
+        size = len(encode_event(event(1)).encode())
+        assert (box.depth(), box.size_bytes()) == (3, 3 * size)
+        claimed = claim_all(box)
+        assert claimed == [event(1), event(2)]  # the third is due later
+        assert claimed[0]["timestamp"] == event(1)["timestamp"]  # read from the payload: not kept beside it
+        box.ack(e["uuid"] for e in claimed)
+        assert (box.depth(), box.size_bytes(), box.next_due_at()) == (1, size, 5_000)
         with sqlite3.connect(path) as db:
-            assert (
-                db.execute(
-                    "SELECT name FROM sqlite_master WHERE type IN ('trigger', 'index')"
-                    " AND tbl_name = 'outbox' AND sql IS NOT NULL"
-                ).fetchall()
-                == []
-            )
-            recount = db.execute("SELECT count(*), sum(size_bytes) FROM outbox").fetchone()
-        assert (box.depth(), box.size_bytes()) == recount == (1, len(encode_event(event(3)).encode()))
+            assert db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'outbox'").fetchall() == []
+            assert db.execute("SELECT attempts FROM outbox_rows").fetchall() == [(2,)]
     finally:
         box.close()
 
@@ -96,7 +120,7 @@ def test_put_without_uuid_is_refused(outbox):
 
 
 def test_claim_ack_nack_cycle(outbox, clock):
-    outbox.put([event(n) for n in range(5)])
+    put_each(outbox, range(5))
     first = outbox.claim(max_events=3, max_bytes=2**20)
     assert [e["uuid"] for e in first] == [event(n)["uuid"] for n in range(3)]
     assert first[0] == event(0)  # the event comes back exactly as stored
@@ -114,7 +138,7 @@ def test_claim_ack_nack_cycle(outbox, clock):
 
 
 def test_claim_is_bounded_by_bytes_but_returns_at_least_one(outbox):
-    outbox.put([event(n) for n in range(4)])
+    put_each(outbox, range(4))
     size = len(encode_event(event(0)).encode())
     assert len(outbox.claim(max_events=10, max_bytes=2 * size)) == 2
     assert len(outbox.claim(max_events=10, max_bytes=1)) == 1
@@ -128,7 +152,7 @@ def test_full_outbox_refuses_the_whole_put(tmp_path, clock):
         with pytest.raises(OutboxFullError):
             box.put([event(2), event(3)])
         assert box.depth() == 2  # nothing of the refused put was stored
-        box.ack([event(0)["uuid"]])
+        box.ack(e["uuid"] for e in claim_all(box))
         assert box.put([event(2), event(3)]) == 2
     finally:
         box.close()
@@ -136,7 +160,7 @@ def test_full_outbox_refuses_the_whole_put(tmp_path, clock):
 
 def test_restart_returns_in_flight_rows_to_pending(tmp_path, clock):
     box = Outbox(tmp_path / "o.db", clock=clock)
-    box.put([event(n) for n in range(3)])
+    put_each(box, range(3))
     claimed = box.claim(max_events=2, max_bytes=2**20)
     box.ack([claimed[0]["uuid"]])
     box.close()  # claimed[1] was never acked: the process "crashed" with it in flight
@@ -153,12 +177,12 @@ def test_restart_returns_in_flight_rows_to_pending(tmp_path, clock):
 
 def test_a_claim_writes_nothing(outbox, tmp_path):
     """In flight is the claiming process's memory: on disk a claimed row is pending until it is acked."""
-    outbox.put([event(n) for n in range(3)])
+    put_each(outbox, range(3))
     with sqlite3.connect(tmp_path / "outbox.db") as db:
-        before = db.execute("SELECT seq, state, next_attempt_at, attempts FROM outbox ORDER BY seq").fetchall()
+        before = db.execute("SELECT * FROM outbox_rows ORDER BY seq").fetchall()
     claimed = outbox.claim(max_events=2, max_bytes=2**20)
     with sqlite3.connect(tmp_path / "outbox.db") as db:
-        assert db.execute("SELECT seq, state, next_attempt_at, attempts FROM outbox ORDER BY seq").fetchall() == before
+        assert db.execute("SELECT * FROM outbox_rows ORDER BY seq").fetchall() == before
     outbox.dead_letter([claimed[0]["uuid"]], reason="HTTP 400")
     outbox.nack([claimed[1]["uuid"]], retry_at=0.0, error="HTTP 503")
     # neither is in flight any more: the nacked one is claimed again, the dead letter is gone
@@ -166,7 +190,7 @@ def test_a_claim_writes_nothing(outbox, tmp_path):
 
 
 def test_an_inspector_does_not_recover_a_running_workers_claims(outbox, tmp_path, clock):
-    outbox.put([event(1), event(2)])
+    put_each(outbox, (1, 2))
     claimed = outbox.claim(max_events=1, max_bytes=2**20)
     inspector = Outbox(tmp_path / "outbox.db", clock=clock, recover_in_flight=False)
     try:
@@ -179,7 +203,8 @@ def test_an_inspector_does_not_recover_a_running_workers_claims(outbox, tmp_path
 
 def test_counts_are_shared_by_every_connection(outbox, tmp_path, clock):
     """The CLI replays dead letters beside a running collector: both see the same depth and bytes."""
-    outbox.put([event(n) for n in range(3)])
+    put_each(outbox, range(3))
+    outbox.claim(max_events=1, max_bytes=2**20)
     outbox.dead_letter([event(0)["uuid"]], reason="HTTP 400")
     cli = Outbox(tmp_path / "outbox.db", clock=clock, recover_in_flight=False)
     try:
@@ -193,7 +218,7 @@ def test_counts_are_shared_by_every_connection(outbox, tmp_path, clock):
 
 
 def test_dead_letters_keep_the_reason_and_replay(outbox, clock):
-    outbox.put([event(n) for n in range(3)])
+    put_each(outbox, range(3))
     outbox.claim(max_events=10, max_bytes=2**20)
     assert outbox.dead_letter([event(1)["uuid"]], reason="HTTP 400: invalid uuid") == 1
     # an event that never reached the outbox is dead-lettered from the dict itself
@@ -225,6 +250,7 @@ def test_dead_letter_expired_only_moves_old_rows(outbox, clock):
     clock.now += 100
     outbox.put([event(2)])
     uuids = [event(1)["uuid"], event(2)["uuid"]]
+    claim_all(outbox)
     assert outbox.dead_letter_expired(uuids, enqueued_before=clock.now - 50, reason="too old") == [uuids[0]]
     assert [d["uuid"] for d in outbox.dead_letters()] == [uuids[0]]
     assert outbox.depth() == 1
@@ -286,7 +312,7 @@ def test_concurrent_put_and_claim_lose_nothing(outbox):
 
 def test_payload_is_compact_json(outbox, tmp_path):
     outbox.put([event(1, note="é")])
-    (payload,) = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT payload FROM outbox").fetchone()
+    (payload,) = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT payload FROM outbox_rows").fetchone()
     assert payload == json.dumps(event(1, note="é"), separators=(",", ":"), ensure_ascii=False)
 
 
@@ -373,30 +399,27 @@ def test_a_claimed_event_dead_lettered_after_its_row_is_gone_keeps_its_payload(o
     assert letter["payload"] == event(1) and letter["reason"] == "kept from the claimed copy"
 
 
-def _corrupt(path, uuid: str, sql: str) -> None:
-    """Edit one row in the file directly, as a bad disk or a hand edit would leave it."""
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        other.execute(sql, (uuid,))
-    finally:
-        other.close()
-
-
 @pytest.mark.parametrize(
     ("sql", "problem"),
     [
-        ('UPDATE outbox SET payload = \'{"event": "cut\' WHERE uuid = ?', "payload is not valid JSON"),
-        ("UPDATE outbox SET payload = X'7b2280ff227d' WHERE uuid = ?", "payload is blob"),
-        ("UPDATE outbox SET size_bytes = 'many' WHERE uuid = ?", "size_bytes is text"),
+        ("UPDATE outbox_rows SET timestamps = X'37' WHERE uuids = ?", "timestamps is bytes"),
+        ("UPDATE outbox_rows SET size_bytes = 'many' WHERE uuids = ?", "size_bytes is str"),
+        ("UPDATE outbox_rows SET events = 2 WHERE uuids = ?", "1 uuids and 1 payload lines for 2 events"),
+        ("UPDATE outbox_rows SET uuids = uuids || char(10) || 'x' WHERE uuids = ?", "2 uuids and 1 payload lines"),
     ],
 )
-def test_a_corrupt_row_is_moved_aside_and_never_stops_a_claim(outbox, tmp_path, sql, problem):
-    outbox.put([event(n) for n in range(5)])
-    _corrupt(tmp_path / "outbox.db", event(1)["uuid"], sql)
-    claimed = outbox.claim(max_events=10, max_bytes=2**20)
+def test_a_corrupt_row_is_moved_aside_whole_and_never_stops_a_claim(outbox, tmp_path, sql, problem):
+    put_each(outbox, range(5))
+    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)  # as a bad disk or a hand edit
+    try:
+        other.execute(sql, (event(1)["uuid"],))
+    finally:
+        other.close()
+    claimed = claim_all(outbox)
     assert [e["uuid"] for e in claimed] == [event(n)["uuid"] for n in (0, 2, 3, 4)]
     (letter,) = outbox.dead_letters()
-    assert (letter["uuid"], letter["reason"]) == (event(1)["uuid"], f"corrupt outbox row: {problem}")
+    assert letter["uuid"].startswith(event(1)["uuid"])
+    assert letter["reason"].startswith(f"corrupt outbox row: {problem}")
     assert outbox.corrupt_rows == 1
     assert (outbox.depth(), outbox.dead_letter_count()) == (4, 1)
     outbox.ack(e["uuid"] for e in claimed)
@@ -409,6 +432,7 @@ def test_dead_letters_are_bounded_oldest_first_and_counted(tmp_path, clock):
         for n in range(5):
             clock.now += 1
             box.put([event(n)])
+            claim_all(box)
             box.dead_letter([event(n)["uuid"]], reason="HTTP 400")
         assert [letter["uuid"] for letter in box.dead_letters()] == [event(n)["uuid"] for n in (4, 3, 2)]
         assert (box.dead_letter_count(), box.dead_letters_dropped) == (3, 2)
@@ -429,7 +453,8 @@ def test_dead_letters_are_bounded_oldest_first_and_counted(tmp_path, clock):
 
 def test_a_file_from_before_dead_letter_stats_is_counted(tmp_path, clock):
     box = Outbox(tmp_path / "outbox.db", clock=clock)
-    box.put([event(n) for n in range(3)])
+    put_each(box, range(3))
+    box.claim(max_events=2, max_bytes=2**20)
     box.dead_letter([event(0)["uuid"], event(1)["uuid"]], reason="HTTP 400")
     box.close()
     old = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
@@ -459,3 +484,39 @@ def test_an_event_that_cannot_be_encoded_is_still_dead_lettered(outbox):
     letters = {letter["uuid"]: letter for letter in outbox.dead_letters()}
     assert sorted(letters) == sorted([undecodable.uuid, event(78)["uuid"]])
     assert letters[event(78)["uuid"]]["payload"]["unencodable"].startswith("{")
+
+
+def test_a_row_is_claimed_whole_and_rewritten_with_its_nacked_events_only(outbox, clock):
+    outbox.put([event(n) for n in range(4)])
+    claimed = outbox.claim(max_events=2, max_bytes=1)  # whole rows: bounds never cut one
+    assert [e["properties"]["n"] for e in claimed] == [0, 1, 2, 3]
+    outbox.ack([event(0)["uuid"], event(3)["uuid"]])
+    assert outbox.depth() == 4  # the row stays until each of its events is resolved
+    assert outbox.dead_letter([event(1)["uuid"]], reason="HTTP 400") == 1
+    outbox.nack([event(2)["uuid"]], retry_at=clock.now + 30, error="HTTP 503")
+    assert (outbox.depth(), outbox.size_bytes()) == (1, len(encode_event(event(2)).encode()))
+    assert outbox.claim(max_events=10, max_bytes=2**20) == []  # not due yet
+    clock.now += 30
+    (again,) = outbox.claim(max_events=10, max_bytes=2**20)
+    assert again == event(2) and again.timestamp == event(2)["timestamp"]
+    outbox.ack([again["uuid"]])
+    assert (outbox.depth(), outbox.size_bytes()) == (0, 0)
+    assert [letter["uuid"] for letter in outbox.dead_letters()] == [event(1)["uuid"]]
+
+
+def test_a_crash_in_the_middle_of_a_rows_delivery_sends_the_whole_row_again(tmp_path, clock):
+    box = Outbox(tmp_path / "o.db", clock=clock)
+    box.put([event(n) for n in range(3)])
+    box.put([event(3)])
+    first = box.claim(max_events=3, max_bytes=2**20)
+    assert len(first) == 3
+    box.ack([event(0)["uuid"], event(1)["uuid"]])  # delivered; event 2 was still being sent
+    box.ack([e["uuid"] for e in box.claim(max_events=10, max_bytes=2**20)])  # the second row is done
+    box.close()  # the process "crashed"
+
+    reopened = Outbox(tmp_path / "o.db", clock=clock)
+    try:
+        assert reopened.depth() == 3
+        assert [e["properties"]["n"] for e in reopened.claim(max_events=10, max_bytes=2**20)] == [0, 1, 2]
+    finally:
+        reopened.close()

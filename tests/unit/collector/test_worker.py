@@ -10,6 +10,7 @@ import pytest
 from collector.delivery.outbox import Outbox
 from collector.delivery.retry import BatchConfig, RetryConfig
 from collector.delivery.worker import DeliveryWorker
+from collector.events import encode_event
 from collector.exporters import Rejected, RetryLater, TooLarge, Unauthorized
 from collector.metrics import Metrics
 
@@ -338,13 +339,13 @@ class DecodingExporter(ScriptedExporter):
 def test_an_undecodable_event_is_dead_lettered_and_the_rest_delivered(outbox, run_worker, tmp_path):
     import sqlite3
 
-    outbox.put([event(n) for n in range(4)])
+    outbox.put([event(n) for n in range(4)])  # one row: its lines are edited
+    lines = [encode_event(event(n)).encode() for n in range(4)]
+    lines[1] = b'{"e":"\x80\xff"}'  # valid JSON to SQLite, not UTF-8 to Python
+    lines[2] = b'{"distinct_id": "u"}'  # an object missing its event name
     other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
-    try:  # valid JSON to SQLite, not UTF-8 to Python; and an object missing its event name
-        other.execute(
-            "UPDATE outbox SET payload = CAST(X'7b2265223a2280ff227d' AS TEXT) WHERE uuid = ?", (event(1)["uuid"],)
-        )
-        other.execute('UPDATE outbox SET payload = \'{"distinct_id": "u"}\' WHERE uuid = ?', (event(2)["uuid"],))
+    try:
+        other.execute("UPDATE outbox_rows SET payload = CAST(? AS TEXT)", (b"\n".join(lines),))
     finally:
         other.close()
     exporter = DecodingExporter()
