@@ -34,6 +34,7 @@ from instrumentation._internal import pipeline
 from instrumentation._internal.config import DEFAULT_EXCLUDED_URLS
 from instrumentation._internal.guard import guarded, report
 from instrumentation._internal.identity import Identity, from_caller, with_request_identity
+from instrumentation._internal.lean_span import LeanSpan
 from instrumentation._internal.sentry.propagation import SENTRY_TRACE_HEADER, parse_sentry_trace
 
 Scope = dict[str, Any]
@@ -327,8 +328,9 @@ class ServerSpanMiddleware:
         headers = scope["headers"]
         parent = _parent_context(headers)
         identity = self._identify_request(scope) if self._identify_request is not None else None
-        parent = with_request_identity(parent, identity)  # session rule; the distinct id of anonymous callers
-        current = pipeline.current()
+        if identity is not None or parent:  # an empty context stays empty without an identity
+            parent = with_request_identity(parent, identity)  # session rule; the distinct id of anonymous callers
+        current = pipeline.CURRENT[0]
         if current.start_server_span is not None:
             span = current.start_server_span(method, parent, SpanKind.SERVER, attributes)
         else:
@@ -337,14 +339,19 @@ class ServerSpanMiddleware:
         return span, context.attach(ctx)
 
     def _end(self, method: str, span: trace.Span, route: str | None, status_code: int) -> None:
+        name = f"{method} {route}" if route else None
+        status = _SERVER_ERROR if status_code >= 500 else None
+        if type(span) is LeanSpan:
+            span.end_request(name, route or None, status_code, status)  # the same, in one call
+            return
         if span.is_recording():
-            if route:
+            if name is not None:
                 span.set_attribute(semconv.HTTP_ROUTE, route)
-                span.update_name(f"{method} {route}")
+                span.update_name(name)
             if status_code:
                 span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
-                if status_code >= 500:
-                    span.set_status(_SERVER_ERROR)
+            if status is not None:
+                span.set_status(status)
         span.end()
 
 
@@ -381,7 +388,7 @@ def _record_request(
     status = status_code or 500
     if error_type is None and status >= 500:
         error_type = str(status)
-    pipeline.current().request_durations.record(
+    pipeline.CURRENT[0].request_durations.record(
         method if method in _KNOWN_METHODS else "_OTHER", status, route_path or None, error_type, duration_s
     )
 

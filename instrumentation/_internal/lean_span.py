@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.attributes import _clean_attribute_value
@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util import types
 
+from instrumentation import semconv
 from instrumentation._internal.identity import IdentitySpanProcessor, identity_attributes
 
 _logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class LeanSpan(trace.Span, ReadableSpan):
             return
         if type(value) not in _PLAIN_VALUE_TYPES:
             value = _clean_attribute_value(value, None)  # the SDK's rules (sequences become tuples, ...)
-        attributes = cast(dict[str, Any], self._attributes)
+        attributes: dict[str, Any] = self._attributes  # type: ignore[assignment]  # ReadableSpan's is a Mapping
         if key not in attributes and len(attributes) >= MAX_ATTRIBUTES:
             self._dropped_attributes += 1
             return
@@ -153,6 +154,20 @@ class LeanSpan(trace.Span, ReadableSpan):
         escaped: bool = False,
     ) -> None:
         Span.record_exception(self, exception, attributes, timestamp, escaped)  # type: ignore[arg-type]
+
+    def end_request(self, name: str | None, route: str | None, status_code: int, status: Status | None) -> None:
+        """The server-span layer's end of a request in one call: its name, ``http.route`` and response
+        status code (when known), an error status, then :meth:`end`."""
+        if self._end_time is None:
+            if name is not None:
+                self._name = name
+            if route is not None:
+                self.set_attribute(semconv.HTTP_ROUTE, route)
+            if status_code:
+                self.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
+            if status is not None:
+                self.set_status(status)
+        self.end()
 
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
@@ -199,9 +214,11 @@ class LeanSpans:
             self._refresh(processors)
         if not self._lean:
             return self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
-        parent: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
-        if parent is not None and not parent.is_valid:
-            parent = None
+        parent: SpanContext | None = None
+        if parent_context:  # an empty context (a caller with no trace, no baggage) has no parent
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if parent is not None and not parent.is_valid:
+                parent = None
         trace_id = parent.trace_id if parent is not None else self._trace_id()
         if self._default_sampling:
             sampled = parent is None or parent.trace_flags.sampled
@@ -217,9 +234,10 @@ class LeanSpans:
             return trace.NonRecordingSpan(
                 SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(0), trace_state=trace_state)
             )
-        identity = identity_attributes(parent_context)
-        if identity:
-            attributes.update(identity)
+        if parent_context:
+            identity = identity_attributes(parent_context)
+            if identity:
+                attributes.update(identity)
         return LeanSpan(name, trace_id, span_id, parent, trace_state, kind, attributes, time.time_ns(), self)
 
     def _trace_id(self) -> int:

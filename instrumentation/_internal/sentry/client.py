@@ -170,6 +170,7 @@ def setup_sentry(
     if report_request_error not in fastapi_layer.REQUEST_ERROR_HANDLERS:
         fastapi_layer.REQUEST_ERROR_HANDLERS.append(report_request_error)
     if RequestScope not in fastapi_layer.REQUEST_SCOPES:
+        RequestScope.sentry_scope = sentry_sdk.scope
         fastapi_layer.REQUEST_SCOPES.append(RequestScope)
     return True
 
@@ -179,21 +180,21 @@ class RequestScope:
     scopes, restored when it ends (the same work, without a generator per request)."""
 
     __slots__ = ("_tokens",)
+    sentry_scope: Any = None
+    """``sentry_sdk.scope``, set by ``setup_sentry`` (imported once, and only when Sentry is on)."""
 
     def __enter__(self) -> Any:
-        from sentry_sdk import scope
-
-        current = scope.Scope.get_current_scope().fork()
-        isolation = scope.Scope.get_isolation_scope().fork()
-        self._tokens = (scope._current_scope.set(current), scope._isolation_scope.set(isolation))
+        sentry_scope = RequestScope.sentry_scope
+        current = sentry_scope.Scope.get_current_scope().fork()
+        isolation = sentry_scope.Scope.get_isolation_scope().fork()
+        self._tokens = (sentry_scope._current_scope.set(current), sentry_scope._isolation_scope.set(isolation))
         return isolation
 
     def __exit__(self, *exc_info: object) -> None:
-        from sentry_sdk import scope
-
+        sentry_scope = RequestScope.sentry_scope
         current_token, isolation_token = self._tokens
-        scope._current_scope.reset(current_token)
-        scope._isolation_scope.reset(isolation_token)
+        sentry_scope._current_scope.reset(current_token)
+        sentry_scope._isolation_scope.reset(isolation_token)
 
 
 SHUTDOWN_FLUSH_S: Final = 0.75

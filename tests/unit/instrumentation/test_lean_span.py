@@ -183,3 +183,34 @@ def test_queueing_processor_is_a_sink(sampled: bool) -> None:
     processor.force_flush()
     assert len(exporter.get_finished_spans()) == (1 if sampled else 0)
     processor.shutdown()
+
+
+@pytest.mark.parametrize(("route", "status_code"), [("/items/{id}", 200), ("/items/{id}", 503), (None, 404), (None, 0)])
+def test_the_server_layers_end_of_a_request_is_the_same_for_lean_and_sdk_spans(
+    route: str | None, status_code: int
+) -> None:
+    from instrumentation._internal.fastapi import ServerSpanMiddleware
+
+    layer = ServerSpanMiddleware(lambda *args: None, excluded_urls=None, identify_request=None)
+    provider, lean, collected = _lean()
+    lean_span = lean.start("GET", Context(), SpanKind.SERVER, {"url.path": "/items/7"})
+    assert isinstance(lean_span, LeanSpan)
+    layer._end("GET", lean_span, route, status_code)
+
+    sdk_exporter = InMemorySpanExporter()
+    sdk_provider = TracerProvider(resource=provider.resource)
+    sdk_provider.add_span_processor(SimpleSpanProcessor(sdk_exporter))
+    sdk_span = sdk_provider.get_tracer("scope.a", "1.0").start_span(
+        "GET", context=Context(), kind=SpanKind.SERVER, attributes={"url.path": "/items/7"},
+        start_time=lean_span.start_time,
+    )  # fmt: skip
+    layer._end("GET", sdk_span, route, status_code)
+    (finished,) = sdk_exporter.get_finished_spans()
+
+    def fields(span: ReadableSpan) -> tuple[Any, ...]:
+        return span.name, dict(span.attributes or {}), span.status.status_code, span.end_time is not None
+
+    assert collected.spans == [lean_span]
+    assert fields(lean_span) == fields(finished)
+    assert lean_span.name == (f"GET {route}" if route else "GET")
+    assert (lean_span.status.status_code is StatusCode.ERROR) == (status_code >= 500)
