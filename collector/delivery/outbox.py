@@ -341,30 +341,31 @@ class Outbox:
         row. Claims are meant for one delivery thread.
         """
         claims, in_flight = self._claims, self._in_flight
-        with self._reading("outbox claim failed") as reader:
-            rows = reader.execute(_CLAIM_SQL, (self._clock(), max_events + len(claims))).fetchall()
         batch: list[StoredEvent] = []
         batch_bytes = 0
         corrupt: list[tuple[int, str]] = []
-        for seq, uuids, payload, timestamps, count, size, enqueued_at, attempts in rows:
-            if seq in claims:
-                continue
-            events = _row_events(uuids, payload, timestamps, count, size)
-            if isinstance(events, str):
-                corrupt.append((seq, events))
-                continue
-            if any(event.uuid in in_flight for event in events):
-                continue  # a second copy of an event in flight: taken once that one is resolved
-            if batch and (len(batch) + count > max_events or batch_bytes + size > max_bytes):
-                break
-            claim = claims[seq] = _Claim({}, count, size, float(enqueued_at), int(attempts))
-            for event in events:
-                if event.uuid not in claim.events:  # a row edited by hand may repeat one
-                    claim.events[event.uuid] = event
-                    in_flight[event.uuid] = seq
-                    batch.append(event)
-            claim.open.update(claim.events)
-            batch_bytes += size
+        # row by row, never fetchall: rows hold many events, and the batch stops at its bounds
+        with self._reading("outbox claim failed") as reader, contextlib.closing(reader.cursor()) as rows:
+            rows.execute(_CLAIM_SQL, (self._clock(), max_events + len(claims)))
+            for seq, uuids, payload, timestamps, count, size, enqueued_at, attempts in rows:
+                if seq in claims:
+                    continue
+                events = _row_events(uuids, payload, timestamps, count, size)
+                if isinstance(events, str):
+                    corrupt.append((seq, events))
+                    continue
+                if any(event.uuid in in_flight for event in events):
+                    continue  # a second copy of an event in flight: taken once that one is resolved
+                if batch and (len(batch) + count > max_events or batch_bytes + size > max_bytes):
+                    break
+                claim = claims[seq] = _Claim({}, count, size, float(enqueued_at), int(attempts))
+                for event in events:
+                    if event.uuid not in claim.events:  # a row edited by hand may repeat one
+                        claim.events[event.uuid] = event
+                        in_flight[event.uuid] = seq
+                        batch.append(event)
+                claim.open.update(claim.events)
+                batch_bytes += size
         if corrupt:
             self._quarantine(corrupt)
         return batch
