@@ -7,13 +7,14 @@ drops the item and counts it. After ``fork`` the child gets an empty queue and a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from opentelemetry._logs import LogRecord
 from opentelemetry.context import Context
@@ -26,6 +27,7 @@ from opentelemetry.trace import NonRecordingSpan, StatusCode, set_span_in_contex
 
 from instrumentation import semconv
 from instrumentation._internal.config import QueueConfig
+from instrumentation._internal.exporters import ENCODE_CHUNK_ITEMS
 from instrumentation._internal.stats import STATS
 
 _logger = logging.getLogger(__name__)
@@ -44,9 +46,16 @@ class ExportQueue(Generic[ItemT]):
         *,
         signal: str,
         tick: Callable[[], None] | None = None,
+        collect: Callable[[], None] | None = None,
+        size: Callable[[ItemT], int] | None = None,
     ) -> None:
+        """``tick``: the exporter's periodic work, after each drain. ``collect``: puts the producers'
+        unfinished work in the queue, before each drain but a full batch's (timer, flush, shutdown).
+        ``size``: how many records an item stands for in the counters (default 1)."""
         self._export = export
         self._tick = tick
+        self._collect = collect
+        self._size = size
         self._config = config
         self._max_queue_size = config.max_queue_size
         self._max_export_batch_size = config.max_export_batch_size
@@ -71,11 +80,14 @@ class ExportQueue(Generic[ItemT]):
         if not self._shutdown:
             self._start_worker()
 
+    def full(self) -> bool:
+        return len(self._queue) >= self._max_queue_size
+
     def put(self, item: ItemT) -> None:
         """The hot path: one length check and one append; never blocks."""
         queue = self._queue
         if len(queue) >= self._max_queue_size:
-            STATS.increment(self._dropped_counter)
+            STATS.increment(self._dropped_counter, 1 if self._size is None else self._size(item))
             return
         queue.append(item)
         if len(queue) == self._max_export_batch_size:
@@ -105,6 +117,11 @@ class ExportQueue(Generic[ItemT]):
         """Export the queue in batches. Woken by a full batch, the worker exports only full batches
         (few large requests under load); on its timer, at flush and at shutdown, everything."""
         with self._export_lock, suppress_instrumentation():
+            if not full_batches_only and self._collect is not None:
+                try:
+                    self._collect()
+                except Exception:
+                    _logger.exception("collecting the %s to export failed", self._signal)
             queue = self._queue
             batch_size = self._max_export_batch_size
             while queue and (not full_batches_only or len(queue) >= batch_size):
@@ -116,7 +133,7 @@ class ExportQueue(Generic[ItemT]):
                     succeeded = False
                 if not succeeded:
                     STATS.increment(self._failed_counter)
-                    STATS.increment(f"{self._signal}_lost", len(batch))
+                    STATS.increment(f"{self._signal}_lost", self._count(batch))
 
     def force_flush(self) -> bool:
         """Export everything queued so far, on the calling thread."""
@@ -132,9 +149,12 @@ class ExportQueue(Generic[ItemT]):
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout_s)
             if self._worker.is_alive():  # stuck in an export: shutdown does not wait any longer
-                STATS.increment(f"{self._signal}_lost", len(self._queue))
+                STATS.increment(f"{self._signal}_lost", self._count(self._queue))
                 return
         self._drain()
+
+    def _count(self, items: Sequence[ItemT] | deque[ItemT]) -> int:
+        return len(items) if self._size is None else sum(self._size(item) for item in items)
 
 
 SHUTDOWN_EXPORT_TIMEOUT_S = 1.0
@@ -207,12 +227,15 @@ class QueueingSpanProcessor(SpanProcessor):
     def _export(self, spans: Sequence[ReadableSpan]) -> bool:
         if self._exporter.export(spans) is SpanExportResult.SUCCESS:
             return True
+        self._undelivered(spans)
+        return False
+
+    def _undelivered(self, spans: Sequence[ReadableSpan]) -> None:
         if self._on_undelivered is not None:
             records = [record for span in spans if (record := operation_outcome_record(span)) is not None]
             if records:
                 STATS.increment("operation_outcomes_from_undelivered_spans", len(records))
                 self._on_undelivered(records)
-        return False
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
@@ -228,6 +251,115 @@ class QueueingSpanProcessor(SpanProcessor):
         stop_retrying(self._exporter)
         self._queue.shutdown(timeout_s)
         self._exporter.shutdown()
+
+
+class PayloadExporter(Protocol):
+    """A span exporter that encodes request bodies and sends them apart (``OtlpHttpSpanExporter``)."""
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes | None: ...
+
+    def export_payload(self, payload: bytes) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+
+class EncodedSpans:
+    """A chunk of ended spans as the request body their exporter encoded (scrubbed)."""
+
+    __slots__ = ("body", "count", "operations")
+
+    def __init__(self, body: bytes, count: int, operations: list[ReadableSpan]) -> None:
+        self.body = body
+        self.count = count
+        self.operations = operations
+        """The chunk's operation spans: their outcomes become event records if the body is not delivered."""
+
+
+def _span_count(chunk: EncodedSpans) -> int:
+    return chunk.count
+
+
+class EncodingSpanProcessor(QueueingSpanProcessor):
+    """The span processor of our OTLP exporter: ended spans are scrubbed and encoded on the thread that
+    ends them, ``ENCODE_CHUNK_ITEMS`` in a row (the code runs hot, not once per request), and the queue
+    holds request bodies, which the export thread joins and sends.
+
+    So no span outlives its chunk: spans held in the queue until their batch was sent reached the
+    garbage collector's oldest generation, whose full collections stopped the event loop for about 35 ms.
+    And the export thread needs the GIL only to send, so the event loop rarely waits for it. What is
+    still pending (less than a chunk) is encoded by the export thread on its timer, at a flush and at
+    shutdown.
+    """
+
+    def __init__(
+        self,
+        exporter: PayloadExporter,
+        config: QueueConfig,
+        on_undelivered: Callable[[list[ReadableLogRecord]], None] | None = None,
+    ) -> None:
+        self._exporter = exporter  # type: ignore[assignment]
+        self._payloads = exporter
+        self._on_undelivered = on_undelivered
+        self._chunk = max(1, min(ENCODE_CHUNK_ITEMS, config.max_export_batch_size))
+        self._pending: deque[ReadableSpan] = deque()
+        chunks = dataclasses.replace(
+            config,
+            max_queue_size=-(-config.max_queue_size // self._chunk),
+            max_export_batch_size=-(-config.max_export_batch_size // self._chunk),
+        )
+        self._queue: ExportQueue[EncodedSpans] = ExportQueue(  # type: ignore[assignment]
+            self._send, chunks, signal="spans", collect=self._encode_pending, size=_span_count
+        )
+        self.put_span = self._put  # type: ignore[assignment]
+        if hasattr(os, "register_at_fork"):  # the parent's pending spans are the parent's to export
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _clear_pending(ref()))
+
+    def _put(self, span: ReadableSpan) -> None:
+        pending = self._pending
+        pending.append(span)
+        if len(pending) >= self._chunk:
+            self._encode_pending(self._chunk)
+
+    def _encode_pending(self, limit: int = 0) -> None:
+        """Encode up to ``limit`` pending spans (0: all) and queue their body. Threads may do it at once:
+        each span is taken by exactly one (``popleft``)."""
+        pending = self._pending
+        chunk = []
+        try:
+            for _ in range(limit or len(pending)):
+                chunk.append(pending.popleft())
+        except IndexError:
+            pass
+        if not chunk:
+            return
+        if self._queue.full():  # counted, not encoded for nothing
+            STATS.increment("spans_dropped", len(chunk))
+            return
+        operations = [span for span in chunk if semconv.OPERATION in _attributes(span)]
+        body = self._payloads.encode(chunk)
+        if body is None:
+            STATS.increment("spans_lost", len(chunk))
+            self._undelivered(operations)
+            return
+        self._queue.put(EncodedSpans(body, len(chunk), operations))
+
+    def _send(self, chunks: Sequence[EncodedSpans]) -> bool:
+        if self._payloads.export_payload(b"".join([chunk.body for chunk in chunks])):
+            return True
+        self._undelivered([span for chunk in chunks for span in chunk.operations])
+        return False
+
+
+def _clear_pending(processor: EncodingSpanProcessor | None) -> None:
+    if processor is not None:
+        processor._pending.clear()
+
+
+def _attributes(span: ReadableSpan) -> Any:
+    """A span's attributes without the read-only view ``ReadableSpan.attributes`` makes each time."""
+    attributes = getattr(span, "_attributes", None)
+    return attributes if attributes is not None else {}
 
 
 class QueueingLogRecordProcessor(LogRecordProcessor):

@@ -34,8 +34,8 @@ SPOOL_DRAIN_BUDGET_S = 1.0
 LOG_INTERVAL_S = 60.0
 
 ENCODE_CHUNK_ITEMS = 64
-"""Spans or records encoded between two GIL releases: request threads wait for the interpreter at
-most one chunk, not a whole batch."""
+"""Spans or records encoded in a row: where spans end (``batching.EncodingSpanProcessor``), and between
+two GIL releases on an export thread (request threads wait for the interpreter at most one chunk)."""
 
 
 def encode_in_chunks(items: Sequence[ItemT], encode: Callable[[Sequence[ItemT]], bytes]) -> bytes:
@@ -167,15 +167,20 @@ class OtlpHttpSpanExporter(_OneAttemptExport, OTLPSpanExporter):
         self._mirrors.append(mirror)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        skip = self._one_attempt and self._backing_off()
-        payload = None
-        if self._mirrors or not skip:
-            payload = _encode(self, spans, encode_spans_request, self._prepare, "spans")
-            if payload is not None:
-                for mirror in self._mirrors:
-                    mirror(payload)
-        succeeded = not skip and payload is not None and self.send_payload(payload)
+        payload = self.encode(spans)
+        succeeded = payload is not None and self.export_payload(payload)
         return SpanExportResult.SUCCESS if succeeded else SpanExportResult.FAILURE
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes | None:
+        """The request body of ``spans``, each ``prepare``d (scrubbed); None after shutdown or on failure.
+        Bodies concatenated are one request (protobuf merges repeated fields)."""
+        return _encode(self, spans, encode_spans_request, self._prepare, "spans")
+
+    def export_payload(self, payload: bytes) -> bool:
+        """Hand an encoded body to the mirrors, then POST it (:meth:`send_payload`)."""
+        for mirror in self._mirrors:
+            mirror(payload)
+        return self.send_payload(payload)
 
     def send_payload(self, payload: bytes) -> bool:
         """POST an encoded request body: once (``one_attempt``: nothing while backing off), else with

@@ -67,8 +67,8 @@ def _any_value(value: Any) -> bytes:
 
 
 _KEY_CACHE: dict[str, bytes] = {}
-_PAIR_CACHE: dict[tuple[str, type, Any], bytes] = {}
-_CACHEABLE = (str, int, bool)
+_PAIR_CACHES: dict[bytes, dict[tuple[str, str | int], bytes]] = {}
+"""Per field tag: encoded ``KeyValue`` fields of low-cardinality pairs (method, route, status...)."""
 _MAX_CACHED_PAIRS = 8192
 _MAX_CACHED_VALUE_CHARS = 64
 
@@ -89,21 +89,22 @@ def _plain(attributes: Any) -> Any:
 
 
 def _attributes(attributes: Mapping[str, Any] | None, field_tag: bytes) -> bytes:
-    """Repeated KeyValue fields; low-cardinality pairs (method, route, status...) are encoded once."""
+    """Repeated KeyValue fields; a pair with a short string or an int value is encoded once (a string
+    never equals an int, so the two share a cache; bools, floats and subclasses are not cached)."""
     if not attributes:
         return b""
+    cache = _PAIR_CACHES.get(field_tag)
+    if cache is None:
+        cache = _PAIR_CACHES[field_tag] = {}
     parts = []
-    cache = _PAIR_CACHE
     for key, value in _plain(attributes).items():
         value_type = type(value)
-        if value_type in _CACHEABLE and (value_type is not str or len(value) <= _MAX_CACHED_VALUE_CHARS):
-            cache_key = (key, value_type, value)
-            encoded = cache.get(cache_key)
+        if (value_type is str and len(value) <= _MAX_CACHED_VALUE_CHARS) or value_type is int:
+            encoded = cache.get((key, value))
             if encoded is None:
-                encoded = _key_value(key, value, b"")
+                encoded = _key_value(key, value, field_tag)
                 if len(cache) < _MAX_CACHED_PAIRS:
-                    cache[cache_key] = encoded
-            parts.append(field_tag)
+                    cache[(key, value)] = encoded
             parts.append(encoded)
         else:
             parts.append(_key_value(key, value, field_tag))

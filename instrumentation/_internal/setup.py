@@ -20,7 +20,12 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from instrumentation import semconv
 from instrumentation._internal import pipeline
-from instrumentation._internal.batching import QueueingLogRecordProcessor, QueueingSpanProcessor, stop_retrying
+from instrumentation._internal.batching import (
+    EncodingSpanProcessor,
+    QueueingLogRecordProcessor,
+    QueueingSpanProcessor,
+    stop_retrying,
+)
 from instrumentation._internal.config import Settings, resolve
 from instrumentation._internal.exporters import OtlpHttpLogRecordExporter, OtlpHttpSpanExporter
 from instrumentation._internal.guard import guarded, rate_limit_export_logs
@@ -134,7 +139,11 @@ def install(settings: Settings, scrubber: Scrubber, exporters: Exporters) -> Ins
         event_processor = QueueingLogRecordProcessor(event_exporter, settings.event_queue)
         # with ours, the outcome of an operation whose span cannot be exported goes as an event record
         on_undelivered = event_processor.put_records if exporters.scrub_themselves else None
-        span_processor = QueueingSpanProcessor(span_exporter, settings.span_queue, on_undelivered)
+        span_processor = (
+            EncodingSpanProcessor(span_exporter, settings.span_queue, on_undelivered)
+            if isinstance(span_exporter, OtlpHttpSpanExporter)
+            else QueueingSpanProcessor(span_exporter, settings.span_queue, on_undelivered)
+        )
         tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         tracer_provider.add_span_processor(IdentitySpanProcessor())
         tracer_provider.add_span_processor(span_processor)

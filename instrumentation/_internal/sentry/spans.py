@@ -18,7 +18,7 @@ from typing import Final
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from instrumentation._internal.batching import ExportQueue, QueueingSpanProcessor, stop_retrying
+from instrumentation._internal.batching import EncodingSpanProcessor, ExportQueue, stop_retrying
 from instrumentation._internal.config import QueueConfig
 from instrumentation._internal.exporters import OtlpHttpSpanExporter
 from instrumentation._internal.http_transport import transport_for
@@ -80,7 +80,7 @@ class PayloadPath:
         self.exporter.shutdown()
 
 
-SpanPath = QueueingSpanProcessor | PayloadPath
+SpanPath = EncodingSpanProcessor | PayloadPath
 
 
 def start_span_path(
@@ -94,7 +94,7 @@ def start_span_path(
         path = PayloadPath(exporter)
         collector_exporter.add_mirror(path.put)
     else:
-        path = QueueingSpanProcessor(exporter, _QUEUE)
+        path = EncodingSpanProcessor(exporter, _QUEUE)
         tracer_provider.add_span_processor(path)
     _ACTIVE[:] = [path]
     return path

@@ -11,7 +11,7 @@ from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 
 from instrumentation._internal import fastapi as fastapi_layer
-from instrumentation._internal.batching import QueueingSpanProcessor
+from instrumentation._internal.batching import EncodingSpanProcessor
 from instrumentation._internal.sentry import spans
 from instrumentation._internal.sentry.client import (
     WEB_FRAMEWORK_INTEGRATIONS,
@@ -76,7 +76,7 @@ def test_setup_adds_the_span_path_to_sentry_unless_switched_off(
         send_spans=send_spans,
     )  # fmt: skip
     processors = provider._active_span_processor._span_processors
-    assert [type(p) for p in processors] == ([QueueingSpanProcessor] if span_path else [])
+    assert [type(p) for p in processors] == ([EncodingSpanProcessor] if span_path else [])
     assert spans.active_span_paths() == list(processors)
     assert sentry_sdk.get_client().is_active()  # errors go to Sentry either way
     assert fastapi_layer.REQUEST_ERROR_HANDLERS.count(report_request_error) == 1
