@@ -74,17 +74,18 @@ _ROW_EVENTS = 1000
 """Events a row holds at most: a claim hands out whole rows, so this bounds one row's share of a batch."""
 
 _SCHEMA = """
+-- the long columns last: reading the others (a claim's WHERE, the gauges) never walks a payload's pages
 CREATE TABLE IF NOT EXISTS outbox_rows (
     seq INTEGER PRIMARY KEY,
-    uuids TEXT NOT NULL,       -- one a line
-    payload TEXT NOT NULL,     -- each event's compact JSON, one a line, in the order of uuids
-    timestamps TEXT NOT NULL,  -- each event's timestamp, one a line ('' when it is not a line of text)
     events INTEGER NOT NULL,
     size_bytes INTEGER NOT NULL,  -- the payload's UTF-8 bytes without the line breaks
     enqueued_at REAL NOT NULL,
     next_attempt_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    uuids TEXT NOT NULL,       -- one a line
+    timestamps TEXT NOT NULL,  -- each event's timestamp, one a line ('' when it is not a line of text)
+    payload TEXT NOT NULL      -- each event's compact JSON, one a line, in the order of uuids
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     uuid TEXT PRIMARY KEY,

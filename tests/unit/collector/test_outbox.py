@@ -520,3 +520,11 @@ def test_a_crash_in_the_middle_of_a_rows_delivery_sends_the_whole_row_again(tmp_
         assert [e["properties"]["n"] for e in reopened.claim(max_events=10, max_bytes=2**20)] == [0, 1, 2]
     finally:
         reopened.close()
+
+
+def test_the_long_columns_come_last(outbox, tmp_path):
+    """A row's payload spills over pages of its own: a column stored after it (the claim's next_attempt_at,
+    the gauges' columns) could only be read by walking them, for every row the query looks at."""
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        columns = [name for _, name, *_ in db.execute("PRAGMA table_info(outbox_rows)")]
+    assert columns[-3:] == ["uuids", "timestamps", "payload"]
