@@ -550,6 +550,7 @@ class Scrubber:
     def _scrub_mapping(self, mapping: Mapping[Any, Any], path: str, paths: list[str], work: _Work) -> Any:
         changed: dict[Any, Any] | None = None
         verdicts = self._key_verdicts
+        clean_strings = self._clean_strings
         for key, item in mapping.items():
             name = key if type(key) is str else key.decode("latin-1") if type(key) is bytes else str(key)
             verdict = verdicts.get(name)
@@ -564,6 +565,8 @@ class Scrubber:
                 scrubbed = SCRUBBED
                 paths.append(f"{path}.{name}" if path else name)
             elif type(item) is str:
+                if item in clean_strings:  # scrub_string's own first check, without the call
+                    continue
                 scrubbed = (
                     self.scrub_string(item) if len(item) <= MAX_MEMOISED_STRING_CHARS else self._scrub_long(item, work)
                 )

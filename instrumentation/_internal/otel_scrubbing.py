@@ -1,8 +1,9 @@
 """The scrubbing policy (:mod:`instrumentation.scrubbing`) applied to OTel spans and log records.
 
-:func:`scrub_span` and :func:`scrub_log_record` run on the export thread, never on the request's
-(our OTLP exporters call them chunk by chunk while encoding); :class:`ScrubbingSpanExporter` and
-:class:`ScrubbingLogExporter` wrap any other exporter with them. See docs/architecture.md, "Scrubbing".
+:func:`scrub_span` and :func:`scrub_log_record` run while our OTLP exporters encode, item by item in
+chunks: spans where they end, 64 in a row (``batching.EncodingSpanProcessor``), event records on the
+export thread; :class:`ScrubbingSpanExporter` and :class:`ScrubbingLogExporter` wrap any other exporter
+with them. See docs/architecture.md, "Scrubbing".
 """
 
 from __future__ import annotations
