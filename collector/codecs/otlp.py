@@ -15,13 +15,13 @@ import base64
 import json
 import re
 import secrets
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
+from isal import isal_zlib
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
     ExportLogsServiceRequest,
@@ -155,13 +155,16 @@ class Decoded:
     error_message: str = ""
 
 
+_INFLATE_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]  # the stub calls it an instance
+
+
 def gunzip(data: bytes, max_bytes: int) -> bytes:
     """Inflate gzip (one or more members) incrementally, refusing to produce more than max_bytes."""
     pieces: list[bytes] = []
     total = 0
     pending = data
     while pending:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        inflater = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)  # ISA-L: about 3x less CPU than zlib
         try:
             while True:
                 piece = inflater.decompress(pending, max_bytes + 1 - total)
@@ -172,7 +175,7 @@ def gunzip(data: bytes, max_bytes: int) -> bytes:
                 pending = inflater.unconsumed_tail
                 if inflater.eof or not pending:
                     break
-        except zlib.error as exc:
+        except _INFLATE_ERROR as exc:
             raise CodecError(400, f"invalid gzip body: {exc}") from None
         if not inflater.eof:
             raise CodecError(400, "invalid gzip body: truncated")
