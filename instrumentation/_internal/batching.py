@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from opentelemetry._logs import LogRecord
 from opentelemetry.context import Context
@@ -28,6 +28,7 @@ from opentelemetry.trace import NonRecordingSpan, StatusCode, set_span_in_contex
 from instrumentation import semconv
 from instrumentation._internal.config import QueueConfig
 from instrumentation._internal.exporters import ENCODE_CHUNK_ITEMS
+from instrumentation._internal.otel_scrubbing import span_attributes
 from instrumentation._internal.stats import STATS
 
 _logger = logging.getLogger(__name__)
@@ -80,8 +81,13 @@ class ExportQueue(Generic[ItemT]):
         if not self._shutdown:
             self._start_worker()
 
-    def full(self) -> bool:
-        return len(self._queue) >= self._max_queue_size
+    def drop_if_full(self, count: int) -> bool:
+        """Whether the queue is full, counting ``count`` records dropped if so: a producer asks before
+        working on items the queue would refuse."""
+        if len(self._queue) < self._max_queue_size:
+            return False
+        STATS.increment(self._dropped_counter, count)
+        return True
 
     def put(self, item: ItemT) -> None:
         """The hot path: one length check and one append; never blocks."""
@@ -291,14 +297,15 @@ class EncodingSpanProcessor(QueueingSpanProcessor):
     shutdown.
     """
 
+    _exporter: PayloadExporter  # type: ignore[assignment]  # a SpanExporter that also encodes and sends apart
+
     def __init__(
         self,
         exporter: PayloadExporter,
         config: QueueConfig,
         on_undelivered: Callable[[list[ReadableLogRecord]], None] | None = None,
     ) -> None:
-        self._exporter = exporter  # type: ignore[assignment]
-        self._payloads = exporter
+        self._exporter = exporter
         self._on_undelivered = on_undelivered
         self._chunk = max(1, min(ENCODE_CHUNK_ITEMS, config.max_export_batch_size))
         self._pending: deque[ReadableSpan] = deque()
@@ -333,11 +340,10 @@ class EncodingSpanProcessor(QueueingSpanProcessor):
             pass
         if not chunk:
             return
-        if self._queue.full():  # counted, not encoded for nothing
-            STATS.increment("spans_dropped", len(chunk))
+        if self._queue.drop_if_full(len(chunk)):  # counted, not encoded for nothing
             return
-        operations = [span for span in chunk if semconv.OPERATION in _attributes(span)]
-        body = self._payloads.encode(chunk)
+        operations = [span for span in chunk if semconv.OPERATION in span_attributes(span)]
+        body = self._exporter.encode(chunk)
         if body is None:
             STATS.increment("spans_lost", len(chunk))
             self._undelivered(operations)
@@ -345,7 +351,7 @@ class EncodingSpanProcessor(QueueingSpanProcessor):
         self._queue.put(EncodedSpans(body, len(chunk), operations))
 
     def _send(self, chunks: Sequence[EncodedSpans]) -> bool:
-        if self._payloads.export_payload(b"".join([chunk.body for chunk in chunks])):
+        if self._exporter.export_payload(b"".join([chunk.body for chunk in chunks])):
             return True
         self._undelivered([span for chunk in chunks for span in chunk.operations])
         return False
@@ -354,12 +360,6 @@ class EncodingSpanProcessor(QueueingSpanProcessor):
 def _clear_pending(processor: EncodingSpanProcessor | None) -> None:
     if processor is not None:
         processor._pending.clear()
-
-
-def _attributes(span: ReadableSpan) -> Any:
-    """A span's attributes without the read-only view ``ReadableSpan.attributes`` makes each time."""
-    attributes = getattr(span, "_attributes", None)
-    return attributes if attributes is not None else {}
 
 
 class QueueingLogRecordProcessor(LogRecordProcessor):

@@ -61,7 +61,8 @@ def _plain(attributes: Any) -> Any:
     return inner if type(inner) is dict else attributes
 
 
-def _span_attributes(span: ReadableSpan) -> Any:
+def span_attributes(span: ReadableSpan) -> Any:
+    """A span's attributes as a plain mapping, without the read-only view ``ReadableSpan.attributes`` makes."""
     return _plain(getattr(span, "_attributes", None) or span.attributes)
 
 
@@ -78,7 +79,7 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
         if description is not status.description:
             paths.append("status.description")
             status = Status(status.status_code, description)
-    original_attributes = _span_attributes(span)
+    original_attributes = span_attributes(span)
     attributes = (
         scrubber.scrub_value(original_attributes, "attributes", paths, work)
         if original_attributes
