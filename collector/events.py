@@ -18,26 +18,39 @@ from collections.abc import Callable, Iterator, Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
-__all__ = ["PostHogEvent", "StoredEvent", "encode_event"]
+import orjson
+
+__all__ = ["PostHogEvent", "StoredEvent", "encode_event", "encode_event_bytes"]
 
 PostHogEvent = dict[str, Any]
 """An event in PostHog's ``/batch/`` wire format (keys above)."""
 
 
 def encode_event(event: Mapping[str, Any]) -> str:
-    """The compact JSON stored for an event; its UTF-8 length is the event's size.
+    """The compact JSON stored for an event (``encode_event_bytes`` as text); its UTF-8 length is the
+    event's size."""
+    return encode_event_bytes(event).decode()
 
-    Always valid JSON: a non-finite float (which json.dumps would write as a bare NaN or
-    Infinity) becomes null, as posthog-python's batch_post does. Mapping already turns them
-    into strings, so the fallback costs nothing on the normal path. A ``StoredEvent`` gives its
-    stored payload as it is.
+
+def encode_event_bytes(event: Mapping[str, Any]) -> bytes:
+    """The compact JSON stored for an event, as UTF-8 bytes.
+
+    Always valid JSON: a non-finite float (which json.dumps would write as a bare NaN or Infinity)
+    becomes null, as posthog-python's batch_post does. Mapping already turns them into strings. orjson
+    encodes an event in about a tenth of the CPU json's C encoder takes; what it refuses (a key that is
+    not a string, an integer over 64 bits) goes through json's encoder, which takes them. A
+    ``StoredEvent`` gives its stored payload as it is.
     """
     if isinstance(event, StoredEvent):
-        return event.payload.decode()
+        return event.payload
     try:
-        return _encode(event)
+        return orjson.dumps(event)
+    except TypeError:  # orjson.JSONEncodeError
+        pass
+    try:
+        return _encode(event).encode()
     except ValueError:
-        return _encode(_finite(event))
+        return _encode(_finite(event)).encode()
 
 
 def _dumps(value: Any) -> str:
@@ -88,7 +101,7 @@ class StoredEvent(Mapping[str, Any]):
     @classmethod
     def of(cls, event: Mapping[str, Any]) -> StoredEvent:
         """Wrap an event dict as the outbox would store it (tests, replay)."""
-        payload = encode_event(event).encode()
+        payload = encode_event_bytes(event)
         timestamp = event.get("timestamp")
         stored = cls(event["uuid"], payload, len(payload), timestamp if isinstance(timestamp, str) else None)
         stored._event = json.loads(payload)

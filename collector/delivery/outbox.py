@@ -64,7 +64,7 @@ from collector.defaults import (
     DEFAULT_DEAD_LETTER_MAX_ROWS,
     DEFAULT_OUTBOX_MAX_BYTES,
 )
-from collector.events import StoredEvent, encode_event
+from collector.events import StoredEvent, encode_event, encode_event_bytes
 
 __all__ = ["Outbox", "OutboxError", "OutboxFullError"]
 
@@ -278,10 +278,10 @@ class Outbox:
         for start in range(0, len(events), _ROW_EVENTS):
             uuids, payloads, timestamps = [], [], []
             for event in events[start : start + _ROW_EVENTS]:
-                payload = encode_event(event)  # compact JSON: never a line break
+                payload = encode_event_bytes(event)  # compact JSON: never a line break
                 uuid = event.get("uuid")
                 if type(uuid) is not str or not uuid or "\n" in uuid:
-                    raise ValueError(f"an outbox event needs a uuid (a line of text): {payload[:200]}")
+                    raise ValueError(f"an outbox event needs a uuid (a line of text): {payload[:200].decode()}")
                 if uuid in seen:
                     continue
                 seen.add(uuid)
@@ -291,10 +291,10 @@ class Outbox:
                 timestamps.append(timestamp if type(timestamp) is str and "\n" not in timestamp else "")
             if not payloads:
                 continue
-            payload = "\n".join(payloads)
-            size = len(payload.encode()) - len(payloads) + 1
+            joined = b"\n".join(payloads)
+            size = len(joined) - len(payloads) + 1
             incoming_bytes += size
-            rows.append(("\n".join(uuids), payload, "\n".join(timestamps), len(payloads), size, now, now))
+            rows.append(("\n".join(uuids), joined.decode(), "\n".join(timestamps), len(payloads), size, now, now))
         with self._writing("outbox write failed") as db:
             (stored_bytes,) = db.execute("SELECT bytes FROM outbox_stats WHERE id=0").fetchone()
             if stored_bytes + incoming_bytes > self.max_bytes:

@@ -25,7 +25,7 @@ from typing import Any
 
 from collector.delivery.outbox import Outbox, OutboxError
 from collector.delivery.retry import BatchConfig, RetryConfig, expiry_cutoff, next_delay
-from collector.events import encode_event
+from collector.events import encode_event_bytes
 from collector.exporters import Exporter, Rejected, RetryLater, TooLarge, Unauthorized
 from collector.metrics import Metrics
 
@@ -369,4 +369,4 @@ def _corrupt(event: Mapping[str, Any]) -> str | None:
 def _size_bytes(event: Mapping[str, Any]) -> int:
     """The event's stored JSON size (a claimed StoredEvent carries it; others are encoded)."""
     size = getattr(event, "size_bytes", None)
-    return size if size is not None else len(encode_event(event).encode())
+    return size if size is not None else len(encode_event_bytes(event))

@@ -29,7 +29,7 @@ from posthog.utils import remove_trailing_slash
 from requests.adapters import HTTPAdapter
 
 from collector.defaults import DEFAULT_POSTHOG_HOST
-from collector.events import encode_event
+from collector.events import encode_event_bytes
 from collector.exporters import ExportError, Rejected, RetryLater, TooLarge, Unauthorized
 
 __all__ = ["PostHogExporter", "batch_body"]
@@ -106,7 +106,7 @@ def batch_body(batch: Sequence[Mapping[str, Any]], *, api_key: str, sent_at: str
 
 def _payload(event: Mapping[str, Any]) -> bytes:
     payload = getattr(event, "payload", None)
-    return payload if payload is not None else encode_event(event).encode()
+    return payload if payload is not None else encode_event_bytes(event)
 
 
 def _detail(response: requests.Response) -> str:

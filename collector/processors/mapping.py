@@ -40,7 +40,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
 from collector.codecs.protowire import encode_varint, spans_containing
-from collector.events import PostHogEvent, encode_event
+from collector.events import PostHogEvent, encode_event_bytes
 from collector.pipeline import Batch
 from collector.processors.values import CUT, MAX_STRING_CHARS, any_value, iso_timestamp
 from instrumentation import semconv
@@ -296,7 +296,7 @@ def _sized(event: PostHogEvent, item_bytes: int) -> PostHogEvent:
             key: value[:MAX_STRING_CHARS] + CUT if isinstance(value, str) and len(value) > MAX_STRING_CHARS else value
             for key, value in event["properties"].items()
         }
-        size = len(encode_event({**event, "properties": properties}).encode())
+        size = len(encode_event_bytes({**event, "properties": properties}))
         if size > MAX_EVENT_BYTES:
             raise _Rejected(f"event over {MAX_EVENT_BYTES} bytes once mapped")
     return event

@@ -1,6 +1,6 @@
 import json
 
-from collector.events import StoredEvent, encode_event
+from collector.events import StoredEvent, encode_event, encode_event_bytes
 
 EVENT = {"event": "e", "distinct_id": "d", "properties": {"x": 1.5, "s": "é"}, "timestamp": "t", "uuid": "u"}
 
@@ -45,3 +45,17 @@ def test_encode_event_writes_what_json_dumps_writes():
     for value in values:
         event = {"event": "e", "properties": {"value": value, "uuid-like": "00000000-0000-4000-8000-000000000001"}}
         assert encode_event(event) == json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_what_orjson_refuses_is_encoded_as_json_dumps_writes_it():
+    for properties in ({1: "int key", None: "none key", 2.5: "float key"}, {"big": 2**64, "nan": float("nan")}):
+        event = {"event": "e", "properties": properties}
+        encoded = encode_event_bytes(event)
+        assert encoded.decode() == encode_event(event)
+        assert json.loads(encoded) == json.loads(json.dumps(event, separators=(",", ":")).replace("NaN", "null"))
+
+
+def test_encode_event_bytes_is_encode_event_in_utf8():
+    assert encode_event_bytes(EVENT) == encode_event(EVENT).encode()
+    stored = StoredEvent.of(EVENT)
+    assert encode_event_bytes(stored) is stored.payload
