@@ -98,8 +98,12 @@ def spans_containing(raw_body: bytes, needle: bytes) -> tuple[int, list[tuple[in
     received = 0
     candidates: list[tuple[int, int, int]] = []
     find = raw_body.find
+    needle_length = len(needle)
     for r, (r_start, r_end) in enumerate(length_delimited(raw_body, 0, len(raw_body), 1)):
-        tagged_resource = find(needle, r_start, r_end) >= 0
+        # the next occurrence of the needle in the resource entry (r_end: none): one find per hit, not per span
+        hit = find(needle, r_start, r_end)
+        if hit < 0:
+            hit = r_end
         for s_start, s_end in length_delimited(raw_body, r_start, r_end, 2):
             # the hot loop, inlined: one iteration per span, one-byte keys and short lengths first
             pos = s_start
@@ -122,8 +126,17 @@ def spans_containing(raw_body: bytes, needle: bytes) -> tuple[int, list[tuple[in
                         pos += 1
                 if key >> 3 == 2:
                     received += 1
-                    if tagged_resource and find(needle, pos, pos + length) >= 0:
-                        candidates.append((r, pos, pos + length))
+                    span_end = pos + length
+                    if hit < span_end:
+                        if hit < pos:  # in the resource's or a scope's own fields, or across a span's end
+                            hit = find(needle, pos, r_end)
+                            if hit < 0:
+                                hit = r_end
+                        if hit + needle_length <= span_end:
+                            candidates.append((r, pos, span_end))
+                            hit = find(needle, span_end, r_end)
+                            if hit < 0:
+                                hit = r_end
                 pos += length
             if pos != s_end:
                 raise ValueError("truncated field")

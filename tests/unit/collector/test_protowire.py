@@ -49,3 +49,40 @@ def test_spans_containing_refuses_other_framing():
     with pytest.raises((ValueError, IndexError)):
         spans_containing(raw[:-3], b"phonoglyph.operation")
     assert spans_containing(ExportTraceServiceRequest().SerializeToString(), b"x") == (0, [])
+
+
+def test_spans_containing_equals_a_search_of_each_span_for_any_needle():
+    """Needles cut from anywhere in the body (in resources, scope names, spans, across a span's end): a span
+    is a candidate exactly when its own bytes contain the needle."""
+    import random
+
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+
+    rng = random.Random(5)
+    request = ExportTraceServiceRequest()
+    for r in range(3):
+        resource_spans: ResourceSpans = request.resource_spans.add()
+        resource_spans.CopyFrom(
+            traces(
+                *(
+                    span({"note": rng.choice(["ab", "phonoglyph.operation", "x"])}, span_id=bytes([n + 1]) * 8)
+                    for n in range(4)
+                ),
+                resource={"service.name": rng.choice(["phonoglyph.operation", "api"])},
+            ).resource_spans[0]
+        )
+        resource_spans.scope_spans.add().scope.name = f"scope-{r}-phonoglyph.operation"
+        resource_spans.scope_spans[-1].spans.extend(resource_spans.scope_spans[0].spans)
+    raw = request.SerializeToString()
+    spans = [
+        (r, s.SerializeToString())
+        for r, resource_spans in enumerate(request.resource_spans)
+        for scope in resource_spans.scope_spans
+        for s in scope.spans
+    ]
+    needles = [b"phonoglyph.operation", b"\x12", b"zz"]
+    needles += [raw[start : start + rng.randint(1, 6)] for start in (rng.randrange(len(raw)) for _ in range(300))]
+    for needle in needles:
+        received, candidates = spans_containing(raw, needle)
+        assert received == len(spans)
+        assert [(r, raw[start:end]) for r, start, end in candidates] == [(r, s) for r, s in spans if needle in s]
