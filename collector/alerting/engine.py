@@ -46,7 +46,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from collector.alerting.config import ALL, AlertsConfig, Rule, fill_link
 from collector.alerting.store import AlertStore, InstanceRow, OpenStart
-from collector.alerting.windows import CountWindow, LatencyWindow
+from collector.alerting.windows import CountWindow, LatencyWindow, latency_bin
 
 __all__ = ["Engine", "Transition", "fingerprint", "rfc3339"]
 
@@ -107,6 +107,25 @@ class _Figure:
     value: float | None
     text: str
     trace_ids: tuple[str, ...]
+
+
+_UNRESOLVED: Any = object()
+"""``_Tally.latency`` before the operation's latency series is looked up."""
+
+
+class _Tally:
+    """One operation's outcomes in one ``observe_events`` call, added to its windows at the end."""
+
+    __slots__ = ("counts", "slow_threshold", "added", "latency", "bins")
+
+    def __init__(self, counts: CountWindow | None, slow_threshold: float) -> None:
+        self.counts = counts
+        """The operation's outcome counts; None when the series limit left it out."""
+        self.slow_threshold = slow_threshold
+        self.added: dict[str, float] = {}
+        self.latency: LatencyWindow | None = _UNRESOLVED
+        """The operation's latency series once looked up (None: left out by the series limit)."""
+        self.bins: dict[int, float] = {}
 
 
 class Engine:
@@ -177,6 +196,7 @@ class Engine:
     def observe_events(self, events: Iterable[Mapping[str, Any]]) -> None:
         now = self._clock()
         with self._lock:
+            tallies: dict[str, _Tally] = {}
             for event in events:
                 name = event.get("event")
                 if not isinstance(name, str):
@@ -184,9 +204,17 @@ class Engine:
                 if name.endswith("_started"):
                     self._start(now, name[:-8], event)
                 elif name.endswith("_completed"):
-                    self._outcome(now, name[:-10], event, failed=False)
+                    self._outcome(now, name[:-10], event, tallies, failed=False)
                 elif name.endswith("_failed"):
-                    self._outcome(now, name[:-7], event, failed=True)
+                    self._outcome(now, name[:-7], event, tallies, failed=True)
+            # the windows are read only at evaluation, under the lock: one add per count, not per event
+            for tally in tallies.values():
+                if tally.counts is not None:
+                    for count_name, amount in tally.added.items():
+                        tally.counts.add(now, count_name, amount)
+                if isinstance(tally.latency, LatencyWindow):
+                    for latency_bin, amount in tally.bins.items():
+                        tally.latency.add_to_bin(now, latency_bin, amount)
 
     @staticmethod
     def _key(operation: str, properties: Mapping[str, Any]) -> str | None:
@@ -228,32 +256,50 @@ class Engine:
             series = table[key] = factory()
         return series
 
-    def _outcome(self, now: float, operation: str, event: Mapping[str, Any], *, failed: bool) -> None:
+    def _outcome(
+        self, now: float, operation: str, event: Mapping[str, Any], tallies: dict[str, _Tally], *, failed: bool
+    ) -> None:
         if not operation:
             return
         properties = event.get("properties") or {}
-        counts = self._series(self._outcomes, operation, lambda: CountWindow(self._bucket_s, self._horizon_s))
-        if counts is None:
+        tally = tallies.get(operation)
+        if tally is None:
+            counts = self._series(self._outcomes, operation, lambda: CountWindow(self._bucket_s, self._horizon_s))
+            threshold = min(
+                self._slow_threshold.get(operation, float("inf")), self._slow_threshold.get(ALL, float("inf"))
+            )
+            tally = tallies[operation] = _Tally(counts, threshold)
+        elif tally.counts is None:
+            self._on_drop("series_limit", 1)
+        if tally.counts is None:
             return
-        counts.add(now, "failed" if failed else "completed")
+        added = tally.added
+        outcome = "failed" if failed else "completed"
+        added[outcome] = added.get(outcome, 0.0) + 1.0
         trace_id = properties.get("trace_id")
         if failed:
             error_type = properties.get("error_type")
             if self._ignored_types and (
                 error_type in self._ignored_types.get(operation, ()) or error_type in self._ignored_types.get(ALL, ())
             ):
-                counts.add(now, f"failed:{error_type}")  # bounded: only the configured types
+                ignored = f"failed:{error_type}"  # bounded: only the configured types
+                added[ignored] = added.get(ignored, 0.0) + 1.0
             elif isinstance(trace_id, str):
                 self._failed_examples.setdefault(operation, deque(maxlen=MAX_EXAMPLES)).append((now, trace_id))
         duration_ms = properties.get("processing_time_ms")
         if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool):
-            latency = self._series(self._latency, operation, lambda: LatencyWindow(self._bucket_s, self._horizon_s))
-            if latency is not None:
-                latency.add(now, float(duration_ms))
-            threshold = min(
-                self._slow_threshold.get(operation, float("inf")), self._slow_threshold.get(ALL, float("inf"))
-            )
-            if duration_ms > threshold and isinstance(trace_id, str):
+            if tally.latency is None:
+                self._on_drop("series_limit", 1)
+            else:
+                if tally.latency is _UNRESOLVED:
+                    tally.latency = self._series(
+                        self._latency, operation, lambda: LatencyWindow(self._bucket_s, self._horizon_s)
+                    )
+                if tally.latency is not None:
+                    bins = tally.bins
+                    index = latency_bin(float(duration_ms))
+                    bins[index] = bins.get(index, 0.0) + 1.0
+            if duration_ms > tally.slow_threshold and isinstance(trace_id, str):
                 examples = self._slow_examples.setdefault(operation, deque(maxlen=MAX_EXAMPLES))
                 examples.append((now, trace_id, float(duration_ms)))
         key = self._key(operation, properties)
@@ -263,11 +309,13 @@ class Engine:
                 self._removed.add(key)
             timestamp = event.get("timestamp")
             event_ts = timestamp if isinstance(timestamp, str) else ""
-            self._finished[key] = event_ts
-            self._finished.move_to_end(key)
+            finished = self._finished
+            if key in finished:
+                finished.move_to_end(key)
+            finished[key] = event_ts
             self._finished_new[key] = (event_ts, now)
-            if len(self._finished) > self._max_open_starts:
-                forgotten, _ = self._finished.popitem(last=False)
+            if len(finished) > self._max_open_starts:
+                forgotten, _ = finished.popitem(last=False)
                 self._finished_new.pop(forgotten, None)
 
     def observe_metrics(self, request: ExportMetricsServiceRequest) -> None:

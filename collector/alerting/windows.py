@@ -86,6 +86,10 @@ class LatencyWindow:
     def add(self, now: float, value_ms: float) -> None:
         self._counts.add(now, latency_bin(value_ms))
 
+    def add_to_bin(self, now: float, index: int, amount: float) -> None:
+        """``amount`` durations of the bin ``index`` (``latency_bin``) at once."""
+        self._counts.add(now, index, amount)
+
     def quantile(self, now: float, window_s: float, q: float) -> tuple[float | None, int]:
         """(the q-quantile's bin upper bound in ms, sample count) over the window; None when empty.
 

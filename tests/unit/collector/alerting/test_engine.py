@@ -589,3 +589,69 @@ def test_default_5xx_rule_fires_within_a_minute_on_half_of_a_routes_requests_aft
             fired_at = clock.now
             break
     assert fired_at is not None and fired_at - start <= 30  # + up to 10 s of metric export in a real stack
+
+
+def test_a_batch_counts_what_its_events_count_one_by_one(tmp_path):
+    """observe_events adds a batch's counts and latencies to the windows per operation at its end: the
+    windows, examples, open starts and finished outcomes are what observing each event alone gives,
+    series limits included."""
+    rules = [
+        {**FAILING, "operation": "*", "ignore_error_types": ["Timeout"]},
+        {
+            "name": "slow",
+            "when": "latency_p95",
+            "operation": "*",
+            "window_s": 600,
+            "above_ms": 500,
+            "min_count": 1,
+            "severity": "warning",
+        },
+    ]
+    rng = random.Random(4)
+    events = []
+    for n in range(400):
+        operation = rng.choice(["render", "file_upload", "stem_separation", "audio_analysis", ""])
+        kind = rng.choice(["started", "completed", "failed", "failed"])
+        item = event(
+            f"{operation}_{kind}",
+            rng.randrange(150),
+            ms=rng.choice([0.5, 20.0, 700.0, 12_345.0]),
+            job=rng.choice([None, None, f"job-{n % 7}"]),
+            error_type=rng.choice(["Timeout", "RuntimeError", None]),
+        )
+        if rng.random() < 0.1:
+            item["properties"]["processing_time_ms"] = rng.choice([True, "slow", None])
+        events.append(item)
+    clock = Clock()
+    dropped: dict[str, list] = {"batch": [], "alone": []}
+    engines = {
+        name: engine_for(
+            rules,
+            tmp_path / name,
+            clock,
+            max_series=3,
+            on_drop=lambda reason, n, name=name: dropped[name].append(reason),
+        )
+        for name in ("batch", "alone")
+    }
+    for start in range(0, len(events), 50):
+        engines["batch"].observe_events(events[start : start + 50])
+        for item in events[start : start + 50]:
+            engines["alone"].observe_events([item])
+        clock.advance(7)
+
+    def state(engine: Engine) -> tuple:
+        now = clock()
+        return (
+            {op: window.totals(now, 600) for op, window in engine._outcomes.items()},
+            {op: window.quantile(now, 600, 0.95) for op, window in engine._latency.items()},
+            {op: list(examples) for op, examples in engine._failed_examples.items()},
+            {op: list(examples) for op, examples in engine._slow_examples.items()},
+            list(engine._open),
+            list(engine._finished.items()),
+            engine._finished_new,
+        )
+
+    assert state(engines["batch"]) == state(engines["alone"])
+    assert dropped["batch"] == dropped["alone"] and dropped["batch"]
+    assert statuses(engines["batch"].evaluate()) == statuses(engines["alone"].evaluate())
