@@ -169,32 +169,11 @@ def setup_sentry(
     keep_request_bodies()
     if report_request_error not in fastapi_layer.REQUEST_ERROR_HANDLERS:
         fastapi_layer.REQUEST_ERROR_HANDLERS.append(report_request_error)
+    from instrumentation._internal.sentry.scopes import RequestScope
+
     if RequestScope not in fastapi_layer.REQUEST_SCOPES:
-        RequestScope.sentry_scope = sentry_sdk.scope
         fastapi_layer.REQUEST_SCOPES.append(RequestScope)
     return True
-
-
-class RequestScope:
-    """``sentry_sdk.isolation_scope()`` as a class: a request's own forks of the isolation and current
-    scopes, restored when it ends (the same work, without a generator per request)."""
-
-    __slots__ = ("_tokens",)
-    sentry_scope: Any = None
-    """``sentry_sdk.scope``, set by ``setup_sentry`` (imported once, and only when Sentry is on)."""
-
-    def __enter__(self) -> Any:
-        sentry_scope = RequestScope.sentry_scope
-        current = sentry_scope.Scope.get_current_scope().fork()
-        isolation = sentry_scope.Scope.get_isolation_scope().fork()
-        self._tokens = (sentry_scope._current_scope.set(current), sentry_scope._isolation_scope.set(isolation))
-        return isolation
-
-    def __exit__(self, *exc_info: object) -> None:
-        sentry_scope = RequestScope.sentry_scope
-        current_token, isolation_token = self._tokens
-        sentry_scope._current_scope.reset(current_token)
-        sentry_scope._isolation_scope.reset(isolation_token)
 
 
 SHUTDOWN_FLUSH_S: Final = 0.75
@@ -239,6 +218,8 @@ def shutdown_sentry(timeout_s: float) -> None:
 
     while report_request_error in fastapi_layer.REQUEST_ERROR_HANDLERS:
         fastapi_layer.REQUEST_ERROR_HANDLERS.remove(report_request_error)
+    from instrumentation._internal.sentry.scopes import RequestScope
+
     while RequestScope in fastapi_layer.REQUEST_SCOPES:
         fastapi_layer.REQUEST_SCOPES.remove(RequestScope)
     spans.stop_span_path()

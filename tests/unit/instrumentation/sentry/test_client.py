@@ -15,12 +15,12 @@ from instrumentation._internal.batching import EncodingSpanProcessor
 from instrumentation._internal.sentry import spans
 from instrumentation._internal.sentry.client import (
     WEB_FRAMEWORK_INTEGRATIONS,
-    RequestScope,
     setup_sentry,
     shutdown_sentry,
     web_framework_integrations,
 )
 from instrumentation._internal.sentry.request_errors import report_request_error
+from instrumentation._internal.sentry.scopes import RequestScope
 from instrumentation.scrubbing import Scrubber
 
 SCRUBBER = Scrubber()
