@@ -249,12 +249,15 @@ def record_origin(resource: Message, resource_schema_url: str, scope: Message, s
     return b"".join(encode_varint(len(part)) + part for part in parts)
 
 
+_VARIANT_DIGITS = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+"""A hex digit with its two high bits set to RFC 4122's variant (10)."""
+
+
 def _uuid5(name: bytes) -> str:
-    digest = bytearray(sha1(_NAMESPACE_BYTES + name).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    text = digest.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    """``str(uuid.uuid5(UUID_NAMESPACE, name))``: the SHA-1's first 16 bytes in hex, version and variant
+    bits set in the hex text."""
+    text = sha1(_NAMESPACE_BYTES + name).hexdigest()
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT_DIGITS[text[16]]}{text[17:20]}-{text[20:32]}"
 
 
 def _ids(trace_id: bytes, span_id: bytes) -> tuple[str, str]:

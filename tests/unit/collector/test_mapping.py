@@ -583,3 +583,15 @@ def test_fast_path_equals_the_full_scan_and_the_attribute_rules_on_hostile_spans
             assert not any(part in text for part in secret_parts), text
             assert json.loads(encode_event(event)) == json.loads(json.dumps(event))
     assert mapped > 100
+
+
+def test_span_event_uuid_is_uuid5_for_any_ids_and_name():
+    import random
+    import uuid
+
+    rng = random.Random(9)
+    for _ in range(2000):
+        trace_id, span_id, name = rng.randbytes(16).hex(), rng.randbytes(8).hex(), rng.choice(["a", "render_é", ""])
+        assert mapping.span_event_uuid(trace_id, span_id, name) == str(
+            uuid.uuid5(mapping.UUID_NAMESPACE, f"{trace_id}:{span_id}:{name}")
+        )
