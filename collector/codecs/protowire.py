@@ -105,39 +105,42 @@ def spans_containing(raw_body: bytes, needle: bytes) -> tuple[int, list[tuple[in
         if hit < 0:
             hit = r_end
         for s_start, s_end in length_delimited(raw_body, r_start, r_end, 2):
-            # the hot loop, inlined: one iteration per span, one-byte keys and short lengths first
+            # the hot loop, inlined: one iteration per span; a span's one-byte key (0x12: field 2,
+            # length-delimited) and a one- or two-byte length first (spans are mostly 128 bytes to 16 KiB)
             pos = s_start
             while pos < s_end:
                 key = raw_body[pos]
-                pos += 1
-                if key & 0x80:
-                    key, pos = decode_varint(raw_body, pos - 1)
-                if key & 7 != WIRE_LENGTH_DELIMITED:
-                    pos = skip_field(raw_body, pos, key & 7)
-                    continue
-                length = raw_body[pos]
-                pos += 1
-                if length & 0x80:  # spans are mostly 128 bytes to 16 KiB: a two-byte length
-                    second = raw_body[pos]
-                    if second & 0x80:
-                        length, pos = decode_varint(raw_body, pos - 1)
+                if key == 0x12:
+                    length = raw_body[pos + 1]
+                    if length < 0x80:
+                        pos += 2
+                    elif raw_body[pos + 2] < 0x80:
+                        length = (length & 0x7F) | (raw_body[pos + 2] << 7)
+                        pos += 3
                     else:
-                        length = (length & 0x7F) | (second << 7)
-                        pos += 1
-                if key >> 3 == 2:
-                    received += 1
-                    span_end = pos + length
-                    if hit < span_end:
-                        if hit < pos:  # in the resource's or a scope's own fields, or across a span's end
-                            hit = find(needle, pos, r_end)
-                            if hit < 0:
-                                hit = r_end
-                        if hit + needle_length <= span_end:
-                            candidates.append((r, pos, span_end))
-                            hit = find(needle, span_end, r_end)
-                            if hit < 0:
-                                hit = r_end
-                pos += length
+                        length, pos = decode_varint(raw_body, pos + 1)
+                else:
+                    key, pos = decode_varint(raw_body, pos)
+                    if key & 7 != WIRE_LENGTH_DELIMITED:
+                        pos = skip_field(raw_body, pos, key & 7)
+                        continue
+                    length, pos = decode_varint(raw_body, pos)
+                    if key != 0x12:  # the scope's other fields
+                        pos += length
+                        continue
+                received += 1
+                span_end = pos + length
+                if hit < span_end:
+                    if hit < pos:  # in the resource's or a scope's own fields, or across a span's end
+                        hit = find(needle, pos, r_end)
+                        if hit < 0:
+                            hit = r_end
+                    if hit + needle_length <= span_end:
+                        candidates.append((r, pos, span_end))
+                        hit = find(needle, span_end, r_end)
+                        if hit < 0:
+                            hit = r_end
+                pos = span_end
             if pos != s_end:
                 raise ValueError("truncated field")
     return received, candidates

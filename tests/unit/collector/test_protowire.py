@@ -86,3 +86,15 @@ def test_spans_containing_equals_a_search_of_each_span_for_any_needle():
         received, candidates = spans_containing(raw, needle)
         assert received == len(spans)
         assert [(r, raw[start:end]) for r, start, end in candidates] == [(r, s) for r, s in spans if needle in s]
+
+
+def test_spans_containing_reads_a_span_key_written_in_more_bytes_than_needed():
+    """Protobuf takes a tag varint written in more bytes than it needs (0x92 0x00 for 0x12): so does the scan."""
+    tagged = span({"phonoglyph.operation": "render"}).SerializeToString()
+    scope = b"\x92\x00" + encode_varint(len(tagged)) + tagged + b"\x12" + encode_varint(len(tagged)) + tagged
+    resource = b"\x12" + encode_varint(len(scope)) + scope
+    raw = b"\x0a" + encode_varint(len(resource)) + resource
+    parsed = ExportTraceServiceRequest.FromString(raw).resource_spans[0].scope_spans[0].spans
+    received, candidates = spans_containing(raw, b"phonoglyph.operation")
+    assert received == len(parsed) == 2
+    assert [raw[start:end] for _, start, end in candidates] == [item.SerializeToString() for item in parsed]
