@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from instrumentation._internal.http_transport import lighter_transport
+from instrumentation._internal.otel_scrubbing import SpanScrubbing
 from instrumentation._internal.otlp_encoding import encode_logs_request, encode_spans_request
 from instrumentation._internal.spool import Outcome, Spool
 from instrumentation._internal.stats import STATS
@@ -174,7 +175,10 @@ class OtlpHttpSpanExporter(_OneAttemptExport, OTLPSpanExporter):
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes | None:
         """The request body of ``spans``, each ``prepare``d (scrubbed); None after shutdown or on failure.
         Bodies concatenated are one request (protobuf merges repeated fields)."""
-        return _encode(self, spans, encode_spans_request, self._prepare, "spans")
+        prepare = self._prepare
+        if isinstance(prepare, SpanScrubbing):  # scrubs and encodes in one pass
+            return _encode(self, spans, prepare.encode_request, None, "spans")
+        return _encode(self, spans, encode_spans_request, prepare, "spans")
 
     def export_payload(self, payload: bytes) -> bool:
         """Hand an encoded body to the mirrors, then POST it (:meth:`send_payload`)."""

@@ -1,9 +1,10 @@
 """The scrubbing policy (:mod:`instrumentation.scrubbing`) applied to OTel spans and log records.
 
 :func:`scrub_span` and :func:`scrub_log_record` run while our OTLP exporters encode, item by item in
-chunks: spans where they end, 64 in a row (``batching.EncodingSpanProcessor``), event records on the
-export thread; :class:`ScrubbingSpanExporter` and :class:`ScrubbingLogExporter` wrap any other exporter
-with them. See docs/architecture.md, "Scrubbing".
+chunks: spans where they end, 64 in a row (``batching.EncodingSpanProcessor``, through
+:class:`SpanScrubbing`, which skips what it knows to be clean), event records on the export thread.
+:class:`ScrubbingSpanExporter` and :class:`ScrubbingLogExporter` wrap any other exporter with them.
+See docs/architecture.md, "Scrubbing".
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
 
+from instrumentation._internal.lean_span import UNSET_STATUS, LeanSpan
+from instrumentation._internal.otlp_encoding import (
+    encode_lean_span_of_known_pairs,
+    encode_pair,
+    encode_span,
+    encode_spans_request,
+)
 from instrumentation.scrubbing import SCRUBBED_ATTRIBUTE, Scrubber
 
 MAX_ATTRIBUTES: Final = 128
@@ -134,6 +142,67 @@ def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+MAX_KNOWN_CLEAN: Final = 8192
+"""Entries of each memo of :class:`SpanScrubbing` (emptied when full)."""
+MAX_KNOWN_CLEAN_CHARS: Final = 64
+"""Longest string value (or span name) :class:`SpanScrubbing` remembers as clean."""
+
+
+class SpanScrubbing:
+    """:func:`scrub_span` with ``scrubber`` as a span exporter's ``prepare``; for our OTLP exporter, the
+    scrubbing and encoding of a request in one pass (:meth:`encode_request`).
+
+    A span of ours (``LeanSpan``) that scrubbing leaves as it is has its name and its short string or int
+    attributes remembered as clean, each pair with its encoded ``KeyValue``. A later span whose name and
+    attributes are all remembered, with no status description and no event, is encoded from those bytes
+    without being scrubbed again: the same method, route, host and status repeat on every request.
+    Scrubbing a pair depends on its key and value only, so a pair found clean once is clean again.
+    """
+
+    __slots__ = ("_clean_names", "_clean_pairs", "scrubber")
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self.scrubber = scrubber
+        self._clean_names: set[str] = set()
+        self._clean_pairs: dict[tuple[str, Any], bytes] = {}
+
+    def __call__(self, span: ReadableSpan) -> ReadableSpan:
+        return scrub_span(span, self.scrubber)
+
+    def encode_request(self, spans: Sequence[ReadableSpan]) -> bytes:
+        """``ExportTraceServiceRequest`` bytes of ``spans``, scrubbed."""
+        return encode_spans_request(spans, self._encode_span)
+
+    def _encode_span(self, span: ReadableSpan) -> bytes:
+        if type(span) is not LeanSpan:
+            return encode_span(scrub_span(span, self.scrubber))
+        status = span._status
+        if span._name in self._clean_names and (status is UNSET_STATUS or not status.description):
+            encoded = encode_lean_span_of_known_pairs(span, self._clean_pairs)
+            if encoded is not None:
+                return encoded
+        scrubbed = scrub_span(span, self.scrubber)
+        if scrubbed is span:
+            self._remember(span)
+        return encode_span(scrubbed)
+
+    def _remember(self, span: LeanSpan) -> None:
+        """A span that scrubbing left as it is: its name and its short str and int pairs are clean."""
+        names, pairs = self._clean_names, self._clean_pairs
+        if len(span._name) <= MAX_KNOWN_CLEAN_CHARS:
+            if len(names) >= MAX_KNOWN_CLEAN:
+                names.clear()
+            names.add(span._name)
+        attributes: Any = span._attributes or {}
+        for key, value in attributes.items():
+            value_type = type(value)
+            cacheable = (value_type is str and len(value) <= MAX_KNOWN_CLEAN_CHARS) or value_type is int
+            if cacheable and (key, value) not in pairs:
+                if len(pairs) >= MAX_KNOWN_CLEAN:
+                    pairs.clear()
+                pairs[(key, value)] = encode_pair(key, value)
 
 
 def scrub_log_record(record: ReadableLogRecord, scrubber: Scrubber) -> ReadableLogRecord:

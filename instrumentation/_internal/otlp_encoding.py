@@ -9,7 +9,7 @@ encoded once per batch, attribute keys once per process (bounded cache).
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -125,6 +125,7 @@ _STATUS_UNSET = _TAG[15][2] + b"\x00"
 _FLAGS_LOCAL = _TAG[16][5] + _FIXED32.pack(_HAS_IS_REMOTE)
 _FLAGS_REMOTE = _TAG[16][5] + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
 _NAME_CACHE: dict[str, bytes] = {}
+_SPAN_ATTRIBUTES_TAG = _TAG[9][2]
 
 
 def _name_field(name: str) -> bytes:
@@ -151,14 +152,40 @@ def _span(span: ReadableSpan) -> bytes:
     if type(span) is LeanSpan:  # its fields as they are: no property per field, its SpanContext never built
         return _span_fields(
             span._trace_id, span._span_id, span._trace_state, span._parent, span._name, span._kind,
-            span._start_time, span._end_time, span._attributes, span._dropped_attributes,
-            span._events, span._dropped_events, (), 0, span._status,
+            span._start_time, span._end_time, _attributes(span._attributes, _SPAN_ATTRIBUTES_TAG),
+            span._dropped_attributes, span._events, span._dropped_events, (), 0, span._status,
         )  # fmt: skip
     context = span.context
     return _span_fields(
         context.trace_id, context.span_id, context.trace_state, span.parent, span.name, span.kind,
-        span.start_time, span.end_time, span.attributes, span.dropped_attributes,
-        span.events, span.dropped_events, span.links, span.dropped_links, span.status,
+        span.start_time, span.end_time, _attributes(span.attributes, _SPAN_ATTRIBUTES_TAG),
+        span.dropped_attributes, span.events, span.dropped_events, span.links, span.dropped_links, span.status,
+    )  # fmt: skip
+
+
+def encode_pair(key: str, value: str | int) -> bytes:
+    """A span attribute's ``KeyValue`` field, as :func:`encode_spans_request` writes it."""
+    return _attributes({key: value}, _SPAN_ATTRIBUTES_TAG)
+
+
+def encode_lean_span_of_known_pairs(span: LeanSpan, pairs: Mapping[tuple[str, Any], bytes]) -> bytes | None:
+    """``span``'s bytes when each of its attributes is a str or an int whose ``KeyValue`` field is in
+    ``pairs`` (by ``(key, value)``), and it has no event: else None, and nothing is encoded."""
+    if span._events:
+        return None
+    parts = []
+    attributes: Any = span._attributes or {}
+    for key, value in attributes.items():
+        value_type = type(value)
+        if value_type is not str and value_type is not int:  # a bool equals an int: never looked up
+            return None
+        encoded = pairs.get((key, value))
+        if encoded is None:
+            return None
+        parts.append(encoded)
+    return _span_fields(
+        span._trace_id, span._span_id, span._trace_state, span._parent, span._name, span._kind,
+        span._start_time, span._end_time, b"".join(parts), span._dropped_attributes, (), 0, (), 0, span._status,
     )  # fmt: skip
 
 
@@ -171,7 +198,7 @@ def _span_fields(
     kind: SpanKind,
     start_time: int | None,
     end_time: int | None,
-    attributes: Any,
+    attributes: bytes,
     dropped_attributes: int,
     events: Sequence[Any],
     dropped_events: int,
@@ -188,7 +215,7 @@ def _span_fields(
     parts.append(_name_field(name))
     parts.append(_KIND_FIELDS[kind])
     parts.append(_TIMES.pack(_START_TAG, start_time or 0, _END_TAG, end_time or 0))
-    parts.append(_attributes(attributes, _TAG[9][2]))
+    parts.append(attributes)
     if dropped_attributes:
         parts.append(_TAG[10][0] + _varint(dropped_attributes))
     for event in events:
@@ -289,9 +316,13 @@ def _grouped(items: Sequence[Any], encode_item: Any) -> bytes:
     return b"".join(request)
 
 
-def encode_spans_request(spans: Sequence[ReadableSpan]) -> bytes:
-    """``ExportTraceServiceRequest`` bytes for ``spans``."""
-    return _grouped(spans, _span)
+def encode_spans_request(spans: Sequence[ReadableSpan], encode_span: Callable[[Any], bytes] | None = None) -> bytes:
+    """``ExportTraceServiceRequest`` bytes for ``spans``; ``encode_span`` (a ``Span`` message's fields)
+    defaults to :func:`encode_span`."""
+    return _grouped(spans, encode_span or _span)
+
+
+encode_span = _span
 
 
 def encode_logs_request(records: Sequence[ReadableLogRecord]) -> bytes:

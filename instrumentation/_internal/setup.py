@@ -33,8 +33,8 @@ from instrumentation._internal.identity import IdentitySpanProcessor
 from instrumentation._internal.otel_scrubbing import (
     ScrubbingLogExporter,
     ScrubbingSpanExporter,
+    SpanScrubbing,
     scrub_log_record,
-    scrub_span,
 )
 from instrumentation._internal.propagation import set_global_propagator
 from instrumentation._internal.sentry import spans as sentry_spans
@@ -82,7 +82,7 @@ def otlp_exporters(settings: Settings, scrubber: Scrubber) -> Exporters:
         spans=OtlpHttpSpanExporter(
             endpoint=settings.signal_endpoint("traces"),
             timeout=timeout_s,
-            prepare=functools.partial(scrub_span, scrubber=scrubber),
+            prepare=SpanScrubbing(scrubber),
             one_attempt=True,
         ),
         event_records=OtlpHttpLogRecordExporter(

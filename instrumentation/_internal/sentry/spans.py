@@ -12,7 +12,6 @@ span path at all (an OpenTelemetry Collector forwards the spans).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Final
 
@@ -22,7 +21,7 @@ from instrumentation._internal.batching import EncodingSpanProcessor, ExportQueu
 from instrumentation._internal.config import QueueConfig
 from instrumentation._internal.exporters import OtlpHttpSpanExporter
 from instrumentation._internal.http_transport import transport_for
-from instrumentation._internal.otel_scrubbing import scrub_span
+from instrumentation._internal.otel_scrubbing import SpanScrubbing
 from instrumentation.scrubbing import Scrubber
 
 SENTRY_OTLP_HEADERS: Final = frozenset({"content-type", "content-encoding", "user-agent", "x-sentry-auth"})
@@ -50,7 +49,7 @@ def sentry_otlp_exporter(dsn: str, timeout_s: float, scrubber: Scrubber) -> Otlp
         endpoint=auth.get_api_url(EndpointType.OTLP_TRACES),
         headers={"X-Sentry-Auth": auth.to_header()},
         timeout=timeout_s,
-        prepare=functools.partial(scrub_span, scrubber=scrubber),
+        prepare=SpanScrubbing(scrubber),
         one_attempt=True,
     )
     client = exporter._client

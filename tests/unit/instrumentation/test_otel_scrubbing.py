@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.context import Context
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import (
     InMemoryLogRecordExporter,
@@ -11,10 +17,16 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from instrumentation import semconv
-from instrumentation._internal.otel_scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter
+from instrumentation._internal.otel_scrubbing import (
+    ScrubbingLogExporter,
+    ScrubbingSpanExporter,
+    SpanScrubbing,
+    scrub_span,
+)
+from instrumentation._internal.otlp_encoding import encode_spans_request
 from instrumentation.scrubbing import SCRUBBED, SCRUBBED_ATTRIBUTE, Scrubber
 
 SCRUBBER = Scrubber()
@@ -164,3 +176,110 @@ def test_a_bytes_log_body_is_scrubbed() -> None:
     provider.get_logger("t").emit(body=b"token=canary-bytes&x=1", attributes={"ok": "fine"})
     (exported,) = inner.get_finished_logs()
     assert exported.log_record.body == f"token={SCRUBBED}&x=1".encode()
+
+
+# -- SpanScrubbing: what scrubbing found clean is encoded without scrubbing it again -------------------
+
+
+def _lean_spans() -> tuple[Any, list[Any]]:
+    """LeanSpans of a provider, and the list the spans that end reach."""
+    from instrumentation._internal.lean_span import LeanSpans
+
+    class Collected:
+        def __init__(self) -> None:
+            self.spans: list[Any] = []
+            self.put_span = self.spans.append
+
+        def on_start(self, *args: Any) -> None: ...
+
+        def on_end(self, span: Any) -> None:
+            self.spans.append(span)
+
+        def shutdown(self) -> None: ...
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    provider = TracerProvider()
+    collected = Collected()
+    provider.add_span_processor(collected)  # type: ignore[arg-type]
+    return LeanSpans(provider, provider.get_tracer("scope"), (Collected,)), collected.spans
+
+
+def _server_span(lean: Any, attributes: dict[str, Any], name: str = "GET /items/{id}", status: Any = None) -> None:
+    span = lean.start("GET", Context(), SpanKind.SERVER, dict(attributes))
+    span.end_request(name, "/items/{id}", 200, status)
+
+
+CLEAN_ATTRIBUTES = {
+    semconv.URL_PATH: "/items/7",
+    semconv.URL_SCHEME: "http",
+    semconv.HTTP_REQUEST_METHOD: "GET",
+    semconv.SERVER_ADDRESS: "127.0.0.1",
+    semconv.SERVER_PORT: 8000,
+}
+
+
+def _decoded(body: bytes) -> list[dict[str, Any]]:
+    request = ExportTraceServiceRequest.FromString(body)
+    return [
+        MessageToDict(span)
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+
+
+def test_span_scrubbing_encodes_what_scrubbing_then_encoding_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each span, seen first or again, with secrets in new places after its clean twins: the bytes are
+    the ones scrub_span then encode_spans_request give, and no secret is in them."""
+    lean, ended = _lean_spans()
+    secret = "sk_live_0123456789abcdefghij"
+    _server_span(lean, CLEAN_ATTRIBUTES)
+    _server_span(lean, CLEAN_ATTRIBUTES)  # all known clean by now
+    _server_span(lean, {**CLEAN_ATTRIBUTES, semconv.URL_QUERY: f"api_key={secret}"})
+    _server_span(lean, {**CLEAN_ATTRIBUTES, "password": "hunter2-hunter2"})
+    _server_span(lean, {**CLEAN_ATTRIBUTES, semconv.URL_PATH: f"/reset/{secret}"})
+    _server_span(lean, CLEAN_ATTRIBUTES, name=f"GET /reset/{secret}")
+    _server_span(lean, CLEAN_ATTRIBUTES, status=Status(StatusCode.ERROR, f"token {secret} refused"))
+    _server_span(lean, {**CLEAN_ATTRIBUTES, "retry": True, "count": 1, "ratio": 0.5, "tags": ("a", "b")})
+    _server_span(lean, {**CLEAN_ATTRIBUTES, "retry": 1, "count": True})  # a bool equals an int
+    _server_span(lean, {**CLEAN_ATTRIBUTES, "note": "x" * 200})
+    _server_span(lean, CLEAN_ATTRIBUTES)
+    scrubbing = SpanScrubbing(SCRUBBER)
+    expected = encode_spans_request([scrub_span(span, SCRUBBER) for span in ended])
+    assert scrubbing.encode_request(ended) == expected
+    assert scrubbing.encode_request(ended) == expected  # the second time from what it remembered
+    assert secret.encode() not in expected and b"hunter2" not in expected
+    spans = _decoded(expected)
+    assert {a["key"]: a["value"] for a in spans[7]["attributes"]}["retry"] == {"boolValue": True}
+    assert {a["key"]: a["value"] for a in spans[8]["attributes"]}["retry"] == {"intValue": "1"}
+    assert {a["key"]: a["value"] for a in spans[8]["attributes"]}["count"] == {"boolValue": True}
+
+
+def test_span_scrubbing_skips_the_scrubber_for_spans_it_knows_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    lean, ended = _lean_spans()
+    for path in ("/items/1", "/items/2"):
+        _server_span(lean, {**CLEAN_ATTRIBUTES, semconv.URL_PATH: path})
+    scrubbing = SpanScrubbing(SCRUBBER)
+    scrubbing.encode_request(ended)
+    scrubbed: list[Any] = []
+    monkeypatch.setattr(
+        "instrumentation._internal.otel_scrubbing.scrub_span",
+        lambda span, scrubber: scrubbed.append(span) or scrub_span(span, scrubber),
+    )
+    first = scrubbing.encode_request(ended)
+    _server_span(lean, {**CLEAN_ATTRIBUTES, semconv.URL_PATH: "/items/3"})  # one new value
+    second = scrubbing.encode_request(ended)
+    assert scrubbed == [ended[2]]
+    assert _decoded(second)[:2] == _decoded(first)
+
+
+def test_span_scrubbing_remembers_a_bounded_number_of_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("instrumentation._internal.otel_scrubbing.MAX_KNOWN_CLEAN", 10)
+    lean, ended = _lean_spans()
+    for index in range(40):
+        _server_span(lean, {**CLEAN_ATTRIBUTES, semconv.URL_PATH: f"/items/{index}"})
+    scrubbing = SpanScrubbing(SCRUBBER)
+    assert scrubbing.encode_request(ended) == encode_spans_request(ended)
+    assert 0 < len(scrubbing._clean_pairs) <= 10
