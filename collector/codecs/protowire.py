@@ -91,12 +91,14 @@ def length_delimited(buf: bytes, start: int, end: int, field_number: int) -> Ite
         raise ValueError("truncated field")
 
 
-def spans_containing(raw_body: bytes, needle: bytes) -> tuple[int, list[tuple[int, int, int]]]:
+def spans_containing(raw_body: bytes, needle: bytes) -> tuple[int, list[tuple[int, int, int, int, int]]]:
     """Walk an ``ExportTraceServiceRequest``'s framing only and return the span count and, for each span
-    whose bytes contain ``needle``, (resource index, start, end). ValueError or IndexError when the bytes
-    are not that framing."""
+    whose bytes contain ``needle``, (resource index, scope index, span index, start, end): the span is
+    ``request.resource_spans[r].scope_spans[s].spans[i]`` of the request parsed from these bytes (protobuf
+    appends each occurrence of a repeated field, in order). ValueError or IndexError when the bytes are not
+    that framing."""
     received = 0
-    candidates: list[tuple[int, int, int]] = []
+    candidates: list[tuple[int, int, int, int, int]] = []
     find = raw_body.find
     needle_length = len(needle)
     for r, (r_start, r_end) in enumerate(length_delimited(raw_body, 0, len(raw_body), 1)):
@@ -104,7 +106,8 @@ def spans_containing(raw_body: bytes, needle: bytes) -> tuple[int, list[tuple[in
         hit = find(needle, r_start, r_end)
         if hit < 0:
             hit = r_end
-        for s_start, s_end in length_delimited(raw_body, r_start, r_end, 2):
+        for s, (s_start, s_end) in enumerate(length_delimited(raw_body, r_start, r_end, 2)):
+            first = received  # the scope's first span, counted over the whole request
             # the hot loop, inlined: one iteration per span; a span's one-byte key (0x12: field 2,
             # length-delimited) and a one- or two-byte length first (spans are mostly 128 bytes to 16 KiB)
             pos = s_start
@@ -136,7 +139,7 @@ def spans_containing(raw_body: bytes, needle: bytes) -> tuple[int, list[tuple[in
                         if hit < 0:
                             hit = r_end
                     if hit + needle_length <= span_end:
-                        candidates.append((r, pos, span_end))
+                        candidates.append((r, s, received - 1 - first, pos, span_end))
                         hit = find(needle, span_end, r_end)
                         if hit < 0:
                             hit = r_end

@@ -465,20 +465,28 @@ def map_traces(
     """Tagged spans → events.
 
     ``raw_body`` (the protobuf bytes ``request`` was parsed from) enables the fast path: the framing is
-    walked and only spans whose bytes contain the tag key are touched as messages, because building
-    protobuf objects for the untagged spans would cost more than everything else together.
+    walked and only spans whose bytes contain the tag key are touched as messages (the request's own, by
+    their indexes), because building protobuf objects for the untagged spans would cost more than
+    everything else together.
     """
     if raw_body is not None and not (rules.span_names or rules.http_routes):
         try:
             received, candidates = spans_containing(raw_body, OPERATION_TAG)
         except (ValueError, IndexError):
             candidates = None  # not the framing we expect: take the full scan
-        if candidates is not None:
+        if candidates is not None and received == sum(
+            len(scope_spans.spans)
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+        ):  # (else the bytes are not the request's: take the full scan)
             result = MappingResult(received=received)
             resources: dict[int, dict[str, Any]] = {}
-            for r, start, end in candidates:
-                # a small message of its own: cheaper to build than a path into the whole request
-                span = Span.FromString(raw_body[start:end])
+            scopes: dict[tuple[int, int], Any] = {}
+            for r, s, i, start, end in candidates:
+                spans = scopes.get((r, s))
+                if spans is None:
+                    spans = scopes[r, s] = request.resource_spans[r].scope_spans[s].spans
+                span = spans[i]  # already parsed: cheaper than parsing its bytes again
                 split = _split_attributes(span.attributes, rules)
                 if semconv.OPERATION not in split[1]:
                     continue  # the tag's bytes were a value, not the key

@@ -595,3 +595,14 @@ def test_span_event_uuid_is_uuid5_for_any_ids_and_name():
         assert mapping.span_event_uuid(trace_id, span_id, name) == str(
             uuid.uuid5(mapping.UUID_NAMESPACE, f"{trace_id}:{span_id}:{name}")
         )
+
+
+def test_a_raw_body_that_is_not_the_requests_takes_the_full_scan():
+    """The fast path maps the request's own spans at the indexes the bytes give: bytes of another request
+    (another span count) are not trusted for that."""
+    request = traces(span({"phonoglyph.operation": "render"}))
+    other = traces(span({"note": "x"}), span({"phonoglyph.operation": "render"}, span_id=b"\x03" * 8))
+    result = map_traces(request, raw_body=other.SerializeToString())
+    full = map_traces(request)
+    assert (result.received, result.ignored, result.events) == (full.received, full.ignored, full.events)
+    assert [event["properties"]["span_id"] for event in result.events] == [SPAN]

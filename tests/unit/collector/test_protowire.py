@@ -36,8 +36,8 @@ def test_spans_containing_finds_the_tagged_spans():
     raw = request.SerializeToString()
     received, candidates = spans_containing(raw, b"phonoglyph.operation")
     assert received == 3
-    assert [(r, raw[start:end]) for r, start, end in candidates] == [
-        (0, request.resource_spans[0].scope_spans[0].spans[i].SerializeToString()) for i in (0, 2)
+    assert [(r, s, i, raw[start:end]) for r, s, i, start, end in candidates] == [
+        (0, 0, i, request.resource_spans[0].scope_spans[0].spans[i].SerializeToString()) for i in (0, 2)
     ]
     assert [raw[s:e] for s, e in length_delimited(raw, 0, len(raw), 1)] == [
         request.resource_spans[0].SerializeToString()
@@ -75,17 +75,19 @@ def test_spans_containing_equals_a_search_of_each_span_for_any_needle():
         resource_spans.scope_spans[-1].spans.extend(resource_spans.scope_spans[0].spans)
     raw = request.SerializeToString()
     spans = [
-        (r, s.SerializeToString())
+        (r, s, i, item.SerializeToString())
         for r, resource_spans in enumerate(request.resource_spans)
-        for scope in resource_spans.scope_spans
-        for s in scope.spans
+        for s, scope in enumerate(resource_spans.scope_spans)
+        for i, item in enumerate(scope.spans)
     ]
     needles = [b"phonoglyph.operation", b"\x12", b"zz"]
     needles += [raw[start : start + rng.randint(1, 6)] for start in (rng.randrange(len(raw)) for _ in range(300))]
     for needle in needles:
         received, candidates = spans_containing(raw, needle)
         assert received == len(spans)
-        assert [(r, raw[start:end]) for r, start, end in candidates] == [(r, s) for r, s in spans if needle in s]
+        assert [(r, s, i, raw[start:end]) for r, s, i, start, end in candidates] == [
+            (r, s, i, item) for r, s, i, item in spans if needle in item
+        ]
 
 
 def test_spans_containing_reads_a_span_key_written_in_more_bytes_than_needed():
@@ -97,4 +99,6 @@ def test_spans_containing_reads_a_span_key_written_in_more_bytes_than_needed():
     parsed = ExportTraceServiceRequest.FromString(raw).resource_spans[0].scope_spans[0].spans
     received, candidates = spans_containing(raw, b"phonoglyph.operation")
     assert received == len(parsed) == 2
-    assert [raw[start:end] for _, start, end in candidates] == [item.SerializeToString() for item in parsed]
+    assert [(i, raw[start:end]) for _, _, i, start, end in candidates] == [
+        (i, item.SerializeToString()) for i, item in enumerate(parsed)
+    ]
