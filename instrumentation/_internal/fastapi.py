@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from contextvars import Token
 from typing import Any
@@ -408,17 +408,17 @@ def _leaf_path(route: Any, scope: Scope) -> str | None:
 
 
 def _recording_leaf_handle(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def handle(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+    def handle(self: Any, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
         record = scope.get(REQUEST_KEY)
         if record is not None:
             record.leaf = _leaf_path(self, scope)
-        await original(self, scope, receive, send)
+        return original(self, scope, receive, send)  # the router awaits it: no coroutine of our own
 
     return handle
 
 
 def _recording_mount_handle(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def handle(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+    def handle(self: Any, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
         record = scope.get(REQUEST_KEY)
         if record is not None:
             if record.mounts is None:
@@ -427,7 +427,7 @@ def _recording_mount_handle(original: Callable[..., Any]) -> Callable[..., Any]:
                 record.mounts.append(self.path)
             record.last_mount = self
             record.leaf = None
-        await original(self, scope, receive, send)
+        return original(self, scope, receive, send)
 
     return handle
 
@@ -466,11 +466,11 @@ def _recording_frontend_handle(original: Callable[..., Any]) -> Callable[..., An
     """``app.frontend(path, ...)`` of FastAPI versions that handle it through its route (before
     ``_route_selected``): the template FastAPI's telemetry gives it, ``path/{path}``."""
 
-    async def handle(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+    def handle(self: Any, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
         record = scope.get(REQUEST_KEY)
         if record is not None:
             record.leaf = self.path.rstrip("/") + "/{path}"
-        await original(self, scope, receive, send)
+        return original(self, scope, receive, send)
 
     return handle
 
@@ -553,8 +553,8 @@ def _instrument(app: Any, excluded_urls: str | None, identify_request: IdentifyR
     app_cls = type(app)
     instrumented_cls = _instrumented_class(app_cls)
 
-    async def app_call(scope: Scope, receive: Any, send: Any) -> None:
-        await app_cls.__call__(app, scope, receive, send)  # the class's own, under the subclass's
+    def app_call(scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
+        return app_cls.__call__(app, scope, receive, send)  # the class's own, under the subclass's
 
     app.__phonoglyph_server_spans__ = ServerSpanMiddleware(
         app_call, excluded_urls=excluded_urls, identify_request=identify_request

@@ -39,6 +39,8 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _EMPTY_TRACE_STATE = TraceState()
 UNSET_STATUS = Status(StatusCode.UNSET)
 _PLAIN_VALUE_TYPES = (str, bool, int, float)
+_ROUTE = semconv.HTTP_ROUTE
+_STATUS_CODE = semconv.HTTP_RESPONSE_STATUS_CODE
 
 
 class LeanSpan(trace.Span, ReadableSpan):
@@ -158,16 +160,28 @@ class LeanSpan(trace.Span, ReadableSpan):
     def end_request(self, name: str | None, route: str | None, status_code: int, status: Status | None) -> None:
         """The server-span layer's end of a request in one call: its name, ``http.route`` and response
         status code (when known), an error status, then :meth:`end`."""
-        if self._end_time is None:
-            if name is not None:
-                self._name = name
-            if route is not None:
-                self.set_attribute(semconv.HTTP_ROUTE, route)
-            if status_code:
-                self.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
-            if status is not None:
-                self.set_status(status)
-        self.end()
+        if self._end_time is not None:
+            _logger.warning("Calling end() on an ended span.")
+            return
+        if name is not None:
+            self._name = name
+        attributes: dict[str, Any] = self._attributes  # type: ignore[assignment]  # ReadableSpan's is a Mapping
+        # a str and an int under keys of ours: set_attribute's checks, without the calls
+        if route is not None:
+            if len(attributes) < MAX_ATTRIBUTES or _ROUTE in attributes:
+                attributes[_ROUTE] = route
+            else:
+                self._dropped_attributes += 1
+        if status_code:
+            if len(attributes) < MAX_ATTRIBUTES or _STATUS_CODE in attributes:
+                attributes[_STATUS_CODE] = status_code
+            else:
+                self._dropped_attributes += 1
+        if status is not None:
+            self.set_status(status)
+        self._end_time = time.time_ns()
+        for put in self._sinks:
+            put(self)
 
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:

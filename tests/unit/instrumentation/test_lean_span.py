@@ -214,3 +214,41 @@ def test_the_server_layers_end_of_a_request_is_the_same_for_lean_and_sdk_spans(
     assert fields(lean_span) == fields(finished)
     assert lean_span.name == (f"GET {route}" if route else "GET")
     assert (lean_span.status.status_code is StatusCode.ERROR) == (status_code >= 500)
+
+
+@pytest.mark.parametrize("status_code", [200, 503, 0])
+@pytest.mark.parametrize("prefill", [0, MAX_ATTRIBUTES - 1, MAX_ATTRIBUTES])
+@pytest.mark.parametrize("route_set_before", [False, True])
+def test_end_request_is_the_generic_calls_in_one(status_code: int, prefill: int, route_set_before: bool) -> None:
+    """name, http.route, the status code and an error status, then end: as set one by one, attribute
+    limit included (a key already set is replaced, a new one past the limit is dropped and counted)."""
+    _, lean, collected = _lean()
+    error = Status(StatusCode.ERROR) if status_code >= 500 else None
+    spans = []
+    for one_call in (True, False):
+        span = lean.start("GET", Context(), SpanKind.SERVER, {})
+        if route_set_before:
+            span.set_attribute(semconv.HTTP_ROUTE, "/before")
+        for index in range(prefill):
+            span.set_attribute(f"k{index}", index)
+        if one_call:
+            span.end_request("GET /items/{id}", "/items/{id}", status_code, error)
+        else:
+            span.update_name("GET /items/{id}")
+            span.set_attribute(semconv.HTTP_ROUTE, "/items/{id}")
+            if status_code:
+                span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
+            if error is not None:
+                span.set_status(error)
+            span.end()
+        spans.append(span)
+    one, generic = spans
+    assert collected.spans == spans
+    assert (one.name, dict(one.attributes), one.dropped_attributes, one.status.status_code) == (
+        generic.name,
+        dict(generic.attributes),
+        generic.dropped_attributes,
+        generic.status.status_code,
+    )
+    one.end_request("GET /other", "/other", 200, None)  # ended: nothing changes, nothing is sent again
+    assert one.name == "GET /items/{id}" and collected.spans == spans
