@@ -111,6 +111,8 @@ def _compile_excluded(excluded_urls: str | None) -> Callable[[str], Any] | None:
     patterns = [p.strip() for p in (excluded_urls or "").split(",") if p.strip()]
     if not patterns:
         return None
+    if all(re.escape(p) == p for p in patterns):  # plain paths (the default): a set lookup per request
+        return frozenset(patterns).__contains__
     return re.compile("|".join(f"(?:{p})" for p in patterns)).fullmatch
 
 

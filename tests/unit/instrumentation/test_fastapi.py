@@ -232,3 +232,19 @@ async def test_every_request_is_one_request_duration_point_by_route_and_status(
         p["attributes"]["http.request.method"] == "GET"
         for p in captured.histogram_points("http.server.request.duration")
     )
+
+
+@pytest.mark.parametrize(
+    ("excluded_urls", "excluded", "traced"),
+    [
+        ("/health,/healthz", ["/health", "/healthz"], ["/health/", "/healthzz", "/x/health", "/"]),
+        (" /ping , /static/.* ", ["/ping", "/static/app.js"], ["/ping/x", "/statics"]),
+        (r"/items/\d+", ["/items/42"], ["/items/x", "/items/42/parts"]),
+        ("", [], ["/health"]),
+    ],
+)
+def test_excluded_urls_match_whole_paths(excluded_urls: str, excluded: list[str], traced: list[str]) -> None:
+    from instrumentation._internal.fastapi import _compile_excluded
+
+    is_excluded = _compile_excluded(excluded_urls)
+    assert [path for path in excluded + traced if is_excluded is not None and is_excluded(path)] == excluded
