@@ -16,8 +16,8 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind
 
+from instrumentation._internal.lean_span import _EMPTY_TRACE_STATE, LeanSpan
 from instrumentation._internal.lean_span import UNSET_STATUS as _UNSET
-from instrumentation._internal.lean_span import LeanSpan
 
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
@@ -119,6 +119,8 @@ _TRACE_ID_FIELD = _TAG[1][2] + b"\x10"
 _SPAN_ID_FIELD = _TAG[2][2] + b"\x08"
 _PARENT_SPAN_ID_FIELD = _TAG[4][2] + b"\x08"
 _KIND_FIELDS = {kind: _TAG[6][0] + _varint(kind.value + 1) for kind in SpanKind}
+_SERVER = SpanKind.SERVER
+_SERVER_KIND_FIELD = _KIND_FIELDS[_SERVER]
 _TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano (7), end_time_unix_nano (8): fixed64 each
 _START_TAG, _END_TAG = _TAG[7][1][0], _TAG[8][1][0]
 _STATUS_UNSET = _TAG[15][2] + b"\x00"
@@ -207,13 +209,13 @@ def _span_fields(
     status: Any,
 ) -> bytes:
     parts = [_TRACE_ID_FIELD, trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, span_id.to_bytes(8, "big")]
-    if trace_state:
+    if trace_state is not _EMPTY_TRACE_STATE and trace_state:
         parts.append(_delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
     if parent is not None:
         parts.append(_PARENT_SPAN_ID_FIELD)
         parts.append(parent.span_id.to_bytes(8, "big"))
     parts.append(_name_field(name))
-    parts.append(_KIND_FIELDS[kind])
+    parts.append(_SERVER_KIND_FIELD if kind is _SERVER else _KIND_FIELDS[kind])  # an enum's hash is a call
     parts.append(_TIMES.pack(_START_TAG, start_time or 0, _END_TAG, end_time or 0))
     parts.append(attributes)
     if dropped_attributes:
@@ -240,7 +242,7 @@ def _span_fields(
         parts.append(_delimited(_TAG[13][2], link_bytes))
     if dropped_links:
         parts.append(_TAG[14][0] + _varint(dropped_links))
-    parts.append(_status_field(status))
+    parts.append(_STATUS_UNSET if status is _UNSET else _status_field(status))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
@@ -285,6 +287,10 @@ def _log_record(readable: ReadableLogRecord) -> bytes:
     return b"".join(parts)
 
 
+_ITEM_TAG = _TAG[2][2][0]
+_ITEM_AND_TWO_BYTE_LENGTH = struct.Struct("<BBB")
+
+
 def _grouped(items: Sequence[Any], encode_item: Any) -> bytes:
     """``Export*ServiceRequest`` bytes: items grouped by resource, then instrumentation scope.
 
@@ -293,15 +299,22 @@ def _grouped(items: Sequence[Any], encode_item: Any) -> bytes:
     """
     groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
     for item in items:
-        resource = item.resource
+        if type(item) is LeanSpan:  # its fields, not the ReadableSpan properties
+            resource, scope = item._resource, item._instrumentation_scope
+        else:
+            resource, scope = item.resource, item.instrumentation_scope
         by_scope = groups.get(id(resource))
         if by_scope is None:
             by_scope = groups[id(resource)] = (resource, {})
-        scope = item.instrumentation_scope
         entry = by_scope[1].get(id(scope))
         if entry is None:
             entry = by_scope[1][id(scope)] = (scope, [])
-        entry[1].append(_delimited(_TAG[2][2], encode_item(item)))
+        encoded = encode_item(item)
+        size = len(encoded)
+        if 0x80 <= size < 0x4000:  # most items: a two-byte length, written without a call
+            entry[1].append(_ITEM_AND_TWO_BYTE_LENGTH.pack(_ITEM_TAG, (size & 0x7F) | 0x80, size >> 7) + encoded)
+        else:
+            entry[1].append(_delimited(_TAG[2][2], encoded))
     request = []
     for resource, scopes in groups.values():
         resource_items = [_delimited(_TAG[1][2], _resource(resource))]

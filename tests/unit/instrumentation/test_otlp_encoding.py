@@ -101,3 +101,28 @@ def test_log_records_match_the_sdk_encoder() -> None:
         "user_signed_up",
         "",
     ]
+
+
+def test_spans_of_every_length_prefix_size_match_the_sdk_encoder() -> None:
+    """A span message's length takes one byte below 128, two below 16,384, three above: each written right."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("scope")
+    for size in (0, 40, 60, 100, 200, 16_250, 16_300, 16_400, 20_000):
+        for kind in (SpanKind.SERVER, SpanKind.INTERNAL):
+            with tracer.start_as_current_span("s", kind=kind, attributes={"pad": "x" * size} if size else None):
+                pass
+    spans = exporter.get_finished_spans()
+    sizes = {len(span) for span in _span_messages(encode_spans(spans))}
+    assert min(sizes) < 0x80 and any(0x80 <= size < 0x4000 for size in sizes) and max(sizes) >= 0x4000
+    assert encode_spans_request(spans) == encode_spans(spans).SerializeToString()
+
+
+def _span_messages(request: ExportTraceServiceRequest) -> list[bytes]:
+    return [
+        span.SerializeToString()
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
