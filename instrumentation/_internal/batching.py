@@ -35,6 +35,9 @@ from instrumentation._internal.stats import STATS
 _logger = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
+MAX_REQUEST_BYTES = 1 << 20
+"""Largest export request ``EncodingSpanProcessor`` makes from several chunks: far below the collector's
+4 MiB limit (``limits.max_request_bytes``) and Sentry's."""
 _EMPTY_CONTEXT = Context()
 
 
@@ -356,10 +359,23 @@ class EncodingSpanProcessor(QueueingSpanProcessor):
         self._queue.put(EncodedSpans(body, len(chunk), operations))
 
     def _send(self, chunks: Sequence[EncodedSpans]) -> bool:
+        """One request per run of chunks up to ``MAX_REQUEST_BYTES`` (a larger chunk goes alone); each
+        request that fails counts its own spans lost (so the queue is told the batch went)."""
+        start, size = 0, 0
+        for index, chunk in enumerate(chunks):
+            if index > start and size + len(chunk.body) > MAX_REQUEST_BYTES:
+                self._send_request(chunks[start:index])
+                start, size = index, 0
+            size += len(chunk.body)
+        self._send_request(chunks[start:])
+        return True
+
+    def _send_request(self, chunks: Sequence[EncodedSpans]) -> None:
         if self._exporter.export_payload(b"".join([chunk.body for chunk in chunks])):
-            return True
+            return
+        STATS.increment("spans_export_failures")
+        STATS.increment("spans_lost", sum(chunk.count for chunk in chunks))
         self._undelivered([span for chunk in chunks for span in chunk.operations])
-        return False
 
 
 def _clear_pending(processor: EncodingSpanProcessor | None) -> None:

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from instrumentation._internal import config
-from instrumentation._internal.config import QueueConfig, resolve
+from instrumentation._internal.config import SPAN_QUEUE_DEFAULTS, QueueConfig, resolve
 
 NO_ARGUMENTS = dict(service_name=None, service_version=None, environment=None, otlp_endpoint=None, sentry_dsn=None)
 
@@ -39,7 +39,7 @@ def test_defaults() -> None:
     assert settings.service_name == "unknown_service"
     assert settings.otlp_endpoint == "http://localhost:4318"
     assert settings.sentry_dsn is None
-    assert settings.span_queue == QueueConfig()
+    assert settings.span_queue == SPAN_QUEUE_DEFAULTS == QueueConfig(max_queue_size=8192, max_export_batch_size=2048)
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,7 +87,7 @@ def test_a_malformed_queue_setting_warns_and_uses_the_default(
     monkeypatch.setenv(name, value)
     with caplog.at_level(logging.WARNING, logger="instrumentation"):
         settings = resolve(**NO_ARGUMENTS)
-    assert (settings.span_queue, settings.event_queue) == (QueueConfig(), QueueConfig())
+    assert (settings.span_queue, settings.event_queue) == (SPAN_QUEUE_DEFAULTS, QueueConfig())
     assert [record.levelname for record in caplog.records] == ["WARNING"]
     assert name in caplog.records[0].getMessage()
 

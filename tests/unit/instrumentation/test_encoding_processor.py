@@ -161,3 +161,54 @@ def test_the_outcomes_of_undelivered_operation_spans_become_event_records(failur
     processor.shutdown()
     assert [record.log_record.event_name for record in handed] == ["render_completed"]
     assert STATS.snapshot()["spans_lost"] == 2
+
+
+def test_a_batch_goes_in_requests_of_at_most_max_request_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks are joined up to MAX_REQUEST_BYTES a request (a larger chunk goes alone); a request that
+    fails loses its own spans only, and hands over its own operations' outcomes."""
+    monkeypatch.setattr(batching, "ENCODE_CHUNK_ITEMS", 2)
+    chunk_bytes = len(encode_spans_request(_pair(TracerProvider(), 0)))
+    monkeypatch.setattr(batching, "MAX_REQUEST_BYTES", 3 * chunk_bytes + 10)  # three chunks a request
+    payloads = Payloads()
+    original = payloads.export_payload
+
+    def export_payload(payload: bytes) -> bool:
+        delivered = original(payload)
+        return delivered and "op-3" not in payloads.sent[-1]  # the request holding op-3 is refused
+
+    payloads.export_payload = export_payload  # type: ignore[method-assign]
+    handed: list[ReadableLogRecord] = []
+    provider, processor = _provider(
+        payloads, QueueConfig(max_export_batch_size=1000, schedule_delay_s=60), on_undelivered=handed.extend
+    )
+    for index in range(7):  # 7 chunks of 2 spans, each chunk_bytes long
+        _pair(provider, index)
+    big = "y" * (4 * chunk_bytes)
+    for name in ("big-a", "big-b"):
+        provider.get_tracer("t").start_span(name, attributes={"pad": big}).end()
+    processor.force_flush()
+    processor.shutdown()
+    sizes = [len(names) for names in payloads.sent]
+    assert sizes == [6, 6, 2, 2]  # three chunks, three, the last small one, then the big chunk alone
+    assert sorted(name for names in payloads.sent for name in names) == sorted(
+        [f"op-{i}" for i in range(7)] + [f"render-{i}" for i in range(7)] + ["big-a", "big-b"]
+    )
+    (lost,) = [names for names in payloads.sent if "op-3" in names]
+    assert STATS.snapshot() == {
+        "spans_export_failures": 1,
+        "spans_lost": len(lost),
+        "operation_outcomes_from_undelivered_spans": 3,
+    }
+    assert len(handed) == sum(name.startswith("render-") for name in lost) == 3
+
+
+def _pair(provider: TracerProvider, index: int) -> list[ReadableSpan]:
+    """An ordinary span and an operation span, ended: one chunk of two."""
+    tracer = provider.get_tracer("t")
+    operation = {semconv.OPERATION: "render", semconv.OUTCOME: "completed"}
+    spans = []
+    for name, attributes in ((f"op-{index}", {}), (f"render-{index}", operation)):
+        span = tracer.start_span(name, attributes={"pad": "x" * 100, **attributes})
+        span.end()
+        spans.append(span)
+    return spans  # type: ignore[return-value]
