@@ -18,7 +18,7 @@ from typing import Final
 from opentelemetry.sdk.trace import TracerProvider
 
 from instrumentation._internal.batching import EncodingSpanProcessor, ExportQueue, stop_retrying
-from instrumentation._internal.config import QueueConfig
+from instrumentation._internal.config import SPAN_QUEUE_DEFAULTS, QueueConfig
 from instrumentation._internal.exporters import OtlpHttpSpanExporter
 from instrumentation._internal.http_transport import transport_for
 from instrumentation._internal.otel_scrubbing import SpanScrubbing
@@ -27,7 +27,7 @@ from instrumentation.scrubbing import Scrubber
 SENTRY_OTLP_HEADERS: Final = frozenset({"content-type", "content-encoding", "user-agent", "x-sentry-auth"})
 """The only request headers Sentry's OTLP endpoint gets."""
 
-_QUEUE = QueueConfig()
+_QUEUE = SPAN_QUEUE_DEFAULTS
 _PAYLOAD_QUEUE = QueueConfig(max_queue_size=64, max_export_batch_size=1)
 """Request bodies (each up to a batch of spans) waiting for Sentry."""
 _ACTIVE: list[SpanPath] = []
