@@ -17,7 +17,8 @@ A sink process answers every OTLP and Sentry request with 200 and counts them. w
 without it, a keep-alive asyncio load generator) drives, in interleaved rounds, each server's
   trivial    GET /trivial: a small JSON response (16 keep-alive connections)
   realistic  GET /realistic: about 5 ms of numpy work plus a SQLite query (2 connections)
-and the script prints, per configuration, throughput relative to bare, p50/p99 latency relative to
+Every server runs with the same fixed glibc allocation policy (``FIXED_MALLOC``). The script prints,
+per configuration, throughput relative to bare, p50/p99 latency relative to
 bare, and server CPU microseconds per request (utime+stime from /proc/<pid>/stat).
 
     .venv/bin/python bench/overhead.py --breakdown
@@ -49,6 +50,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ("bare", "stock", "ours", "ours-nosentry")
 ENDPOINTS = {"trivial": ("/trivial", 16), "realistic": ("/realistic", 2)}  # path, concurrent connections
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+"""glibc's allocation policy, the same for every server (unless set in the environment). Left dynamic,
+it depends on each process's allocation history and threads: the realistic endpoint's 1 MB numpy arrays
+were mapped and unmapped on every FFT in some servers (about 3,500 page faults and 4 ms of system CPU a
+request) and came from the heap in others, which made a server with our Sentry setup look 40% cheaper
+than bare."""
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
@@ -430,7 +437,12 @@ def main() -> None:
     if args.before is not None:
         configs += [f"{config}{BEFORE}" for config in configs if _ours(config) and not config.endswith(BEFORE)]
 
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        **FIXED_MALLOC,
+        **{k: os.environ[k] for k in FIXED_MALLOC if k in os.environ},
+    }
     for name in ("SENTRY_DSN", "OTEL_EXPORTER_OTLP_ENDPOINT", "PHONOGLYPH_INSTRUMENTATION_STRICT"):
         environment.pop(name, None)
     processes: list[subprocess.Popen[bytes]] = []
