@@ -3,7 +3,8 @@
 Tables: ``alerts`` (one row per pending or firing instance: rule, subject, since when, last figure,
 example trace ids, when last notified), ``history`` (every firing and resolution, newest kept up to a
 bound), ``open_starts`` (the operations started and not yet finished, for ``stalled``), ``finished`` (recent
-outcomes, so that a start arriving after its outcome, even across a restart, opens nothing) and
+outcomes of operations known to have starts, so that a start arriving after its outcome, even across a
+restart, opens nothing; pruned by age and by row count) and
 ``notifications`` (the durable notification outbox: one row per transition and notifier, deleted once
 delivered). A transition, its history row and its notification rows commit in one transaction, so a
 crash never loses a notification nor records one twice.
@@ -239,19 +240,37 @@ class AlertStore:
             [(s.key, s.operation, s.started_at, s.trace_id, s.span_id, s.event_ts) for s in added],
         )
 
-    def load_finished(self, since: float) -> list[tuple[str, str, float]]:
-        return [
-            tuple(row)
-            for row in self._read("SELECT key, event_ts, at FROM finished WHERE at >= ? ORDER BY at", (since,))
-        ]
+    def load_finished(self, since: float, limit: int | None = None) -> list[tuple[str, str, float]]:
+        """(key, event timestamp, at) of the outcomes recorded at or after ``since``, oldest first; with
+        ``limit``, only the newest ``limit`` of them."""
+        rows = self._read(
+            "SELECT key, event_ts, at FROM finished WHERE at >= ? ORDER BY at DESC, rowid DESC LIMIT ?",
+            (since, -1 if limit is None else max(0, int(limit))),
+        )
+        return [(key, event_ts, at) for key, event_ts, at in reversed(rows)]
 
     @staticmethod
-    def apply_finished(db: sqlite3.Connection, added: Mapping[str, tuple[str, float]], prune_before: float) -> None:
+    def apply_finished(
+        db: sqlite3.Connection,
+        added: Mapping[str, tuple[str, float]],
+        prune_before: float,
+        max_rows: int | None = None,
+    ) -> None:
+        """Write the outcomes added since the last call, then delete those recorded before
+        ``prune_before`` and, with ``max_rows``, all but the newest written ``max_rows`` (a rewritten key
+        counts as newest: INSERT OR REPLACE gives it a new rowid)."""
         db.executemany(
             "INSERT OR REPLACE INTO finished (key, event_ts, at) VALUES (?,?,?)",
             [(key, event_ts, at) for key, (event_ts, at) in added.items()],
         )
         db.execute("DELETE FROM finished WHERE at < ?", (prune_before,))
+        if max_rows is not None:
+            db.execute(
+                "DELETE FROM finished WHERE rowid <= (SELECT max(rowid) FROM finished) - ?", (max(0, int(max_rows)),)
+            )
+
+    def finished_rows(self) -> int:
+        return int(self._read("SELECT count(*) FROM finished")[0][0])
 
     # -- notifications ----------------------------------------------------------------------------
 
