@@ -282,6 +282,8 @@ def test_an_outcome_before_its_start_leaves_nothing_open(tmp_path):
 def test_an_outcome_is_remembered_across_a_restart(tmp_path):
     clock = Clock()
     engine = engine_for([STALLED], tmp_path, clock)
+    # the operation has been seen started: its outcomes are the ones a later start can still need
+    engine.observe_events([event("stem_separation_started", 0), event("stem_separation_completed", 0)])
     engine.observe_events([event("stem_separation_completed", 1)])
     engine.evaluate()
     engine.observe_events([event("stem_separation_failed", 2)])
@@ -319,6 +321,7 @@ def test_the_open_start_table_is_bounded_and_counts_what_it_drops(tmp_path):
         tmp_path,
         clock,
         max_open_starts=3,
+        max_finished=3,
         open_start_ttl_s=1000,
         on_drop=lambda reason, n: dropped.append((reason, n)),
     )
@@ -329,6 +332,124 @@ def test_the_open_start_table_is_bounded_and_counts_what_it_drops(tmp_path):
     assert engine.open_starts() == 0 and dropped[-1] == ("expired", 3)
     engine.observe_events([event("stem_separation_completed", 100 + n) for n in range(5)])
     assert len(engine._finished) == 3 and len(engine._finished_new) == 3  # the outcome memory is bounded too
+
+
+def _flood(engine, operation: str, count: int, *, first: int) -> None:
+    """``count`` outcomes of ``operation`` (no starts), in batches of 500 like a receiver's."""
+    for batch in range(first, first + count, 500):
+        engine.observe_events(
+            [event(f"{operation}_completed", n) for n in range(batch, min(batch + 500, first + count))]
+        )
+
+
+def test_a_start_arriving_after_20000_other_outcomes_is_still_recognised_as_finished(tmp_path):
+    dropped: list[tuple[str, int]] = []
+    clock = Clock()
+    engine = engine_for([STALLED], tmp_path, clock, on_drop=lambda reason, n: dropped.append((reason, n)))
+    engine.observe_events([event("stem_separation_started", 1), event("stem_separation_completed", 1)])
+    engine.observe_events([event("stem_separation_completed", 2)])  # its start travels in a later batch
+    _flood(engine, "audio_analysis", 25_000, first=1_000_000)  # ~6 s at the bench's rate, no starts
+    clock.advance(5)
+    engine.observe_events([event("stem_separation_started", 2)])
+    assert engine.open_starts() == 0
+    clock.advance(700)
+    assert engine.evaluate() == []  # no false stalled
+    assert ("recent_evicted", 15_000) in dropped and not [d for d in dropped if d[0] == "finished_evicted"]
+
+
+def test_a_start_of_an_operation_never_seen_started_shortly_after_its_outcome_is_recognised(tmp_path):
+    clock = Clock()
+    engine = engine_for([{**STALLED, "operation": "*"}], tmp_path, clock)
+    engine.observe_events([event("audio_analysis_completed", 7)])
+    _flood(engine, "render", 9_000, first=1_000_000)  # within the recency table
+    engine.observe_events([event("audio_analysis_started", 7)])
+    assert engine.open_starts() == 0
+    engine.evaluate()
+    assert engine.store.finished_rows() == 0  # outcomes of operations never seen started are not persisted
+    # the recency table's limit: long after, a start of an operation never seen started opens
+    engine.observe_events([event("file_upload_completed", 8)])
+    _flood(engine, "render", 10_000, first=2_000_000)
+    engine.observe_events([event("file_upload_started", 8)])
+    assert engine.open_starts() == 1
+    engine.store.close()
+
+
+def test_remembered_outcomes_stay_bounded_under_a_flood_and_evictions_are_counted(tmp_path):
+    dropped: list[tuple[str, int]] = []
+    clock = Clock()
+    engine = engine_for([STALLED], tmp_path, clock, on_drop=lambda reason, n: dropped.append((reason, n)))
+    engine.observe_events([event("stem_separation_started", 0), event("stem_separation_completed", 0)])
+    for round_ in range(3):  # 130,000 outcomes of an operation seen started, 15,000 of one never seen started
+        _flood(engine, "stem_separation", 43_333 + (round_ == 0), first=1 + round_ * 100_000)
+        _flood(engine, "render", 5_000, first=1_000_000 + round_ * 5_000)
+        clock.advance(5)
+        engine.evaluate()
+        assert len(engine._finished) <= 100_000 and len(engine._recent_finished) <= 10_000
+        assert engine.store.finished_rows() <= 100_000
+    assert len(engine._finished) == 100_000 and engine.store.finished_rows() == 100_000
+    assert len(engine._recent_finished) == 10_000 and not engine._finished_new
+    totals: dict[str, int] = {}
+    for reason, n in dropped:
+        totals[reason] = totals.get(reason, 0) + n
+    assert totals == {"finished_evicted": 30_001, "recent_evicted": 5_000}
+    # the newest are the ones kept
+    engine.observe_events([event("stem_separation_started", 200_000 + 43_332), event("stem_separation_started", 1)])
+    assert engine.open_starts() == 1 and engine._open.popitem()[0].endswith(f"{1:016x}")
+    # and all of them are forgotten FINISHED_KEEP_S later, without counting that as a loss
+    dropped.clear()
+    clock.advance(901)
+    engine.evaluate()
+    assert len(engine._finished) == 0 and engine.store.finished_rows() == 0
+    assert [d for d in dropped if d[0] != "expired"] == []
+    engine.store.close()
+
+
+def test_outcomes_of_started_operations_survive_a_restart_bounded(tmp_path):
+    clock = Clock()
+    engine = engine_for([STALLED], tmp_path, clock, max_finished=1_000)
+    engine.observe_events([event("stem_separation_started", 0), event("stem_separation_completed", 0)])
+    _flood(engine, "stem_separation", 1_000, first=1)
+    engine.observe_events([event("render_completed", 5_000)])  # never seen started: not persisted
+    engine.evaluate()
+    clock.advance(10)
+    _flood(engine, "stem_separation", 500, first=1_001)  # evicts 0..500
+    engine.flush()  # shutdown
+    engine.store.close()
+    reopened = AlertStore(tmp_path / "alerts.db")
+    assert reopened.finished_rows() == 1_000
+    reopened.close()
+
+    clock.advance(30)
+    restarted = engine_for([STALLED], tmp_path, clock, max_finished=1_000)
+    assert len(restarted._finished) == 1_000 and "stem_separation" in restarted._started_ops
+    restarted.observe_events([event("stem_separation_started", n) for n in (501, 1_000, 1_500)])
+    restarted.observe_events([event("render_started", 5_000)])
+    assert restarted.open_starts() == 1 and next(iter(restarted._open)).startswith("render\x00")
+    # known from alerts.db: its next outcomes are remembered in the persisted table again
+    restarted.observe_events([event("stem_separation_completed", 9_000)])
+    assert "stem_separation\x00span\x00" + f"{9_000:032x}:{9_000:016x}" in restarted._finished
+    restarted.store.close()
+
+    small = engine_for([STALLED], tmp_path, clock, max_finished=100)  # the load is bounded: the newest 100
+    assert len(small._finished) == 100
+    assert next(reversed(small._finished)).endswith(f"{1_500:016x}")
+    small.observe_events([event("stem_separation_started", 1_400), event("stem_separation_started", 1_401)])
+    assert small.open_starts() == 1
+    small.store.close()
+
+
+def test_the_operations_seen_started_are_bounded_by_the_series_limit(tmp_path):
+    dropped: list[tuple[str, int]] = []
+    clock = Clock()
+    engine = engine_for([STALLED], tmp_path, clock, max_series=2, on_drop=lambda reason, n: dropped.append((reason, n)))
+    engine.observe_events([event(f"{op}_started", n) for n, op in enumerate(["render", "file_upload", "render"])])
+    engine.observe_events([event("audio_analysis_started", 3)])  # file_upload is the least recently started
+    assert list(engine._started_ops) == ["render", "audio_analysis"]
+    engine.observe_events([event("file_upload_completed", 9), event("render_completed", 10)])
+    assert list(engine._recent_finished) == [f"file_upload\x00span\x00{9:032x}:{9:016x}"]
+    assert list(engine._finished) == [f"render\x00span\x00{10:032x}:{10:016x}"]
+    engine.evaluate()
+    assert ("operation_evicted", 1) in dropped
 
 
 # -- http_error_rate --------------------------------------------------------------------------------
