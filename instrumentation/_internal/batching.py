@@ -28,7 +28,6 @@ from opentelemetry.trace import NonRecordingSpan, StatusCode, set_span_in_contex
 from instrumentation import semconv
 from instrumentation._internal.config import QueueConfig
 from instrumentation._internal.exporters import ENCODE_CHUNK_ITEMS
-from instrumentation._internal.lean_span import LeanSpan
 from instrumentation._internal.otel_scrubbing import span_attributes
 from instrumentation._internal.stats import STATS
 
@@ -346,11 +345,7 @@ class EncodingSpanProcessor(QueueingSpanProcessor):
             return
         if self._queue.drop_if_full(len(chunk)):  # counted, not encoded for nothing
             return
-        operations = [
-            span
-            for span in chunk
-            if semconv.OPERATION in (span._attributes if type(span) is LeanSpan else span_attributes(span))  # type: ignore[operator]
-        ]
+        operations = [span for span in chunk if semconv.OPERATION in span_attributes(span)]
         body = self._exporter.encode(chunk)
         if body is None:
             STATS.increment("spans_lost", len(chunk))

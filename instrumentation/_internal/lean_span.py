@@ -36,7 +36,7 @@ MAX_ATTRIBUTES = 128
 MAX_EVENTS = 128
 """The SDK's default span limits."""
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_EMPTY_TRACE_STATE = TraceState()
+EMPTY_TRACE_STATE = TraceState()
 UNSET_STATUS = Status(StatusCode.UNSET)
 _PLAIN_VALUE_TYPES = (str, bool, int, float)
 _ROUTE = semconv.HTTP_ROUTE
@@ -160,28 +160,24 @@ class LeanSpan(trace.Span, ReadableSpan):
     def end_request(self, name: str | None, route: str | None, status_code: int, status: Status | None) -> None:
         """The server-span layer's end of a request in one call: its name, ``http.route`` and response
         status code (when known), an error status, then :meth:`end`."""
-        if self._end_time is not None:
-            _logger.warning("Calling end() on an ended span.")
-            return
-        if name is not None:
-            self._name = name
-        attributes: dict[str, Any] = self._attributes  # type: ignore[assignment]  # ReadableSpan's is a Mapping
-        # a str and an int under keys of ours: set_attribute's checks, without the calls
-        if route is not None:
-            if len(attributes) < MAX_ATTRIBUTES or _ROUTE in attributes:
-                attributes[_ROUTE] = route
-            else:
-                self._dropped_attributes += 1
-        if status_code:
-            if len(attributes) < MAX_ATTRIBUTES or _STATUS_CODE in attributes:
-                attributes[_STATUS_CODE] = status_code
-            else:
-                self._dropped_attributes += 1
-        if status is not None:
-            self.set_status(status)
-        self._end_time = time.time_ns()
-        for put in self._sinks:
-            put(self)
+        if self._end_time is None:
+            if name is not None:
+                self._name = name
+            attributes: dict[str, Any] = self._attributes  # type: ignore[assignment]  # ReadableSpan's is a Mapping
+            # a str and an int under keys of ours: set_attribute's checks, without the calls
+            if route is not None:
+                if len(attributes) < MAX_ATTRIBUTES or _ROUTE in attributes:
+                    attributes[_ROUTE] = route
+                else:
+                    self._dropped_attributes += 1
+            if status_code:
+                if len(attributes) < MAX_ATTRIBUTES or _STATUS_CODE in attributes:
+                    attributes[_STATUS_CODE] = status_code
+                else:
+                    self._dropped_attributes += 1
+            if status is not None:
+                self.set_status(status)
+        self.end()
 
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
@@ -236,11 +232,11 @@ class LeanSpans:
         trace_id = parent.trace_id if parent is not None else self._trace_id()
         if self._default_sampling:
             sampled = parent is None or parent.trace_flags.sampled
-            trace_state = parent.trace_state if parent is not None else _EMPTY_TRACE_STATE
+            trace_state = parent.trace_state if parent is not None else EMPTY_TRACE_STATE
         else:
             result = self._provider.sampler.should_sample(parent_context, trace_id, name, kind, attributes)
             sampled = result.decision.is_sampled()
-            trace_state = result.trace_state or _EMPTY_TRACE_STATE
+            trace_state = result.trace_state or EMPTY_TRACE_STATE
             if sampled and result.attributes:
                 attributes.update(result.attributes)
         span_id = self._span_id()

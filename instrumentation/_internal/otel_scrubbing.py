@@ -71,7 +71,10 @@ def _plain(attributes: Any) -> Any:
 
 def span_attributes(span: ReadableSpan) -> Any:
     """A span's attributes as a plain mapping, without the read-only view ``ReadableSpan.attributes`` makes."""
-    return _plain(getattr(span, "_attributes", None) or span.attributes)
+    attributes = getattr(span, "_attributes", None)
+    if type(attributes) is dict:  # a lean span's
+        return attributes
+    return _plain(attributes or span.attributes)
 
 
 def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> ReadableSpan:

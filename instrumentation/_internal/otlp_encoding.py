@@ -16,7 +16,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind
 
-from instrumentation._internal.lean_span import _EMPTY_TRACE_STATE, LeanSpan
+from instrumentation._internal.lean_span import EMPTY_TRACE_STATE, LeanSpan
 from instrumentation._internal.lean_span import UNSET_STATUS as _UNSET
 
 _FIXED64 = struct.Struct("<Q")
@@ -150,18 +150,25 @@ def _status_field(status: Any) -> bytes:
     return _delimited(_TAG[15][2], status_bytes)
 
 
-def _span(span: ReadableSpan) -> bytes:
-    if type(span) is LeanSpan:  # its fields as they are: no property per field, its SpanContext never built
-        return _span_fields(
-            span._trace_id, span._span_id, span._trace_state, span._parent, span._name, span._kind,
-            span._start_time, span._end_time, _attributes(span._attributes, _SPAN_ATTRIBUTES_TAG),
-            span._dropped_attributes, span._events, span._dropped_events, (), 0, span._status,
-        )  # fmt: skip
+def encode_span(span: ReadableSpan) -> bytes:
+    """One span's ``Span`` message fields."""
+    if type(span) is LeanSpan:
+        return _lean_span(span, _attributes(span._attributes, _SPAN_ATTRIBUTES_TAG))
     context = span.context
     return _span_fields(
         context.trace_id, context.span_id, context.trace_state, span.parent, span.name, span.kind,
         span.start_time, span.end_time, _attributes(span.attributes, _SPAN_ATTRIBUTES_TAG),
         span.dropped_attributes, span.events, span.dropped_events, span.links, span.dropped_links, span.status,
+    )  # fmt: skip
+
+
+def _lean_span(span: LeanSpan, attributes: bytes) -> bytes:
+    """A lean span's fields as they are (no property per field, its SpanContext never built), with its
+    attributes already encoded."""
+    return _span_fields(
+        span._trace_id, span._span_id, span._trace_state, span._parent, span._name, span._kind,
+        span._start_time, span._end_time, attributes, span._dropped_attributes, span._events,
+        span._dropped_events, (), 0, span._status,
     )  # fmt: skip
 
 
@@ -185,10 +192,7 @@ def encode_lean_span_of_known_pairs(span: LeanSpan, pairs: Mapping[tuple[str, An
         if encoded is None:
             return None
         parts.append(encoded)
-    return _span_fields(
-        span._trace_id, span._span_id, span._trace_state, span._parent, span._name, span._kind,
-        span._start_time, span._end_time, b"".join(parts), span._dropped_attributes, (), 0, (), 0, span._status,
-    )  # fmt: skip
+    return _lean_span(span, b"".join(parts))
 
 
 def _span_fields(
@@ -209,7 +213,7 @@ def _span_fields(
     status: Any,
 ) -> bytes:
     parts = [_TRACE_ID_FIELD, trace_id.to_bytes(16, "big"), _SPAN_ID_FIELD, span_id.to_bytes(8, "big")]
-    if trace_state is not _EMPTY_TRACE_STATE and trace_state:
+    if trace_state is not EMPTY_TRACE_STATE and trace_state:
         parts.append(_delimited(_TAG[3][2], ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
     if parent is not None:
         parts.append(_PARENT_SPAN_ID_FIELD)
@@ -329,13 +333,9 @@ def _grouped(items: Sequence[Any], encode_item: Any) -> bytes:
     return b"".join(request)
 
 
-def encode_spans_request(spans: Sequence[ReadableSpan], encode_span: Callable[[Any], bytes] | None = None) -> bytes:
-    """``ExportTraceServiceRequest`` bytes for ``spans``; ``encode_span`` (a ``Span`` message's fields)
-    defaults to :func:`encode_span`."""
-    return _grouped(spans, encode_span or _span)
-
-
-encode_span = _span
+def encode_spans_request(spans: Sequence[ReadableSpan], encode_item: Callable[[Any], bytes] = encode_span) -> bytes:
+    """``ExportTraceServiceRequest`` bytes for ``spans``, each ``Span`` message's fields from ``encode_item``."""
+    return _grouped(spans, encode_item)
 
 
 def encode_logs_request(records: Sequence[ReadableLogRecord]) -> bytes:
