@@ -44,6 +44,7 @@ evaluation (and at ``flush``), never per event.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
@@ -476,7 +477,6 @@ class Engine:
                             instances[key] = new
                     if transition is not None:
                         transitions.append(transition)
-            added, removed, finished = dict(self._added), set(self._removed), dict(self._finished_new)
             with self.store.transaction() as db:
                 for (name, subject), row in changed.items():
                     if row is None:
@@ -488,13 +488,9 @@ class Engine:
                         self.store.add_history(db, now, transition.snapshot)
                     for notifier in self.notifiers:
                         self.store.enqueue_notification(db, notifier, transition.snapshot, now)
-                self.store.apply_open_starts(db, added.values(), removed)
-                self.store.apply_finished(db, finished, now - FINISHED_KEEP_S, self._max_finished)
+                self._write_deltas(db, now)
             self._instances = instances
-            self._added.clear()
-            self._removed.clear()
-            self._finished_new.clear()
-            forgotten, self._forgotten = self._forgotten, {}
+            forgotten = self._deltas_written()
         if expired:
             self._on_drop("expired", expired)
         for reason, count in forgotten.items():
@@ -507,14 +503,23 @@ class Engine:
             now = self._clock()
             self._expire_finished(now)
             with self.store.transaction() as db:
-                self.store.apply_open_starts(db, self._added.values(), self._removed)
-                self.store.apply_finished(db, self._finished_new, now - FINISHED_KEEP_S, self._max_finished)
-            self._added.clear()
-            self._removed.clear()
-            self._finished_new.clear()
-            forgotten, self._forgotten = self._forgotten, {}
+                self._write_deltas(db, now)
+            forgotten = self._deltas_written()
         for reason, count in forgotten.items():
             self._on_drop(reason, count)
+
+    def _write_deltas(self, db: sqlite3.Connection, now: float) -> None:
+        """The open starts and remembered outcomes added or removed since the last write (lock held)."""
+        self.store.apply_open_starts(db, self._added.values(), self._removed)
+        self.store.apply_finished(db, self._finished_new, now - FINISHED_KEEP_S, self._max_finished)
+
+    def _deltas_written(self) -> dict[str, int]:
+        """After the deltas' commit: start the next ones; returns the evictions to report (lock held)."""
+        self._added.clear()
+        self._removed.clear()
+        self._finished_new.clear()
+        forgotten, self._forgotten = self._forgotten, {}
+        return forgotten
 
     def _expire_open_starts(self, now: float) -> int:
         expired = 0

@@ -88,9 +88,9 @@ def batch_body(batch: Sequence[Mapping[str, Any]], *, api_key: str, sent_at: str
 
     Same keys in the same order and the same separators as posthog-python's
     ``json.dumps(body)``; inside an event the stored compact JSON (valid JSON, UTF-8, no
-    NaN or Infinity: see encode_event) is spliced in unchanged.
+    NaN or Infinity: see encode_event_bytes) is spliced in unchanged.
     """
-    payloads = [_payload(event) for event in batch]
+    payloads = [encode_event_bytes(event) for event in batch]  # a claimed event's stored JSON as it is
     return b"".join(
         (
             b'{"batch": [',
@@ -102,11 +102,6 @@ def batch_body(batch: Sequence[Mapping[str, Any]], *, api_key: str, sent_at: str
             b"}",
         )
     )
-
-
-def _payload(event: Mapping[str, Any]) -> bytes:
-    payload = getattr(event, "payload", None)
-    return payload if payload is not None else encode_event_bytes(event)
 
 
 def _detail(response: requests.Response) -> str:
