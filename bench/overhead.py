@@ -438,10 +438,9 @@ def main() -> None:
         configs += [f"{config}{BEFORE}" for config in configs if _ours(config) and not config.endswith(BEFORE)]
 
     environment = {
+        **FIXED_MALLOC,  # unless the environment sets them
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        **FIXED_MALLOC,
-        **{k: os.environ[k] for k in FIXED_MALLOC if k in os.environ},
     }
     for name in ("SENTRY_DSN", "OTEL_EXPORTER_OTLP_ENDPOINT", "PHONOGLYPH_INSTRUMENTATION_STRICT"):
         environment.pop(name, None)
